@@ -1,0 +1,34 @@
+# Dialog Engine: `make dev` runs everything locally, `make test` installs what it needs and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test fuzz lint typecheck build bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(PY) -m scripts dev
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy shared api functions
+
+build: $(STAMP)
+	$(PY) -m scripts build
+
+bench: $(STAMP)
+	$(PY) bench/cold_start.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .vercel

@@ -1,0 +1,51 @@
+"""POST /api/jobs/{name}: QStash deliveries. Verify the signature, run each message id once, record it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from mangum import Mangum
+from starlette.concurrency import run_in_threadpool
+
+from shared.auth import Db
+from shared.errors import BadRequest
+from shared.http import create_app, json_error
+from shared.jobs import NonRetryable, run_job
+from shared.queue import job_url, verify
+
+log = logging.getLogger("dialog_engine.jobs")
+app = create_app("jobs", description="QStash callbacks that run functions/{name}.run(payload).")
+
+
+@app.post("/api/jobs/{name}", summary="Run one queued job (QStash signs the call)")
+async def run(name: str, request: Request, conn: Db) -> JSONResponse:
+    raw = await request.body()  # the exact bytes QStash signed
+    # Verify before anything else: an unsigned call runs nothing and learns nothing.
+    verify(request.headers.get("upstash-signature"), raw, job_url(name))
+    try:
+        payload = json.loads(raw or b"{}")
+    except ValueError:
+        return _not_retryable("invalid_json", "The job payload is not JSON.")
+    retried_header = request.headers.get("upstash-retried", "0")
+    retried = int(retried_header) if retried_header.isdigit() else 0
+    try:
+        outcome = await run_in_threadpool(run_job, conn, name, payload,
+                                          request.headers.get("upstash-message-id"), retried)
+    except NonRetryable as exc:
+        return _not_retryable(exc.code, exc.message)
+    except BadRequest as exc:
+        return _not_retryable(exc.code, exc.message)
+    except Exception:
+        log.exception("job %s failed (attempt %s)", name, retried + 1)
+        return json_error(500, "job_failed", f"Job {name} failed; QStash will retry it.")
+    return JSONResponse(outcome)
+
+
+def _not_retryable(code: str, message: str) -> JSONResponse:
+    return json_error(489, code, message, headers={"Upstash-NonRetryable-Error": "true"})
+
+
+lambda_handler = Mangum(app)

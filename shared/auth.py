@@ -1,0 +1,111 @@
+"""API keys: random, shown once, stored as a sha256 hash with a visible prefix; scopes admin and chat."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import psycopg
+from fastapi import Depends, Request
+
+from shared.db import Row, fetch_one, get_db
+from shared.errors import Forbidden, Unauthorized
+
+Scope = Literal["admin", "chat"]
+KEY_PREFIX = {"admin": "de_admin_", "chat": "de_chat_"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key of one workspace with one scope."""
+
+    workspace_id: str
+    scope: Scope
+    key_id: str | None = None
+    allowed_origins: tuple[str, ...] = field(default=())
+    actor: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key(scope: Scope) -> tuple[str, str, str]:
+    """A fresh key: (key shown once, prefix kept for display, hash stored)."""
+    key = KEY_PREFIX[scope] + secrets.token_urlsafe(32)
+    return key, key[: len(KEY_PREFIX[scope]) + 6], hash_key(key)
+
+
+def create_key(conn: psycopg.Connection[Row], workspace_id: str, scope: Scope, name: str = "",
+               allowed_origins: list[str] | None = None) -> tuple[str, Row]:
+    """Store a new key; returns the key (to show once) and its public row."""
+    key, prefix, digest = new_key(scope)
+    row = fetch_one(conn, """
+        INSERT INTO api_keys (workspace_id, name, prefix, hash, scope, allowed_origins)
+        VALUES (%s, %s, %s, %s, %s, %s)
+        RETURNING id, name, prefix, scope, allowed_origins, created_at, last_used_at, revoked_at""",
+        (workspace_id, name, prefix, digest, scope, allowed_origins or []))
+    assert row is not None
+    return key, row
+
+
+def create_workspace(conn: psycopg.Connection[Row], name: str) -> tuple[Row, str]:
+    """A new workspace and its first admin key (returned once)."""
+    with conn.transaction():
+        workspace = fetch_one(conn, "INSERT INTO workspaces (name) VALUES (%s) RETURNING id, name, created_at", (name,))
+        assert workspace is not None
+        key, _ = create_key(conn, workspace["id"], "admin", name="first admin key")
+    return workspace, key
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
+    row = fetch_one(conn, """
+        UPDATE api_keys SET last_used_at = now()
+        WHERE hash = %s AND revoked_at IS NULL
+        RETURNING id, workspace_id, scope, allowed_origins""", (hash_key(key),))
+    if row is None:
+        raise Unauthorized("The API key is not valid or has been revoked.", code="invalid_api_key")
+    return Principal(workspace_id=row["workspace_id"], scope=row["scope"], key_id=row["id"],
+                     allowed_origins=tuple(row["allowed_origins"]), actor=f"key:{row['id']}")
+
+
+def require_key(request: Request, conn: Annotated[psycopg.Connection[Row], Depends(get_db)]) -> Principal:
+    """Any valid key of any scope (chat routes)."""
+    key = bearer_token(request)
+    if not key:
+        raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.", code="missing_api_key")
+    principal = principal_for_key(conn, key)
+    check_origin(principal, request.headers.get("origin"))
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(require_key)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This key may only chat; this route needs an admin key.", code="admin_key_required")
+    return principal
+
+
+def check_origin(principal: Principal, origin: str | None) -> None:
+    """A chat key limited to origins refuses browsers on other sites."""
+    if principal.scope == "chat" and principal.allowed_origins and origin:
+        if origin.rstrip("/") not in {o.rstrip("/") for o in principal.allowed_origins}:
+            raise Forbidden(f"Origin {origin} is not allowed for this key.", code="origin_not_allowed")
+
+
+Db = Annotated[psycopg.Connection[Row], Depends(get_db)]
+AnyKey = Annotated[Principal, Depends(require_key)]
+AdminKey = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,102 @@
+"""PostgreSQL through psycopg 3: one short-lived connection per invocation, errors translated in one place.
+
+Serverless functions can't keep a pool across invocations reliably, so each request opens one
+connection (about 2 ms locally, less behind Vercel's pooler) and always closes it. Behind a
+transaction-mode pooler server-side prepared statements break, so they are off for pooled URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from shared.settings import get_settings
+
+log = logging.getLogger("dialog_engine.db")
+
+Row = dict[str, Any]
+
+
+def _connect_kwargs() -> dict[str, Any]:
+    settings = get_settings()
+    return {
+        "conninfo": settings.database_url,
+        "autocommit": True,
+        "row_factory": dict_row,
+        # None = never prepare server-side: required behind pgbouncer in transaction mode.
+        "prepare_threshold": None if settings.database_is_pooled else 5,
+        "connect_timeout": 10,
+    }
+
+
+@contextlib.contextmanager
+def connect() -> Iterator[psycopg.Connection[Row]]:
+    """A connection in autocommit mode; use `with conn.transaction():` for several statements."""
+    try:
+        conn = psycopg.connect(**_connect_kwargs())
+    except psycopg.OperationalError as exc:
+        log.error("database unreachable: %s", type(exc).__name__)
+        raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")
+    try:
+        with translate_errors():
+            yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def aconnect() -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+    """The async twin of connect(), for streaming routes."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(**_connect_kwargs())
+    except psycopg.OperationalError as exc:
+        log.error("database unreachable: %s", type(exc).__name__)
+        raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")
+    try:
+        with translate_errors():
+            yield conn
+    finally:
+        await conn.close()
+
+
+def get_db() -> Iterator[psycopg.Connection[Row]]:
+    """FastAPI dependency: the request's connection, closed when the response is done."""
+    with connect() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """psycopg errors -> our errors, so routes never answer 500 for a constraint a user can break."""
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        raise Conflict("That already exists.", details={"constraint": exc.diag.constraint_name})
+    except pg_errors.ForeignKeyViolation as exc:
+        raise NotFound("A referenced record does not exist.", details={"constraint": exc.diag.constraint_name})
+    except (pg_errors.CheckViolation, pg_errors.NotNullViolation, pg_errors.InvalidTextRepresentation,
+            pg_errors.StringDataRightTruncation, pg_errors.NumericValueOutOfRange) as exc:
+        raise Unprocessable("A value is not acceptable.", details={"constraint": exc.diag.constraint_name})
+    except psycopg.OperationalError as exc:
+        log.error("database error: %s", type(exc).__name__)
+        raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")
+
+
+def fetch_one(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
+    return conn.execute(sql, params).fetchone()
+
+
+def fetch_all(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+def execute(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+    """Run a statement and return the number of rows it touched."""
+    return conn.execute(sql, params).rowcount

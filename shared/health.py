@@ -1,0 +1,83 @@
+"""Dependency checks for /api/health and `python -m scripts health`: each answers ok/down with its latency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared.settings import get_settings
+
+REQUIRED = ("db", "redis")
+
+
+def check_db() -> str:
+    from shared.db import connect
+
+    with connect() as conn:
+        conn.execute("SELECT 1")
+    return "PostgreSQL answers"
+
+
+def check_redis() -> str:
+    from shared.kv import get_kv
+
+    get_kv().ping()
+    return "Redis answers"
+
+
+def check_queue() -> str:
+    import httpx
+
+    settings = get_settings()
+    if not settings.qstash_token:
+        raise LookupError("QSTASH_TOKEN is not set")
+    base = (settings.qstash_url or "https://qstash.upstash.io").rstrip("/")
+    reply = httpx.get(f"{base}/v2/schedules", headers={"Authorization": f"Bearer {settings.qstash_token}"},
+                      timeout=3)
+    reply.raise_for_status()
+    return "QStash answers"
+
+
+def check_vectors() -> str:
+    from shared.vectors import get_vector_store
+
+    return get_vector_store().health()
+
+
+def check_llm() -> str:
+    settings = get_settings()
+    keyed = [name for name, key in (("openai", settings.openai_api_key or settings.openai_base_url),
+                                    ("anthropic", settings.anthropic_api_key)) if key]
+    # Not a network call: a health probe must not spend tokens. Offline answerer otherwise.
+    return "configured: " + ", ".join(keyed) if keyed else "no model key: offline answerer"
+
+
+CHECKS: dict[str, Callable[[], str]] = {
+    "db": check_db, "redis": check_redis, "queue": check_queue, "vectors": check_vectors, "llm": check_llm,
+}
+
+
+def run_checks(names: list[str] | None = None) -> dict[str, Any]:
+    """{"status": "ok"|"degraded"|"down", "checks": {name: {status, latency_ms, required, detail}}}."""
+    results: dict[str, dict[str, Any]] = {}
+    for name in names or list(CHECKS):
+        start = time.perf_counter()
+        try:
+            detail, status = CHECKS[name](), "ok"
+        except LookupError as exc:
+            detail, status = str(exc), "not_configured"
+        except Exception as exc:
+            detail, status = _describe(exc), "down"
+        results[name] = {"status": status, "required": name in REQUIRED, "detail": detail,
+                         "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+    failing = [n for n, r in results.items() if r["required"] and r["status"] != "ok"]
+    degraded = [n for n, r in results.items() if not r["required"] and r["status"] == "down"]
+    overall = "down" if failing else ("degraded" if degraded else "ok")
+    return {"status": overall, "failing": failing + degraded, "checks": results}
+
+
+def _describe(exc: Exception) -> str:
+    # Our errors carry a safe message; anything else is named by type only (it may hold a URL with a password).
+    message = getattr(exc, "message", None)
+    return message if isinstance(message, str) else type(exc).__name__

@@ -1,0 +1,82 @@
+"""Run a queued job once per message id and record it (status, attempts, error, duration)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import time
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from shared.db import Row, fetch_one
+from shared.errors import AppError, NotFound
+
+log = logging.getLogger("dialog_engine.jobs")
+JOB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+STALE_RUNNING = "15 minutes"  # a 'running' row older than this died with its function; run it again
+
+
+class NonRetryable(AppError):
+    """The payload can never succeed (bad shape, gone record): QStash should not retry it."""
+
+    status, code = 489, "job_not_retryable"
+
+
+def load(name: str) -> Any:
+    """functions/{name}.py's run(); unknown names are 404 so nothing arbitrary is imported."""
+    if not JOB_NAME.match(name):
+        raise NotFound(f"No job named {name!r}.", code="unknown_job")
+    try:
+        module = importlib.import_module(f"functions.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"functions.{name}":
+            raise NotFound(f"No job named {name!r}.", code="unknown_job") from exc
+        raise
+    run = getattr(module, "run", None)
+    if not callable(run):
+        raise NotFound(f"No job named {name!r}.", code="unknown_job")
+    return run
+
+
+def claim(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: str | None,
+          retried: int) -> Row | None:
+    """Record the attempt; None when this message id already succeeded or is running right now."""
+    return fetch_one(conn, f"""
+        INSERT INTO jobs (name, payload, message_id, workspace_id, attempts)
+        VALUES (%(name)s, %(payload)s, %(mid)s, %(ws)s, %(attempt)s)
+        ON CONFLICT (message_id) DO UPDATE
+            SET attempts = jobs.attempts + 1, status = 'running', error = NULL,
+                started_at = now(), finished_at = NULL
+            WHERE jobs.status = 'failed'
+               OR (jobs.status = 'running' AND jobs.started_at < now() - interval '{STALE_RUNNING}')
+        RETURNING id, attempts""",
+        {"name": name, "payload": Jsonb(payload), "mid": message_id, "attempt": retried + 1,
+         "ws": payload.get("workspace_id") if isinstance(payload, dict) else None})
+
+
+def finish(conn: psycopg.Connection[Row], job_id: str, started: float, error: str | None = None) -> None:
+    conn.execute("""UPDATE jobs SET status = %s, error = %s, finished_at = now(), duration_ms = %s
+                    WHERE id = %s""",
+                 ("failed" if error else "succeeded", error, (time.perf_counter() - started) * 1000, job_id))
+
+
+def run_job(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: str | None,
+            retried: int = 0) -> dict[str, Any]:
+    """Claim, run and record one delivery. Raises on failure so the caller answers non-2xx."""
+    run = load(name)
+    job = claim(conn, name, payload, message_id, retried)
+    if job is None:
+        log.info("job %s message %s already ran or is running; skipped", name, message_id)
+        return {"status": "duplicate", "message_id": message_id}
+    started = time.perf_counter()
+    try:
+        result = run(payload)
+    except Exception as exc:
+        # The error text is stored for operators, never returned to the caller.
+        finish(conn, job["id"], started, error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    finish(conn, job["id"], started)
+    return {"status": "succeeded", "job_id": job["id"], "attempt": job["attempts"], "result": result}

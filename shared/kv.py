@@ -1,0 +1,97 @@
+"""Redis for cache, counters and dedup: Upstash over REST in production, plain REDIS_URL for self-hosting.
+
+Both clients are created on first use (they cost import time) and wrapped in the few operations we use,
+so the rest of the code never cares which one is behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+
+from shared.errors import ServiceUnavailable
+from shared.settings import get_settings
+
+log = logging.getLogger("dialog_engine.kv")
+
+
+class KV:
+    """The operations we use, over either client. Values are strings; *_json helpers encode JSON."""
+
+    def __init__(self, client: Any, upstash: bool) -> None:
+        self.client = client
+        self.upstash = upstash
+
+    def get(self, key: str) -> str | None:
+        return self._call(self.client.get, key)
+
+    def set(self, key: str, value: str, ttl: int | None = None) -> None:
+        self._call(self.client.set, key, value, ex=ttl)
+
+    def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int:
+        """Increment; the first increment of a key starts its TTL."""
+        if ttl is None:
+            return int(self._call(self.client.incrby, key, amount))
+        value, _ = self.pipeline([["INCRBY", key, amount], ["EXPIRE", key, ttl, "NX"]])
+        return int(value)
+
+    def delete(self, *keys: str) -> int:
+        return int(self._call(self.client.delete, *keys)) if keys else 0
+
+    def ping(self) -> bool:
+        return bool(self._call(self.client.ping))
+
+    def pipeline(self, commands: list[list[Any]]) -> list[Any]:
+        """Several commands in one round trip (not atomic)."""
+        if self.upstash:
+            pipe = self.client.pipeline()
+            for command in commands:
+                pipe.execute([str(part) for part in command])
+            return self._call(pipe.exec)
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return self._call(pipe.execute)
+
+    def scan(self, pattern: str, count: int = 500) -> list[str]:
+        keys, cursor = [], 0
+        while True:
+            cursor, batch = self._call(self.client.scan, cursor, match=pattern, count=count)
+            keys.extend(batch)
+            if int(cursor) == 0:
+                return keys
+
+    def get_json(self, key: str) -> Any:
+        raw = self.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def set_json(self, key: str, value: Any, ttl: int | None = None) -> None:
+        self.set(key, json.dumps(value, default=str, separators=(",", ":")), ttl)
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # both clients raise their own transport errors
+            log.warning("redis call failed: %s", type(exc).__name__)
+            raise ServiceUnavailable("Redis is unreachable; try again shortly.", code="redis_unavailable") from exc
+
+
+@lru_cache
+def get_kv() -> KV:
+    """The process-wide Redis client (tests clear this cache when they switch servers)."""
+    settings = get_settings()
+    if settings.upstash_redis_rest_url and settings.upstash_redis_rest_token:
+        from upstash_redis import Redis
+
+        client = Redis(url=settings.upstash_redis_rest_url, token=settings.upstash_redis_rest_token,
+                       rest_retries=1, rest_retry_interval=0.2, allow_telemetry=False)
+        return KV(client, upstash=True)
+    if settings.redis_url:
+        import redis
+
+        return KV(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
+                                       socket_connect_timeout=2), upstash=False)
+    raise ServiceUnavailable("Set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN (or REDIS_URL).",
+                             code="redis_not_configured")

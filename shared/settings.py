@@ -1,0 +1,123 @@
+"""One settings object read from the environment; fails fast on missing or placeholder secrets in production."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that mean "nobody filled this in" (copied from .env.example or a tutorial).
+PLACEHOLDERS = ("changeme", "change-me", "your-", "your_", "xxx", "<", "todo", "placeholder", "example")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or still a placeholder; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # Where we run: "production" turns on the secret checks (Vercel sets VERCEL_ENV).
+    environment: Literal["development", "test", "production"] = "development"
+    vercel_env: str | None = None
+
+    # The deployment runbook's variables.
+    database_url: str = ""
+    nextauth_url: str | None = None
+    nextauth_secret: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    redis_url: str | None = None
+    upstash_redis_rest_url: str | None = None
+    upstash_redis_rest_token: str | None = None
+    default_template_id: str = "default"
+    pinecone_api_key: str | None = None
+    pinecone_environment: str | None = None
+    pinecone_index: str = "dialog-engine"
+    pinecone_host: str | None = None
+    firecrawl_api_key: str | None = None
+    firecrawl_api_url: str | None = None
+    firecrawl_webhook_secret: str | None = None
+
+    # Ours.
+    qstash_url: str | None = None
+    qstash_token: str | None = None
+    qstash_current_signing_key: str | None = None
+    qstash_next_signing_key: str | None = None
+    cron_secret: str | None = None
+    public_url: str = "http://localhost:3000"
+    vector_backend: Literal["pinecone", "pgvector", ""] = ""
+    sentry_dsn: str | None = None
+    backup_bucket: str | None = None
+    backup_prefix: str = "backups"
+    backup_passphrase: str | None = None
+    backup_s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+
+    # Models and retrieval.
+    embedding_model: str = "text-embedding-3-small"
+    embedding_base_url: str | None = None  # defaults to OPENAI_BASE_URL; any OpenAI-compatible embeddings API
+    embedding_dimensions: int = 1536
+    llm_connect_timeout_s: float = 5.0
+    llm_first_token_timeout_s: float = 20.0
+    llm_total_timeout_s: float = 120.0
+
+    # Limits.
+    max_body_bytes: int = Field(default=1_000_000, description="Largest JSON body a route accepts (413 above)")
+    max_upload_bytes: int = 4_000_000  # under Vercel's 4.5 MB request cap
+    max_message_chars: int = 8_000
+    allow_private_hosts: bool = False  # crawling 127.0.0.1 / 10.x: local work and tests only
+    log_level: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production" or self.vercel_env == "production"
+
+    @property
+    def database_is_pooled(self) -> bool:
+        """A transaction-mode pooler (pgbouncer, Neon/Vercel '-pooler' hosts) can't keep prepared statements."""
+        url = self.database_url
+        return "pgbouncer=true" in url or "-pooler" in url or ":6543" in url
+
+    @property
+    def resolved_vector_backend(self) -> str:
+        return self.vector_backend or ("pinecone" if self.pinecone_api_key else "pgvector")
+
+    def check(self) -> Settings:
+        """Raise SettingsError naming the first missing or placeholder variable that production needs."""
+        problems = [f"{name} must be set" for name in ("database_url",) if not getattr(self, name)]
+        if self.is_production:
+            required = ["database_url", "qstash_token", "qstash_current_signing_key",
+                        "qstash_next_signing_key", "cron_secret", "public_url"]
+            if not self.redis_url:
+                required += ["upstash_redis_rest_url", "upstash_redis_rest_token"]
+            for name in required:
+                value = getattr(self, name)
+                if not value:
+                    problems.append(f"{name.upper()} is not set")
+            optional_secrets = ["openai_api_key", "anthropic_api_key", "pinecone_api_key", "firecrawl_api_key",
+                                "nextauth_secret", "backup_passphrase"]
+            for name in required + optional_secrets:
+                value = getattr(self, name)
+                if value and is_placeholder(str(value)):
+                    problems.append(f"{name.upper()} still holds a placeholder value")
+        if problems:
+            raise SettingsError("Configuration error: " + "; ".join(problems)
+                                + " (set it in the Vercel project's Environment Variables or in .env)")
+        return self
+
+
+def is_placeholder(value: str) -> bool:
+    lowered = value.strip().lower()
+    return any(lowered.startswith(p) or p in lowered for p in PLACEHOLDERS[:3]) or any(
+        lowered.startswith(p) for p in PLACEHOLDERS[3:])
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests call get_settings.cache_clear() after changing the environment)."""
+    return Settings().check()

@@ -1,0 +1,48 @@
+"""What a template version holds: prompt, model, retrieval settings, language, abstain rule, greeting."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Provider = Literal["openai", "anthropic", "offline"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant for this organisation. Answer from the numbered context passages, "
+    "cite them as [n], and say plainly when the context does not contain the answer."
+)
+
+
+class RetrievalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(default=5, ge=1, le=50)
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    mode: Literal["keyword", "vector", "hybrid"] = "hybrid"
+
+
+class TemplateConfig(BaseModel):
+    """One template version. Unknown fields are refused so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=2000)
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, min_length=1, max_length=20_000)
+    provider: Provider = "openai"
+    model: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
+    # Failover order; None = the template's provider, then the other keyed one.
+    providers: list[Provider] | None = None
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    max_output_tokens: int = Field(default=800, ge=1, le=32_000)
+    context_window_tokens: int = Field(default=16_000, ge=1_000, le=2_000_000)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    language: str = Field(default="en", min_length=2, max_length=10)
+    abstain_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    fallback_message: str | None = Field(default=None, max_length=2000)
+    greeting: str = Field(default="", max_length=2000)
+    suggested_questions: list[str] = Field(default_factory=list, max_length=10)
+    pii_redaction: bool = False
+
+
+DEFAULT_TEMPLATE = TemplateConfig(description="The built-in template every workspace starts from.")

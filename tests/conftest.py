@@ -1,0 +1,148 @@
+"""Fixtures: one real local stack per session (PostgreSQL, Redis, Upstash and QStash stand-ins, the router
+served over HTTP), and a fresh database copied from a migrated template for every test that asks for it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Settings must never come from a developer's own environment: no real keys in tests.
+for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PINECONE_API_KEY", "FIRECRAWL_API_KEY", "SENTRY_DSN",
+              "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "VECTOR_BACKEND", "REDIS_URL", "VERCEL_ENV"):
+    os.environ.pop(_name, None)
+os.environ["ENVIRONMENT"] = "test"
+
+from scripts._serve import serve_in_thread  # noqa: E402
+from scripts.local_stack import LocalStack  # noqa: E402
+
+TEMPLATE_DB = "dialog_template"
+_db_numbers = itertools.count(1)
+
+
+def clear_caches() -> None:
+    """Forget cached settings and clients after the environment changed."""
+    from shared import kv, queue, settings, vectors
+
+    settings.get_settings.cache_clear()
+    kv.get_kv.cache_clear()
+    queue._client.cache_clear()
+    vectors.get_vector_store.cache_clear()
+    for hook in CACHE_CLEARERS:
+        hook()
+
+
+# Modules with cached clients of their own append a function here.
+CACHE_CLEARERS: list[Any] = []
+
+
+@dataclass
+class Stack:
+    local: LocalStack
+    server_url: str
+    admin_dsn: str
+
+    def dsn(self, database: str) -> str:
+        return self.local.pg.get_uri(database)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    local = LocalStack(tmp_path_factory.mktemp("stack"), qstash_backoff_scale=0.01)
+    env = local.start()
+    os.environ.update(env)
+    clear_caches()
+    from shared.migrate import migrate
+
+    admin_dsn = local.pg.get_uri()
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    migrate(local.pg.get_uri(TEMPLATE_DB))
+
+    from scripts.router import create_router
+
+    server_url, stop_server = serve_in_thread(create_router())
+    os.environ["PUBLIC_URL"] = server_url
+    try:
+        yield Stack(local, server_url, admin_dsn)
+    finally:
+        stop_server()
+        local.stop()
+
+
+@pytest.fixture
+def engine(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A fresh database (copied from the migrated template) and an empty cache for one test."""
+    name = f"test_{os.getpid()}_{next(_db_numbers)}"
+    with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    monkeypatch.setenv("DATABASE_URL", stack.dsn(name))
+    monkeypatch.setenv("PUBLIC_URL", stack.server_url)
+    stack.local.redis.flushdb()
+    clear_caches()
+    engine = Engine(stack, stack.dsn(name))
+    try:
+        yield engine
+    finally:
+        engine.close()
+        monkeypatch.undo()
+        clear_caches()
+        with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class Engine:
+    """What a test needs: the served API, its database and helpers to make workspaces and keys."""
+
+    def __init__(self, stack: Stack, dsn: str) -> None:
+        self.stack = stack
+        self.dsn = dsn
+        self.url = stack.server_url
+        self._clients: list[httpx.Client] = []
+
+    def db(self) -> psycopg.Connection[Any]:
+        from psycopg.rows import dict_row
+
+        return psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row)
+
+    def workspace(self, name: str = "Acme") -> tuple[str, str]:
+        """A new workspace; returns (workspace id, admin key)."""
+        from shared.auth import create_workspace
+
+        with self.db() as conn:
+            workspace, key = create_workspace(conn, name)
+        return workspace["id"], key
+
+    def client(self, key: str | None = None, **headers: str) -> httpx.Client:
+        all_headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        if key:
+            all_headers["Authorization"] = f"Bearer {key}"
+        client = httpx.Client(base_url=self.url, headers=all_headers, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def wait_for_queue(self, timeout: float = 15.0) -> None:
+        """Block until the QStash stand-in has delivered (or given up on) everything queued."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = httpx.get(f"{os.environ['QSTASH_URL']}/__local/idle", timeout=5)
+            if reply.json().get("idle"):
+                return
+            time.sleep(0.02)
+        raise TimeoutError("the QStash stand-in still has messages in flight")
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
