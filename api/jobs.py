@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from shared.auth import Db
 from shared.errors import BadRequest
 from shared.http import create_app, json_error
-from shared.jobs import NonRetryable, run_job
+from shared.jobs import NonRetryable, load, run_job
 from shared.queue import job_url, verify
 
 log = logging.getLogger("dialog_engine.jobs")
@@ -25,6 +25,7 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
     raw = await request.body()  # the exact bytes QStash signed
     # Verify before anything else: an unsigned call runs nothing and learns nothing.
     verify(request.headers.get("upstash-signature"), raw, job_url(name))
+    load(name)  # unknown job -> 404 (a typo in a publish call must not be retried forever)
     try:
         payload = json.loads(raw or b"{}")
     except ValueError:

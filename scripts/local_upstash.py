@@ -60,7 +60,7 @@ def _encode(value, b64):
     """Shape a raw Redis reply as Upstash does (base64 strings when asked, never floats)."""
     if isinstance(value, Exception):
         raise value
-    if value is None or isinstance(value, bool) or isinstance(value, int):
+    if value is None or isinstance(value, (bool, int)):
         return int(value) if isinstance(value, bool) else value
     if isinstance(value, float):
         value = repr(value)
@@ -164,8 +164,9 @@ def create_app(redis_client, token):
                 return JSONResponse({"error": "ERR method not allowed"}, status_code=405)
             try:
                 commands = json.loads(body)
-                assert isinstance(commands, list) and all(isinstance(c, list) for c in commands)
-            except Exception:
+            except ValueError:
+                commands = None
+            if not isinstance(commands, list) or not all(isinstance(c, list) for c in commands):
                 return JSONResponse({"error": "ERR pipeline body must be a 2-D JSON array"}, status_code=400)
             try:
                 results = await anyio.to_thread.run_sync(executor.many, commands, path == "multi-exec")
@@ -186,7 +187,7 @@ def create_app(redis_client, token):
         else:
             try:
                 command = json.loads(body)
-            except Exception:
+            except ValueError:
                 return JSONResponse({"error": "ERR body must be a JSON array"}, status_code=400)
         try:
             result = await anyio.to_thread.run_sync(executor.one, command)

@@ -78,5 +78,8 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await json_error(404, "not_found", f"No function serves {scope['path']}.")(scope, receive, send)
 
 
-def create_router() -> Router:
-    return Router()
+def create_router() -> Any:
+    """The router with the security headers also on its own 404s and on public/ files."""
+    from shared.http import SecurityHeadersMiddleware
+
+    return SecurityHeadersMiddleware(Router())

@@ -15,6 +15,7 @@ from shared.errors import ServiceUnavailable
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.kv")
+COMMAND_ERRORS = {"UpstashError", "ResponseError"}  # Redis answered, and refused the command
 
 
 class KV:
@@ -34,7 +35,8 @@ class KV:
         """Increment; the first increment of a key starts its TTL."""
         if ttl is None:
             return int(self._call(self.client.incrby, key, amount))
-        value, _ = self.pipeline([["INCRBY", key, amount], ["EXPIRE", key, ttl, "NX"]])
+        # SET NX starts the TTL only once (EXPIRE NX needs Redis 7; self-hosted 6.2 must work too).
+        _, value = self.pipeline([["SET", key, 0, "EX", ttl, "NX"], ["INCRBY", key, amount]])
         return int(value)
 
     def delete(self, *keys: str) -> int:
@@ -74,6 +76,8 @@ class KV:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # both clients raise their own transport errors
+            if type(exc).__name__ in COMMAND_ERRORS:
+                raise  # a command Redis refused is our bug, not an outage
             log.warning("redis call failed: %s", type(exc).__name__)
             raise ServiceUnavailable("Redis is unreachable; try again shortly.", code="redis_unavailable") from exc
 

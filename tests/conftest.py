@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,8 +61,11 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    local = LocalStack(tmp_path_factory.mktemp("stack"), qstash_backoff_scale=0.01)
+def stack() -> Iterator[Stack]:
+    # Not pytest's tmp_path: as root, pgserver runs PostgreSQL as its own user, which needs to reach the folder.
+    folder = Path(tempfile.mkdtemp(prefix="dialog-engine-stack-"))
+    folder.chmod(0o755)
+    local = LocalStack(folder, qstash_backoff_scale=0.01)
     env = local.start()
     os.environ.update(env)
     clear_caches()
@@ -80,6 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         stop_server()
         local.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
