@@ -46,7 +46,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_router(), host="127.0.0.1", port=args.port, log_level="info")
     finally:
-        print("stopping the local stack ...")
+        print("stopping the local stack ...", flush=True)
         stack.stop()
     return 0
 
