@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import Unprocessable
 
 Provider = Literal["openai", "anthropic", "offline"]
 
@@ -41,8 +43,23 @@ class TemplateConfig(BaseModel):
     abstain_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
     fallback_message: str | None = Field(default=None, max_length=2000)
     greeting: str = Field(default="", max_length=2000)
-    suggested_questions: list[str] = Field(default_factory=list, max_length=10)
+    suggested_questions: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=10)
     pii_redaction: bool = False
 
 
 DEFAULT_TEMPLATE = TemplateConfig(description="The built-in template every workspace starts from.")
+
+
+def validate_config(data: dict[str, Any], field_prefix: str = "") -> TemplateConfig:
+    """A TemplateConfig from plain data, or Unprocessable whose message and details name each bad field.
+
+    `field_prefix` ("overrides") makes the names match where the caller sent them.
+    """
+    try:
+        return TemplateConfig.model_validate(data)
+    except ValidationError as exc:
+        details = [{"field": ".".join(str(p) for p in (field_prefix, *e["loc"]) if p != ""),
+                    "problem": e["msg"], "type": e["type"]} for e in exc.errors()]
+        fields = ", ".join(d["field"] for d in details[:5])
+        raise Unprocessable(f"Invalid template configuration: check {fields}.", details=details) from None

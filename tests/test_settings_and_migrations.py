@@ -42,7 +42,7 @@ def test_error_never_echoes_the_secret_value() -> None:
 
 
 def test_vercel_env_production_counts_as_production() -> None:
-    settings = Settings(vercel_env="production", database_url="postgresql://x")
+    settings = Settings(vercel_env="production", database_url="postgresql://x", qstash_token="")
     with pytest.raises(SettingsError, match="QSTASH_TOKEN"):
         settings.check()
 

@@ -1,0 +1,149 @@
+"""/api/conversations: list, read with messages and citations, export (JSON or Markdown), delete."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+from fastapi.responses import JSONResponse, Response
+from mangum import Mangum
+from pydantic import BaseModel, Field
+
+from shared import transcripts
+from shared.audit import record
+from shared.auth import AdminKey, AnyKey, Db, Principal
+from shared.conversations import delete_conversation
+from shared.db import Row
+from shared.errors import Unprocessable
+from shared.http import create_app
+from shared.pagination import MAX_LIMIT, decode_cursor, page
+
+app = create_app("conversations", description="Stored conversations: read, export and delete them.")
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, at most {MAX_LIMIT}")]
+Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")]
+
+
+class MessagePublic(BaseModel):
+    id: str
+    role: str
+    content: str
+    citations: list[dict[str, Any]]
+    model: str | None
+    provider: str | None
+    failover: list[dict[str, Any]] | dict[str, Any] | None
+    usage: dict[str, Any]
+    timings: dict[str, Any]
+    status: str
+    error: str | None
+    created_at: datetime
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    assistant_id: str
+    user_id: str | None = Field(description="The external user id the chat was started with")
+    title: str | None
+    metadata: dict[str, Any]
+    summary: str | None
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationWithMessages(ConversationPublic):
+    messages: list[MessagePublic]
+
+
+class ConversationsPublic(BaseModel):
+    data: list[ConversationPublic]
+    count: int
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+
+
+class MessagesPublic(BaseModel):
+    data: list[MessagePublic]
+    count: int
+    next_cursor: str | None
+
+
+def public(row: Row) -> ConversationPublic:
+    return ConversationPublic(user_id=row["external_user_id"], **row)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _owned(principal: Principal) -> str | None:
+    """Chat keys read only the conversations they started; admin keys read the whole workspace."""
+    return None if principal.is_admin else principal.key_id or ""
+
+
+def _full(conn: Db, principal: Principal, conversation_id: str) -> ConversationWithMessages:
+    row = transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
+    messages = [MessagePublic(**m) for m in transcripts.get_messages(conn, conversation_id)]
+    return ConversationWithMessages(messages=messages, **public(row).model_dump())
+
+
+@app.get("/api/conversations", response_model=ConversationsPublic,
+         summary="List conversations, most recently active first (admin keys)")
+def list_conversations(
+        principal: AdminKey, conn: Db, limit: Limit = 20, cursor: Cursor = None,
+        offset: Annotated[int, Query(ge=0, le=100_000, description="Alternative to cursor")] = 0,
+        assistant_id: Annotated[str | None, Query(max_length=100)] = None,
+        user_id: Annotated[str | None, Query(max_length=200, description="The external user id")] = None,
+        since: Annotated[datetime | None, Query(description="Active at or after (ISO date or time; UTC if bare)")] = None,
+        until: Annotated[datetime | None, Query(description="Last active before")] = None) -> ConversationsPublic:
+    if cursor and offset:
+        raise Unprocessable("Use either cursor or offset, not both.",
+                            details=[{"field": "offset", "problem": "not allowed with cursor", "type": "value_error"}])
+    rows = transcripts.list_conversations(
+        conn, principal.workspace_id, limit=limit, assistant_id=assistant_id, external_user_id=user_id,
+        since=_utc(since), until=_utc(until), cursor=decode_cursor(cursor, 2) if cursor else None, offset=offset)
+    rows, next_cursor = page(rows, limit, "updated_at", "id")
+    return ConversationsPublic(data=[public(r) for r in rows], count=len(rows), next_cursor=next_cursor)
+
+
+@app.get("/api/conversations/{conversation_id}", response_model=ConversationWithMessages,
+         summary="Read a conversation with its messages (chat keys: only those they started)")
+def read(conversation_id: str, principal: AnyKey, conn: Db) -> ConversationWithMessages:
+    return _full(conn, principal, conversation_id)
+
+
+@app.get("/api/conversations/{conversation_id}/messages", response_model=MessagesPublic,
+         summary="A conversation's messages in order, page by page")
+def messages(conversation_id: str, principal: AnyKey, conn: Db, limit: Limit = 100,
+             cursor: Cursor = None) -> MessagesPublic:
+    transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
+    after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+    rows, next_cursor = page(transcripts.get_messages(conn, conversation_id, after_seq=after, limit=limit + 1),
+                             limit, "seq")
+    return MessagesPublic(data=[MessagePublic(**r) for r in rows], count=len(rows), next_cursor=next_cursor)
+
+
+@app.get("/api/conversations/{conversation_id}/export", summary="Download as JSON or Markdown",
+         responses={200: {"content": {"application/json": {}, "text/markdown": {}}}})
+def export(conversation_id: str, principal: AnyKey, conn: Db,
+           format: Literal["json", "markdown"] = "json") -> Response:
+    full = _full(conn, principal, conversation_id)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", full.id)  # client-chosen ids must not break the header
+    if format == "markdown":
+        body = transcripts.to_markdown(full.model_dump(), [m.model_dump() for m in full.messages])
+        return Response(body, media_type="text/markdown; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.md"'})
+    return JSONResponse(full.model_dump(mode="json"),
+                        headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+
+
+@app.delete("/api/conversations/{conversation_id}", status_code=204,
+            summary="Delete a conversation with its messages and feedback (admin keys)")
+def delete(conversation_id: str, principal: AdminKey, conn: Db) -> None:
+    with conn.transaction():
+        delete_conversation(conn, principal.workspace_id, conversation_id)
+        record(conn, principal, "conversation.deleted", conversation_id)
+
+
+lambda_handler = Mangum(app)

@@ -1,0 +1,214 @@
+"""Conversations and messages on the chat path: start a turn, finish it, and the cached recent history.
+
+A chat turn costs two statements here: `start_turn` (find or create the conversation, store the user
+message and read the recent history, all in one statement, before any model is called) and
+`finish_turn` (store the reply). Postgres is the truth. `load_history` serves other readers from a
+Redis copy of the recent window (`hist:{conversation}`), which every write here replaces with a short
+tombstone; start_turn reads history in the same round trip as its insert, so it never needs the copy
+and makes no Redis call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal, NamedTuple
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from shared.db import Row, fetch_all, fetch_one
+from shared.errors import NotFound, ServiceUnavailable
+from shared.kv import get_kv
+
+log = logging.getLogger("dialog_engine.conversations")
+
+HISTORY_LIMIT = 20       # messages start_turn returns by default
+HISTORY_WINDOW = 50      # messages the Redis copy keeps; larger load_history limits go to Postgres
+HISTORY_TTL_S = 600
+# After a write the copy is not refilled for this long: enough for any reader that read the old rows to
+# have given up its SET NX, short enough that a lively conversation soon gets its copy back.
+TOMBSTONE, TOMBSTONE_TTL_S = "-", 2
+Status = Literal["streaming", "complete", "partial", "failed"]
+
+
+class TurnStart(NamedTuple):
+    conversation_id: str
+    user_message_id: str
+    history: list[dict[str, str]]   # earlier messages after the summary, oldest first: {"role", "content"}
+    summary: str | None             # the summary of everything older (None until the summary job wrote one)
+
+
+def history_key(conversation_id: str) -> str:
+    return f"hist:{conversation_id}"
+
+
+def forget_history(*conversation_ids: str) -> None:
+    """Replace the cached windows with short tombstones, so a reader that loaded the old rows can't refill
+    them. A Redis outage only logs: the copy expires on its own soon after."""
+    try:
+        get_kv().pipeline([["SET", history_key(c), TOMBSTONE, "EX", TOMBSTONE_TTL_S] for c in conversation_ids])
+    except ServiceUnavailable:
+        log.warning("could not drop the cached history of %s", ", ".join(conversation_ids))
+
+
+# Messages a model may see again: no failed or empty replies, redacted text where PII was removed.
+HISTORY_ROWS = """
+    SELECT m.role, coalesce(m.redacted_content, m.content) AS content, m.seq FROM messages m
+    WHERE m.conversation_id = {conversation} AND m.role IN ('user', 'assistant')
+      AND m.status <> 'failed' AND m.content <> '' {after}
+    ORDER BY m.seq DESC LIMIT {limit}"""
+
+START_TURN = """
+WITH ins AS (
+    INSERT INTO conversations AS c (id, workspace_id, assistant_id, external_user_id, api_key_id, metadata, title)
+    SELECT coalesce(%(cid)s::text, new_id('conv')), %(ws)s, %(asst)s, %(user)s, %(key)s, %(meta)s, %(title)s
+    WHERE %(cid)s::text IS NULL OR %(create)s::boolean
+    ON CONFLICT (id) DO UPDATE SET updated_at = now(), metadata = c.metadata || EXCLUDED.metadata
+        WHERE c.workspace_id = EXCLUDED.workspace_id AND c.assistant_id = EXCLUDED.assistant_id
+          AND (NOT %(owner_only)s::boolean OR c.api_key_id IS NOT DISTINCT FROM EXCLUDED.api_key_id)
+    RETURNING c.id, c.summary, c.summary_through
+), upd AS (
+    UPDATE conversations c SET updated_at = now(), metadata = c.metadata || %(meta)s
+    WHERE %(cid)s::text IS NOT NULL AND NOT %(create)s::boolean
+      AND c.id = %(cid)s AND c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s
+      AND (NOT %(owner_only)s::boolean OR c.api_key_id IS NOT DISTINCT FROM %(key)s::text)
+    RETURNING c.id, c.summary, c.summary_through
+), conv AS (
+    SELECT * FROM ins UNION ALL SELECT * FROM upd
+), msg AS (
+    INSERT INTO messages (workspace_id, conversation_id, role, content, redacted_content)
+    SELECT %(ws)s, conv.id, 'user', %(content)s, %(redacted)s FROM conv
+    RETURNING id
+)
+-- The history subquery sees the table as it was before this statement: without the new message.
+SELECT conv.id AS conversation_id, conv.summary, msg.id AS message_id,
+       (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.seq), '[]')
+        FROM (""" + HISTORY_ROWS.format(conversation="conv.id", after="AND m.seq > conv.summary_through",
+                                        limit="%(limit)s") + """) h) AS history
+FROM conv, msg"""
+
+
+def start_turn(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,
+               conversation_id: str | None, user_message: str, external_user_id: str | None = None,
+               metadata: dict[str, Any] | None = None, api_key_id: str | None = None,
+               owner_only: bool = False, create_if_missing: bool = False,
+               redacted_message: str | None = None, history_limit: int = HISTORY_LIMIT) -> TurnStart:
+    """Store the user's message and return what the prompt needs, in ONE statement.
+
+    `conversation_id=None` starts a conversation (titled after the first message). An id of another
+    workspace or assistant, or (with `owner_only`, for chat keys) one another key started, raises
+    NotFound; so does an unknown id unless `create_if_missing` (the AI SDK names new chats itself).
+    `metadata` is merged into the conversation's. `redacted_message` is what models may see when PII
+    was removed. The returned history excludes the new message and anything the summary covers.
+    """
+    row = fetch_one(conn, START_TURN, {
+        "cid": conversation_id, "ws": workspace_id, "asst": assistant_id, "user": external_user_id,
+        "key": api_key_id, "meta": Jsonb(metadata or {}), "title": user_message[:80],
+        "create": create_if_missing, "owner_only": owner_only, "content": user_message,
+        "redacted": redacted_message, "limit": history_limit})
+    if row is None:
+        raise NotFound("No such conversation for this assistant.", code="conversation_not_found")
+    return TurnStart(row["conversation_id"], row["message_id"], row["history"], row["summary"])
+
+
+FINISH_TURN = """
+WITH m AS (
+    INSERT INTO messages (workspace_id, conversation_id, role, content, redacted_content, citations, model,
+                          provider, failover, usage, timings, status, error)
+    SELECT c.workspace_id, c.id, %(role)s, %(content)s, %(redacted)s, %(citations)s, %(model)s, %(provider)s,
+           %(failover)s, %(usage)s, %(timings)s, %(status)s, %(error)s
+    FROM conversations c WHERE c.id = %(cid)s AND c.workspace_id = %(ws)s
+    RETURNING id, conversation_id
+), touched AS (
+    UPDATE conversations c SET updated_at = now() FROM m WHERE c.id = m.conversation_id
+)
+SELECT id FROM m"""
+
+
+def add_message(conn: psycopg.Connection[Row], *, workspace_id: str, conversation_id: str,
+                role: Literal["user", "assistant", "system"], content: str,
+                citations: list[dict[str, Any]] | None = None, model: str | None = None,
+                provider: str | None = None, failover: list[dict[str, Any]] | None = None,
+                usage: dict[str, Any] | None = None, timings: dict[str, Any] | None = None,
+                status: Status = "complete", error: str | None = None,
+                redacted_content: str | None = None) -> str:
+    """Append one message to a conversation of this workspace (NotFound otherwise); returns its id."""
+    row = fetch_one(conn, FINISH_TURN, {
+        "ws": workspace_id, "cid": conversation_id, "role": role, "content": content,
+        "redacted": redacted_content, "citations": Jsonb(citations or []), "model": model,
+        "provider": provider, "failover": Jsonb(failover) if failover is not None else None,
+        "usage": Jsonb(usage or {}), "timings": Jsonb(timings or {}), "status": status, "error": error})
+    if row is None:
+        raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
+    forget_history(conversation_id)
+    return str(row["id"])
+
+
+def finish_turn(conn: psycopg.Connection[Row], *, workspace_id: str, conversation_id: str, content: str,
+                citations: list[dict[str, Any]] | None = None, model: str | None = None,
+                provider: str | None = None, failover: list[dict[str, Any]] | None = None,
+                usage: dict[str, Any] | None = None, timings: dict[str, Any] | None = None,
+                status: Status = "complete", error: str | None = None,
+                redacted_content: str | None = None) -> str:
+    """Store the assistant's reply (complete, partial when the client left, or failed); one statement.
+
+    Raises NotFound when the conversation was deleted while the reply streamed.
+    """
+    return add_message(conn, workspace_id=workspace_id, conversation_id=conversation_id, role="assistant",
+                       content=content, citations=citations, model=model, provider=provider, failover=failover,
+                       usage=usage, timings=timings, status=status, error=error, redacted_content=redacted_content)
+
+
+def create_conversation(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,
+                        external_user_id: str | None = None, metadata: dict[str, Any] | None = None,
+                        api_key_id: str | None = None, title: str | None = None) -> str:
+    """A new, empty conversation with an assistant of this workspace (NotFound otherwise); returns its id."""
+    row = fetch_one(conn, """
+        INSERT INTO conversations (workspace_id, assistant_id, external_user_id, api_key_id, metadata, title)
+        SELECT a.workspace_id, a.id, %s, %s, %s, %s FROM assistants a WHERE a.id = %s AND a.workspace_id = %s
+        RETURNING id""", (external_user_id, api_key_id, Jsonb(metadata or {}), title, assistant_id, workspace_id))
+    if row is None:
+        raise NotFound("No such assistant in this workspace.", code="assistant_not_found")
+    return str(row["id"])
+
+
+def load_history(conn: psycopg.Connection[Row], conversation_id: str, limit: int = HISTORY_LIMIT) -> list[dict[str, str]]:
+    """The last `limit` messages a model may see, oldest first, as {"role", "content"}.
+
+    The caller has checked that the conversation belongs to its workspace. Served from Redis when the
+    window is cached; a miss reads Postgres and caches the last HISTORY_WINDOW messages. A turn in
+    flight (start_turn done, finish_turn not yet) shows up once finish_turn has stored the reply.
+    """
+    if limit <= 0:
+        return []
+    key = history_key(conversation_id)
+    cached: str | None = TOMBSTONE  # = "don't read or fill the copy"
+    if limit <= HISTORY_WINDOW:
+        try:
+            cached = get_kv().get(key)
+        except ServiceUnavailable:
+            cached = TOMBSTONE
+    if cached is not None and cached != TOMBSTONE:
+        try:
+            return list(json.loads(cached))[-limit:]
+        except ValueError:
+            cached = None
+    rows = fetch_all(conn, HISTORY_ROWS.format(conversation="%s", after="", limit="%s"),
+                     (conversation_id, max(limit, HISTORY_WINDOW)))
+    window = [{"role": r["role"], "content": r["content"]} for r in reversed(rows)]
+    if cached is None:
+        try:
+            # NX: a write since our read left a tombstone; never put the older window back over it.
+            get_kv().pipeline([["SET", key, json.dumps(window[-HISTORY_WINDOW:]), "EX", HISTORY_TTL_S, "NX"]])
+        except ServiceUnavailable:
+            pass
+    return window[-limit:]
+
+
+def delete_conversation(conn: psycopg.Connection[Row], workspace_id: str, conversation_id: str) -> None:
+    """Delete it with its messages and their feedback (they cascade); NotFound for another workspace's id."""
+    if fetch_one(conn, "DELETE FROM conversations WHERE id = %s AND workspace_id = %s RETURNING id",
+                 (conversation_id, workspace_id)) is None:
+        raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
+    forget_history(conversation_id)
