@@ -1,0 +1,78 @@
+"""The `resync_due` job (hourly cron): start the scheduled re-sync of every source that is due, and
+nudge syncs that stalled (a lost job) or give up on them after a few hours, so none stays 'crawling'."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from shared.crawl.pipeline import finalize, publish_crawl, publish_page, start_sync
+from shared.db import connect, fetch_all
+from shared.queue import publish
+
+log = logging.getLogger("dialog_engine.ingest")
+
+BATCH = 200
+STALLED = "30 minutes"      # no progress this long: queue the missing jobs again
+ABANDONED = "3 hours"       # no progress this long: pending pages fail and the sync finishes
+
+
+def run(payload: dict[str, Any]) -> dict[str, Any]:
+    with connect() as conn:
+        # Claim due sources by moving next_sync_at, so an overlapping run does not start them twice.
+        due = fetch_all(conn, f"""
+            UPDATE sources SET next_sync_at = now() + make_interval(hours => sync_interval_hours)
+            WHERE id IN (SELECT id FROM sources WHERE next_sync_at <= now() AND sync_interval_hours IS NOT NULL
+                           AND status IN ('ready', 'failed') ORDER BY next_sync_at LIMIT {BATCH}
+                         FOR UPDATE SKIP LOCKED)
+            RETURNING id, workspace_id""")
+        started = 0
+        for source in due:
+            try:
+                started += start_sync(conn, source["workspace_id"], source["id"]) is not None
+            except Exception as exc:  # one source's trouble must not stop the others
+                log.error("scheduled resync of %s failed to start: %s", source["id"], type(exc).__name__)
+        swept = sweep(conn)
+    return {"due": len(due), "started": started, **swept}
+
+
+def sweep(conn: Any) -> dict[str, int]:
+    """Re-queue the jobs of stalled syncs; finish abandoned ones with their pending pages failed."""
+    hour = time.strftime("%Y%m%d%H", time.gmtime())
+    stalled = fetch_all(conn, f"""
+        SELECT id, workspace_id, assistant_id, kind, status, crawl_id, sync_generation,
+               updated_at < now() - interval '{ABANDONED}' AS abandoned
+        FROM sources WHERE status IN ('queued', 'crawling', 'indexing')
+          AND updated_at < now() - interval '{STALLED}'
+        ORDER BY updated_at LIMIT {BATCH}""")
+    nudged = abandoned = 0
+    for source in stalled:
+        generation = source["sync_generation"]
+        try:
+            if source["abandoned"]:
+                conn.execute("""UPDATE documents SET status = 'failed', updated_at = now(),
+                                    error = 'timed_out: the page was not processed within ' || %s
+                                WHERE source_id = %s AND sync_generation = %s AND status = 'pending'""",
+                             (ABANDONED, source["id"], generation))
+                conn.execute("UPDATE sources SET crawl_id = NULL, status = 'indexing' WHERE id = %s "
+                             "AND sync_generation = %s", (source["id"], generation))
+                finalize(conn, source["id"], generation)
+                abandoned += 1
+            elif source["status"] == "queued" or (source["status"] == "crawling" and not source["crawl_id"]):
+                publish_crawl(source, generation, tag=f"-sweep{hour}")
+                nudged += 1
+            elif source["crawl_id"]:
+                publish("poll_crawl", {"workspace_id": source["workspace_id"], "source_id": source["id"],
+                                       "generation": generation, "crawl_id": source["crawl_id"], "poll": 1},
+                        dedup_id=f"poll-{source['id']}-g{generation}-sweep{hour}")
+                nudged += 1
+            else:
+                pending = fetch_all(conn, """SELECT url FROM documents WHERE source_id = %s AND sync_generation = %s
+                                             AND status = 'pending' LIMIT 1000""", (source["id"], generation))
+                for row in pending:
+                    publish_page(source, generation, row["url"], tag=f"-sweep{hour}")
+                nudged += 1
+        except Exception as exc:  # one source must not stop the sweep
+            log.error("sweeping source %s failed: %s", source["id"], type(exc).__name__)
+    return {"nudged": nudged, "abandoned": abandoned}

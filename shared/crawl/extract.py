@@ -1,0 +1,206 @@
+"""Turn fetched bodies and uploaded files into (title, markdown): HTML via trafilatura, PDF via pypdf,
+DOCX via python-docx, text and markdown as they are. Parsers load on first use (they cost import time)."""
+
+from __future__ import annotations
+
+import io
+import re
+from functools import lru_cache
+from pathlib import PurePosixPath
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from shared.crawl import CrawlError, Page
+
+# Upload kinds by file extension; the content type a browser sends is too often wrong to decide alone.
+FILE_KINDS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html",
+              ".htm": "html", ".pdf": "pdf", ".docx": "docx"}
+HEADING_STYLE = re.compile(r"^heading (\d)$", re.IGNORECASE)
+
+
+def to_page(kind: str, body: bytes, url: str, charset: str | None = None) -> Page:
+    """A fetched body of `kind` (html, text, markdown, pdf) as a Page."""
+    if kind == "html":
+        return html_page(decode_text(body, charset), url)
+    if kind == "pdf":
+        title, text = pdf_text(body)
+        return Page(url=url, title=title or _name_from_url(url), markdown=text)
+    text = decode_text(body, charset)
+    return Page(url=url, title=_markdown_title(text) or _name_from_url(url), markdown=text)
+
+
+def html_page(html: str, url: str) -> Page:
+    """Main content as markdown (headings kept), the title, and the page's absolute http(s) links."""
+    import lxml.html
+    import trafilatura
+
+    if not html.strip():
+        return Page(url=url, title=_name_from_url(url), markdown="")
+    try:
+        tree = lxml.html.fromstring(html)
+    except (ValueError, lxml.etree.ParserError) as exc:
+        raise CrawlError("unreadable_page", f"{url} is not readable HTML ({type(exc).__name__}).") from None
+    base = (tree.xpath("string(//base/@href)") or "").strip()
+    base = urljoin(url, base) if base else url
+    links = _links(tree, base)
+    title = _html_title(tree) or _name_from_url(url)
+    markdown = trafilatura.extract(html, url=url, output_format="markdown", include_tables=True,
+                                   include_links=False, include_comments=False, config=_trafilatura_config()) or ""
+    if not markdown.strip():  # too little for trafilatura's heuristics: keep the plain body text
+        body = tree.find("body")
+        markdown = " ".join((body if body is not None else tree).text_content().split())
+    return Page(url=url, title=title, markdown=markdown, links=links)
+
+
+@lru_cache(maxsize=1)
+def _trafilatura_config():  # type: ignore[no-untyped-def]
+    from trafilatura.settings import use_config
+
+    config = use_config()
+    # The default (250 characters) sends short pages such as a one-answer FAQ to a fallback that keeps
+    # the navigation and drops the headings; knowledge pages are often that short.
+    config.set("DEFAULT", "MIN_EXTRACTED_SIZE", "25")
+    return config
+
+
+def _html_title(tree) -> str:  # type: ignore[no-untyped-def]
+    for xpath in ("string(//meta[@property='og:title']/@content)", "string(//title)", "string(//h1)"):
+        text = " ".join(str(tree.xpath(xpath)).split())
+        if text:
+            return text[:300]
+    return ""
+
+
+def _links(tree, base: str) -> list[str]:  # type: ignore[no-untyped-def]
+    found: list[str] = []
+    seen: set[str] = set()
+    for href in tree.xpath("//a[@href]/@href"):
+        href = str(href).strip()
+        if not href or href.startswith(("#", "mailto:", "tel:", "javascript:")):
+            continue
+        absolute = urljoin(base, href)
+        parts = urlsplit(absolute)
+        if parts.scheme not in ("http", "https"):
+            continue
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        if clean not in seen:
+            seen.add(clean)
+            found.append(clean)
+    return found
+
+
+def pdf_text(data: bytes) -> tuple[str, str]:
+    """(title, text) of a PDF; CrawlError unreadable_file when it is broken or encrypted."""
+    import pypdf
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise CrawlError("unreadable_file", "The PDF is encrypted; upload an unprotected copy.")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        title = str((reader.metadata or {}).get("/Title") or "").strip()
+    except CrawlError:
+        raise
+    except Exception as exc:  # pypdf raises many types for broken files
+        raise CrawlError("unreadable_file", f"The PDF could not be read ({type(exc).__name__}).") from None
+    return title[:300], "\n\n".join(p for p in pages if p)
+
+
+def docx_markdown(data: bytes) -> tuple[str, str]:
+    """(title, markdown) of a Word document: heading styles become #-headings, tables become rows."""
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        lines: list[str] = []
+        for child in document.element.body.iterchildren():
+            tag = child.tag.rsplit("}", 1)[-1]
+            if tag == "p":
+                lines.append(_docx_paragraph(Paragraph(child, document)))
+            elif tag == "tbl":
+                for row in Table(child, document).rows:
+                    lines.append("| " + " | ".join(" ".join(c.text.split()) for c in row.cells) + " |")
+                lines.append("")
+        title = (document.core_properties.title or "").strip()
+    except Exception as exc:  # a zip that is not a docx, a corrupt part, ...
+        raise CrawlError("unreadable_file", f"The Word document could not be read ({type(exc).__name__}).") from None
+    markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return title[:300], markdown
+
+
+def _docx_paragraph(paragraph) -> str:  # type: ignore[no-untyped-def]
+    text = paragraph.text.strip()
+    style = (paragraph.style.name if paragraph.style is not None else "") or ""
+    if not text:
+        return ""
+    if style.lower() == "title":
+        return f"# {text}\n"
+    if match := HEADING_STYLE.match(style):
+        return "#" * min(6, max(1, int(match.group(1)))) + f" {text}\n"
+    if style.lower().startswith("list"):
+        return f"- {text}"
+    return text + "\n"
+
+
+def parse_file(filename: str, data: bytes) -> tuple[str, str, str]:
+    """(kind, title, markdown) of an uploaded file; CrawlError with code unsupported_file_type,
+    unreadable_file or empty_file (the API answers 415 / 422)."""
+    suffix = PurePosixPath(filename.lower()).suffix
+    kind = FILE_KINDS.get(suffix)
+    if kind is None:
+        raise CrawlError("unsupported_file_type",
+                         f"{suffix or 'Files without an extension'} is not supported; upload "
+                         + ", ".join(sorted(set(FILE_KINDS))) + ".")
+    stem = PurePosixPath(filename).stem[:300]
+    if kind == "pdf":
+        if not data.lstrip()[:5].startswith(b"%PDF"):
+            raise CrawlError("unreadable_file", "The file is not a PDF (its content does not start with %PDF).")
+        title, markdown = pdf_text(data)
+    elif kind == "docx":
+        if not data.startswith(b"PK"):
+            raise CrawlError("unreadable_file", "The file is not a Word .docx document.")
+        title, markdown = docx_markdown(data)
+    elif kind == "html":
+        page = html_page(decode_text(data), f"file:///{filename}")
+        title, markdown = page.title, page.markdown
+    else:
+        markdown = decode_text(data)
+        title = _markdown_title(markdown) if kind == "markdown" else ""
+    if not markdown.strip():
+        raise CrawlError("empty_file", "No text could be extracted from the file (a scanned PDF needs OCR first).")
+    return kind, (title or stem), markdown
+
+
+def decode_text(data: bytes, charset: str | None = None) -> str:
+    """Bytes as text: BOM, then the declared charset, then UTF-8, then Windows-1252; refuses binary data."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        text = data[3:].decode("utf-8", "replace")
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", "replace")
+    else:
+        text = ""
+        for encoding in (charset, "utf-8", "cp1252"):
+            if not encoding:
+                continue
+            try:
+                text = data.decode(encoding)
+                break
+            except (LookupError, UnicodeDecodeError):
+                continue
+        else:
+            text = data.decode("utf-8", "replace")
+    if "\x00" in text[:8192]:
+        raise CrawlError("unreadable_file", "The content is binary, not text.")
+    return text
+
+
+def _markdown_title(text: str) -> str:
+    match = re.search(r"^#\s+(.+?)\s*#*\s*$", text[:5000], re.MULTILINE)
+    return match.group(1).strip()[:300] if match else ""
+
+
+def _name_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    name = PurePosixPath(parts.path).name or parts.netloc
+    return name[:300]

@@ -1,0 +1,90 @@
+"""Which URLs a site crawl may visit: same host, under the start path, include/exclude patterns, no files.
+
+Patterns are regular expressions searched in the URL path (and query), the way Firecrawl's
+includePaths/excludePaths work, so a source behaves the same with or without a Firecrawl key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+# Links to these are never pages worth indexing (PDFs are, so .pdf is not here).
+SKIP_EXTENSIONS = frozenset([
+    ".jpg", ".jpeg", ".png", ".gif", ".svg", ".webp", ".ico", ".bmp", ".tif", ".tiff", ".avif", ".css", ".js",
+    ".mjs", ".json", ".xml", ".rss", ".atom", ".zip", ".gz", ".tgz", ".tar", ".rar", ".7z", ".exe", ".dmg",
+    ".pkg", ".msi", ".iso", ".mp3", ".mp4", ".m4a", ".wav", ".ogg", ".webm", ".avi", ".mov", ".woff", ".woff2",
+    ".ttf", ".eot", ".otf", ".doc", ".xls", ".xlsx", ".ppt", ".pptx", ".csv", ".apk"])
+MAX_PATTERNS = 50
+MAX_PATTERN_CHARS = 300
+
+
+def normalize_url(url: str) -> str:
+    """One spelling per page: lower-case scheme and host, no default port, no fragment, '/' for no path."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def compile_patterns(patterns: list[str], field_name: str) -> list[re.Pattern[str]]:
+    """Regexes from user input; ValueError naming the field and the pattern when one is invalid."""
+    if len(patterns) > MAX_PATTERNS:
+        raise ValueError(f"{field_name}: at most {MAX_PATTERNS} patterns")
+    compiled = []
+    for pattern in patterns:
+        if not pattern or len(pattern) > MAX_PATTERN_CHARS:
+            raise ValueError(f"{field_name}: patterns must be 1 to {MAX_PATTERN_CHARS} characters")
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise ValueError(f"{field_name}: {pattern!r} is not a valid regular expression ({exc})") from None
+    return compiled
+
+
+def _base_path(path: str) -> str:
+    path = path or "/"
+    last = path.rsplit("/", 1)[-1]
+    if "." in last:  # /docs/index.html crawls /docs/
+        path = path[: len(path) - len(last)]
+    return path.rstrip("/")
+
+
+@dataclass
+class Scope:
+    start_url: str
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(normalize_url(self.start_url))
+        self._netloc = parts.netloc
+        self._base = _base_path(parts.path)
+        self._include = compile_patterns(self.include, "include_paths")
+        self._exclude = compile_patterns(self.exclude, "exclude_paths")
+
+    def allows(self, url: str) -> bool:
+        """True when `url` (normalised) belongs to this crawl."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or parts.netloc != self._netloc:
+            return False
+        path = parts.path or "/"
+        if self._base and path != self._base and not path.startswith(self._base + "/"):
+            return False
+        last = path.rsplit("/", 1)[-1].lower()
+        if "." in last and "." + last.rsplit(".", 1)[-1] in SKIP_EXTENSIONS:
+            return False
+        return self.matches(url)
+
+    def matches(self, url: str) -> bool:
+        """Include/exclude patterns only (sitemaps list pages anywhere on the host)."""
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if self._include and not any(p.search(target) for p in self._include):
+            return False
+        return not any(p.search(target) for p in self._exclude)

@@ -1,0 +1,148 @@
+"""Sources of knowledge: create (validated, SSRF-checked, first sync queued), read, update and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from shared.crawl import CrawlError
+from shared.crawl.pipeline import publish_crawl, remove_chunks
+from shared.crawl.scope import Scope, normalize_url
+from shared.db import Row, fetch_all, fetch_one
+from shared.errors import NotFound, Unprocessable
+
+WEB_KINDS = ("url", "site", "sitemap")
+CRAWL_KEYS = ("limit", "max_depth", "include_paths", "exclude_paths")
+# Template languages (ISO 639-1) -> PostgreSQL text search configurations; others get 'simple'.
+PG_LANGUAGES = {"ar": "arabic", "ca": "catalan", "da": "danish", "de": "german", "el": "greek", "en": "english",
+                "es": "spanish", "eu": "basque", "fi": "finnish", "fr": "french", "ga": "irish", "hi": "hindi",
+                "hu": "hungarian", "hy": "armenian", "id": "indonesian", "it": "italian", "lt": "lithuanian",
+                "ne": "nepali", "nl": "dutch", "no": "norwegian", "nb": "norwegian", "pt": "portuguese",
+                "ro": "romanian", "ru": "russian", "sr": "serbian", "sv": "swedish", "ta": "tamil", "tr": "turkish",
+                "yi": "yiddish"}
+# What the API shows: the stored content of text and file sources stays out of every response.
+PUBLIC_COLUMNS = """id, assistant_id, kind, url, title, language, status, pages_found, pages_done, pages_failed,
+    chunks_count, embeddings, error, config - 'content' AS config, sync_interval_hours, sync_generation,
+    last_synced_at, next_sync_at, created_at, updated_at"""
+
+
+def field_error(field: str, message: str, code: str = "validation_error") -> Unprocessable:
+    return Unprocessable(message, code=code, details=[{"field": field, "problem": message, "type": code}])
+
+
+def resolve_language(conn: psycopg.Connection[Row], requested: str | None, template_language: str) -> str:
+    """A PostgreSQL text search configuration: the one asked for (name or ISO code), else the template's."""
+    name = (requested or template_language or "en").strip().lower()
+    name = PG_LANGUAGES.get(name, name if requested else "simple")
+    if fetch_one(conn, "SELECT 1 AS ok FROM pg_ts_config WHERE cfgname = %s", (name,)) is None:
+        raise field_error("language", f"{requested!r} is not a language full-text search knows "
+                                      f"(use e.g. english, german, french, or an ISO code such as 'de').")
+    return name
+
+
+def check_source_url(url: str | None) -> str:
+    """A normalised http(s) URL that passes the SSRF guard, or a 422 naming the problem."""
+    if not url:
+        raise field_error("url", "This kind of source needs a url.")
+    from shared.crawl.ssrf import check_url  # loads httpx/httpcore: only routes that add a URL need them
+
+    try:
+        check_url(url)
+    except CrawlError as exc:
+        raise field_error("url", exc.message, exc.code) from None
+    return normalize_url(url)
+
+
+def check_patterns(url: str, config: dict[str, Any]) -> None:
+    try:
+        Scope(url, config.get("include_paths") or [], config.get("exclude_paths") or [])
+    except ValueError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise field_error(field, str(exc)) from None
+
+
+def create_source(conn: psycopg.Connection[Row], workspace_id: str, values: dict[str, Any]) -> Row:
+    """Store a new source (first sync = generation 1) and queue its `crawl_source` job."""
+    from shared.assistants import load_assistant
+
+    assistant = load_assistant(conn, workspace_id, values["assistant_id"])
+    kind = values["kind"]
+    config: dict[str, Any] = dict(values.get("config") or {})
+    url = None
+    if kind in WEB_KINDS:
+        url = check_source_url(values.get("url"))
+        check_patterns(url, config)
+    elif kind in ("text", "markdown"):
+        if not (values.get("content") or "").strip():
+            raise field_error("content", f"A {kind} source needs non-empty content.")
+        if not (values.get("title") or "").strip():
+            raise field_error("title", f"A {kind} source needs a title.")
+        config = {"content": values["content"]}
+    interval = values.get("sync_interval_hours")
+    if interval and kind not in WEB_KINDS:
+        raise field_error("sync_interval_hours", "Only url, site and sitemap sources can be re-synced on a schedule.")
+    language = resolve_language(conn, values.get("language"), assistant.config.language)
+    row = fetch_one(conn, """
+        INSERT INTO sources (workspace_id, assistant_id, kind, url, title, config, language, sync_generation,
+                             sync_interval_hours)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) RETURNING id, workspace_id, sync_generation""",
+        (workspace_id, assistant.id, kind, url, (values.get("title") or "").strip() or None, Jsonb(config),
+         language, interval))
+    assert row is not None
+    publish_crawl(row, 1)
+    return get_source(conn, workspace_id, row["id"])
+
+
+def get_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: str, *,
+               failed_pages: int = 20) -> Row:
+    row = fetch_one(conn, f"SELECT {PUBLIC_COLUMNS} FROM sources WHERE id = %s AND workspace_id = %s",
+                    (source_id, workspace_id))
+    if row is None:
+        raise NotFound("No such source in this workspace.", code="source_not_found")
+    row["failed_pages"] = fetch_all(conn, """
+        SELECT url, error FROM documents WHERE source_id = %s AND status = 'failed' AND sync_generation = %s
+        ORDER BY updated_at DESC LIMIT %s""", (source_id, row["sync_generation"], failed_pages))
+    return row
+
+
+def update_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: str, changes: dict[str, Any]) -> Row:
+    """Title, schedule and crawl settings; crawl settings apply from the next sync."""
+    current = get_source(conn, workspace_id, source_id, failed_pages=0)
+    config = dict(current["config"])
+    config.update({k: changes[k] for k in CRAWL_KEYS if k in changes and current["kind"] in WEB_KINDS})
+    if current["kind"] in WEB_KINDS:
+        check_patterns(current["url"], config)
+    elif changes.get("sync_interval_hours"):
+        raise field_error("sync_interval_hours", "Only url, site and sitemap sources can be re-synced on a schedule.")
+    sets, params = ["config = config || %s", "updated_at = now()"], [Jsonb(config)]
+    if "title" in changes:
+        sets.append("title = %s")
+        params.append((changes["title"] or "").strip() or None)
+    if "sync_interval_hours" in changes:
+        sets.append("""sync_interval_hours = %s, next_sync_at = CASE WHEN %s::int IS NULL THEN NULL
+                       ELSE coalesce(last_synced_at, now()) + make_interval(hours => %s::int) END""")
+        params += [changes["sync_interval_hours"]] * 3
+    conn.execute(f"UPDATE sources SET {', '.join(sets)} WHERE id = %s AND workspace_id = %s",
+                 (*params, source_id, workspace_id))
+    return get_source(conn, workspace_id, source_id)
+
+
+def delete_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: str) -> dict[str, Any]:
+    """Remove a source with its documents, chunks and vectors; a running Firecrawl crawl is cancelled."""
+    row = fetch_one(conn, """
+        SELECT s.id, s.crawl_id, (SELECT count(*) FROM documents d WHERE d.source_id = s.id) AS documents,
+               s.chunks_count FROM sources s WHERE s.id = %s AND s.workspace_id = %s""", (source_id, workspace_id))
+    if row is None:
+        raise NotFound("No such source in this workspace.", code="source_not_found")
+    documents = [r["id"] for r in fetch_all(conn, "SELECT id FROM documents WHERE source_id = %s", (source_id,))]
+    chunks = fetch_one(conn, "SELECT count(*) AS n FROM chunks WHERE document_id = ANY(%s)", (documents,))
+    if documents:
+        remove_chunks(conn, workspace_id, source_id, documents, documents_too=True)  # vectors first, then rows
+    conn.execute("DELETE FROM sources WHERE id = %s AND workspace_id = %s", (source_id, workspace_id))
+    if row["crawl_id"]:
+        from shared.crawl import firecrawl
+
+        firecrawl.cancel(row["crawl_id"])
+    return {"id": source_id, "deleted": True, "documents": row["documents"], "chunks": chunks["n"] if chunks else 0}

@@ -1,0 +1,157 @@
+"""OpenAI embeddings: batched to the API limits, retried by the SDK, query vectors cached in Redis."""
+
+from __future__ import annotations
+
+import array
+import base64
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+from shared.settings import get_settings
+
+log = logging.getLogger("dialog_engine.embeddings")
+
+# OpenAI's limits: 2,048 inputs and 300,000 tokens summed per request, 8,192 tokens per input.
+MAX_INPUTS_PER_REQUEST = 2048
+MAX_TOKENS_PER_REQUEST = 250_000  # headroom under 300k: our count is an estimate, not tiktoken
+MAX_RETRIES = 4                   # the SDK retries 429/5xx/timeouts with backoff, honouring Retry-After
+QUERY_CACHE_TTL_S = 24 * 3600
+LOCAL_CACHE_SIZE = 256            # per warm instance: a repeated question skips even the Redis round trip
+
+# Query text (with model and dimensions in the key) -> vector. Only immutable values, so sharing it
+# across requests of a warm instance is safe.
+_recent: OrderedDict[str, list[float]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def embeddings_enabled() -> bool:
+    """True when an embeddings API is configured (a key, or an own OpenAI-compatible base URL)."""
+    settings = get_settings()
+    return bool(settings.openai_api_key or settings.embedding_base_url)
+
+
+def clear_caches() -> None:
+    """Forget the client and the local query cache (tests switch servers and keys)."""
+    _client.cache_clear()
+    _recent.clear()
+
+
+@lru_cache
+def _client() -> Any:
+    from openai import OpenAI
+
+    settings = get_settings()
+    return OpenAI(api_key=settings.openai_api_key or "unused",
+                  base_url=settings.embedding_base_url or settings.openai_base_url or None,
+                  max_retries=MAX_RETRIES, timeout=60.0)
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper-leaning estimate (about 3 bytes a token) so batches stay under the token budget."""
+    return len(text.encode("utf-8")) // 3 + 1
+
+
+def batches(texts: list[str], max_inputs: int = MAX_INPUTS_PER_REQUEST,
+            max_tokens: int = MAX_TOKENS_PER_REQUEST) -> Iterator[list[str]]:
+    """Consecutive slices of `texts`, each within the input-count and token limits of one request."""
+    batch: list[str] = []
+    tokens = 0
+    for text in texts:
+        cost = estimate_tokens(text)
+        if batch and (len(batch) >= max_inputs or tokens + cost > max_tokens):
+            yield batch
+            batch, tokens = [], 0
+        batch.append(text)
+        tokens += cost
+    if batch:
+        yield batch
+
+
+def embed_texts(texts: list[str]) -> list[list[float]] | None:
+    """One vector per text, in order; None when no embeddings API is configured (keyword-only retrieval).
+
+    Raises the SDK's error when a request still fails after its retries (the caller's job is retried).
+    """
+    if not embeddings_enabled():
+        return None
+    if not texts:
+        return []
+    settings = get_settings()
+    client = _client()
+    vectors: list[list[float]] = []
+    for batch in batches(texts):
+        # The API refuses empty strings; a blank chunk still needs a vector to keep positions aligned.
+        reply = client.embeddings.create(input=[t if t.strip() else " " for t in batch],
+                                         model=settings.embedding_model, dimensions=settings.embedding_dimensions)
+        ordered = sorted(reply.data, key=lambda item: item.index)
+        if len(ordered) != len(batch):
+            raise RuntimeError(f"the embeddings API returned {len(ordered)} vectors for {len(batch)} inputs")
+        vectors.extend(list(item.embedding) for item in ordered)
+    return vectors
+
+
+def _cache_key(text: str) -> str:
+    settings = get_settings()
+    digest = hashlib.sha256(f"{settings.embedding_model}|{settings.embedding_dimensions}|{text}".encode())
+    return f"emb:q:{digest.hexdigest()[:40]}"
+
+
+def _pack(vector: list[float]) -> str:
+    return base64.b64encode(array.array("f", vector).tobytes()).decode()
+
+
+def _unpack(raw: str) -> list[float]:
+    values = array.array("f")
+    values.frombytes(base64.b64decode(raw))
+    return values.tolist()
+
+
+def embed_query(text: str) -> list[float] | None:
+    """The vector of one search query, from a small Redis cache when the same query was seen recently."""
+    if not embeddings_enabled():
+        return None
+    text = " ".join(text.split())
+    key = _cache_key(text)
+    with _recent_lock:
+        if key in _recent:
+            _recent.move_to_end(key)
+            return _recent[key]
+    kv = _kv()
+    if kv is not None:
+        try:
+            cached = kv.get(key)
+            if cached:
+                return _remember(key, _unpack(cached))
+        except Exception as exc:  # the cache is an optimisation: never fail a turn over it
+            log.warning("query embedding cache read failed: %s", type(exc).__name__)
+    vectors = embed_texts([text])
+    assert vectors is not None
+    vector = vectors[0]
+    if kv is not None:
+        try:
+            kv.set(key, _pack(vector), ttl=QUERY_CACHE_TTL_S)
+        except Exception as exc:  # as above
+            log.warning("query embedding cache write failed: %s", type(exc).__name__)
+    return _remember(key, vector)
+
+
+def _remember(key: str, vector: list[float]) -> list[float]:
+    with _recent_lock:
+        _recent[key] = vector
+        while len(_recent) > LOCAL_CACHE_SIZE:
+            _recent.popitem(last=False)
+    return vector
+
+
+def _kv() -> Any:
+    try:
+        from shared.kv import get_kv
+
+        return get_kv()
+    except Exception:  # no Redis configured: embed every time
+        return None

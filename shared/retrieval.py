@@ -1,0 +1,210 @@
+"""Hybrid retrieval: Postgres full-text and vector search fused by reciprocal rank fusion in one SQL statement.
+
+Keyword search parses the query's words in each of the assistant's source languages and ranks only a
+bounded candidate set (chunks matching every word, then chunks matching any word), because ranking every
+match of a common word is what makes full-text search slow; words found in a large share of all chunks
+(per ANALYZE's statistics) are dropped like stop words, since reading their posting lists is the other
+slow part and they say little about relevance. Vector search runs inside the same
+statement on pgvector; with Pinecone its (id, score) list is passed in and joined. Every row is
+filtered by workspace and assistant. Scores: RRF with k=60, divided by its best possible value, so 1.0
+means "first in every method used" and a chunk first in only one of two methods scores 0.5.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+
+from shared.db import Row
+
+log = logging.getLogger("dialog_engine.retrieval")
+
+Mode = Literal["keyword", "vector", "hybrid"]
+RRF_K = 60
+MAX_QUERY_CHARS = 1000
+KEYWORD_CANDIDATES = 100   # per pass (all words / any word): ts_rank detoasts each tsvector, ~10 µs a row
+MAX_TERMS = 32
+COMMON_SHARE = 0.5          # a word in more than half of all chunks is treated as a stop word ...
+COMMON_POSTINGS = 10_000    # ... and so is one in more than this many (its posting list costs milliseconds)
+COMMON_TTL_S = 600
+MAX_COMMON = 500
+# Per database: (expires at, lexemes). Statistics, not user data, so sharing them across requests is safe.
+_common: dict[tuple[str, int, str], tuple[float, list[str]]] = {}
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: str
+    source_id: str
+    document_id: str
+    title: str | None
+    url: str | None
+    heading_path: str
+    text: str
+    score: float                      # fused, 0..1
+    keyword_rank: int | None = None   # 1 = best; None = not found by that method
+    keyword_score: float | None = None
+    vector_rank: int | None = None
+    vector_score: float | None = None  # cosine similarity
+
+
+def effective_mode(mode: Mode) -> Mode:
+    """The mode that will really run: without an embeddings API every mode is keyword search."""
+    from shared.embeddings import embeddings_enabled
+
+    return mode if mode == "keyword" or embeddings_enabled() else "keyword"
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a query (no operators: chat users type questions, not search syntax)."""
+    return [w for w in re.findall(r"\w+", query) if w.lower() != "or"][:MAX_TERMS]
+
+
+def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str, query: str,
+             top_k: int = 5, min_score: float = 0.0, mode: Mode = "hybrid") -> list[Passage]:
+    """The best `top_k` passages of one assistant for `query`, best first, each scoring at least `min_score`."""
+    query = " ".join(query.split())[:MAX_QUERY_CHARS]
+    if not query or top_k < 1:
+        return []
+    mode = effective_mode(mode)
+    pool = min(max(top_k * 4, 20), 100)
+    params: dict[str, Any] = {"ws": workspace_id, "asst": assistant_id, "words": query_words(query), "k": RRF_K,
+                              "min_score": min_score}
+    use_keyword = mode in ("keyword", "hybrid")
+    vector_cte = EMPTY_VECTOR
+    if mode in ("vector", "hybrid"):
+        vector_cte = _vector_cte(workspace_id, assistant_id, query, pool, params)
+        if vector_cte is None:  # embedding failed: answer from keywords rather than fail the turn
+            vector_cte, use_keyword = EMPTY_VECTOR, True
+    if use_keyword:
+        params["common"] = common_lexemes(conn)
+    methods = int(use_keyword) + int(vector_cte is not EMPTY_VECTOR)
+    params["max_rrf"] = methods / (RRF_K + 1)
+    # Limits are inlined (plain ints) so a cached generic plan still knows them and keeps the indexes.
+    sql = ("WITH " + (KEYWORD if use_keyword else EMPTY_KEYWORD) + ",\n" + vector_cte + ",\n" + FUSE).format(
+        kw_pool=KEYWORD_CANDIDATES, pool=int(pool), top_k=int(top_k))
+    rows = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
+    return [Passage(**row) for row in rows]
+
+
+def common_lexemes(conn: psycopg.Connection[Row]) -> list[str]:
+    """Lexemes in a large share of all chunks, from ANALYZE's statistics; cached per process for a while.
+
+    Looked up apart from the search statement (its view costs a millisecond of planning on every
+    query) and at most every COMMON_TTL_S, so a warm instance pays nothing for it.
+    """
+    database = (conn.info.host, conn.info.port, conn.info.dbname)
+    expires, lexemes = _common.get(database, (0.0, []))
+    if time.monotonic() < expires:
+        return lexemes
+    try:
+        rows = conn.cursor(row_factory=dict_row).execute(COMMON_LEXEMES, {
+            "share": COMMON_SHARE, "postings": COMMON_POSTINGS, "limit": MAX_COMMON}).fetchall()
+        lexemes = [r["lexeme"] for r in rows]
+    except psycopg.Error as exc:  # statistics unreadable: search still works, common words cost more
+        log.warning("reading text statistics failed: %s", type(exc).__name__)
+        lexemes = []
+    _common[database] = (time.monotonic() + COMMON_TTL_S, lexemes)
+    return lexemes
+
+
+def _vector_cte(workspace_id: str, assistant_id: str, query: str, pool: int, params: dict[str, Any]) -> str | None:
+    from shared.embeddings import embed_query
+    from shared.vectors import get_vector_store
+
+    try:
+        vector = embed_query(query)
+    except Exception as exc:  # any provider error: keyword search still answers
+        log.warning("query embedding failed, keyword search only: %s", type(exc).__name__)
+        return None
+    if vector is None:
+        return None
+    store = get_vector_store()
+    if store.name == "pgvector":
+        from shared.vectors.pgvector import PgVector
+
+        params["vec"] = PgVector(vector)
+        return PGVECTOR
+    try:
+        matches = store.query(workspace_id, assistant_id, vector, pool)
+    except Exception as exc:  # the vector service is down: keyword search still answers
+        log.warning("vector query failed, keyword search only: %s", type(exc).__name__)
+        return None
+    params["vids"] = [m[0] for m in matches]
+    params["vscores"] = [m[1] for m in matches]
+    return EXTERNAL_VECTOR
+
+
+# Languages come from the assistant's sources (each chunk carries its source's text-search configuration,
+# validated against pg_ts_config when the source was added).
+KEYWORD = """
+langs AS (
+    SELECT DISTINCT s.language::regconfig AS cfg
+    FROM sources s WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s),
+tsq AS (
+    SELECT l.cfg, cardinality(k.kept) > 1 AS several,
+           plainto_tsquery(l.cfg, array_to_string(k.kept, ' ')) AS q_and,
+           websearch_to_tsquery(l.cfg, array_to_string(k.kept, ' or ')) AS q_or
+    FROM langs l CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(u.w ORDER BY u.n), ARRAY[]::text[]) AS kept
+        FROM unnest(%(words)s::text[]) WITH ORDINALITY AS u(w, n)
+        WHERE NOT tsvector_to_array(to_tsvector(l.cfg, u.w)) && %(common)s::text[]) k),
+kw_candidates AS (
+    (SELECT c.id, ts_rank(c.tsv, tsq.q_or) AS score
+     FROM tsq JOIN chunks c ON c.language = tsq.cfg AND c.tsv @@ tsq.q_and
+     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s LIMIT {kw_pool})
+    UNION ALL
+    (SELECT c.id, ts_rank(c.tsv, tsq.q_or) AS score
+     FROM tsq JOIN chunks c ON c.language = tsq.cfg AND c.tsv @@ tsq.q_or
+     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND tsq.several LIMIT {kw_pool})),
+kw AS (
+    SELECT id, max(score)::float8 AS score, row_number() OVER (ORDER BY max(score) DESC, id) AS rank
+    FROM kw_candidates GROUP BY id ORDER BY rank LIMIT {pool})"""
+
+COMMON_LEXEMES = """
+    SELECT e.lexeme
+    FROM pg_stats s JOIN pg_class t ON t.oid = 'chunks'::regclass,
+         unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(lexeme, freq)
+    WHERE s.schemaname = current_schema() AND s.tablename = 'chunks' AND s.attname = 'tsv'
+      AND e.lexeme IS NOT NULL AND (e.freq > %(share)s OR e.freq * t.reltuples > %(postings)s)
+    ORDER BY e.freq DESC LIMIT %(limit)s"""
+
+EMPTY_KEYWORD = "kw AS (SELECT NULL::text AS id, NULL::float8 AS score, NULL::bigint AS rank WHERE false)"
+
+# The HNSW index serves ORDER BY embedding <=> vector; pgvector returns at most hnsw.ef_search (40) rows.
+PGVECTOR = """
+vec AS (
+    SELECT id, (1 - dist)::float8 AS score, row_number() OVER (ORDER BY dist, id) AS rank
+    FROM (SELECT id, embedding <=> %(vec)b::vector AS dist FROM chunks
+          WHERE workspace_id = %(ws)s AND assistant_id = %(asst)s AND embedding IS NOT NULL
+          ORDER BY embedding <=> %(vec)b::vector LIMIT {pool}) nearest)"""
+
+# Matches from an external store, kept only when their chunk row exists in this workspace and assistant
+# (a vector whose chunk was deleted is an orphan, never a result) and ranked again without the orphans.
+EXTERNAL_VECTOR = """
+vec AS (
+    SELECT v.id, v.score, row_number() OVER (ORDER BY v.n) AS rank
+    FROM unnest(%(vids)s::text[], %(vscores)s::float8[]) WITH ORDINALITY AS v(id, score, n)
+    JOIN chunks c ON c.id = v.id AND c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s)"""
+
+EMPTY_VECTOR = "vec AS (SELECT NULL::text AS id, NULL::float8 AS score, NULL::bigint AS rank WHERE false)"
+
+FUSE = """
+fused AS (
+    SELECT coalesce(kw.id, vec.id) AS id, kw.rank AS keyword_rank, kw.score AS keyword_score,
+           vec.rank AS vector_rank, vec.score AS vector_score,
+           (coalesce(1.0::float8 / (%(k)s + kw.rank), 0) + coalesce(1.0::float8 / (%(k)s + vec.rank), 0))
+               / %(max_rrf)s AS score
+    FROM kw FULL JOIN vec ON vec.id = kw.id),
+best AS (
+    SELECT * FROM fused WHERE score >= %(min_score)s ORDER BY score DESC, id LIMIT {top_k})
+SELECT c.id AS chunk_id, c.source_id, c.document_id, c.title, c.url, c.heading_path, c.text,
+       f.score, f.keyword_rank, f.keyword_score, f.vector_rank, f.vector_score
+FROM best f JOIN chunks c ON c.id = f.id AND c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s
+ORDER BY f.score DESC, f.id"""

@@ -1,0 +1,110 @@
+"""The pgvector backend: vectors live in chunks.embedding (HNSW index, cosine) next to the rows they index."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from shared.vectors import VectorRecord, require_filter
+
+
+class PgVector(list):  # type: ignore[type-arg]
+    """A vector sent to PostgreSQL in pgvector's binary format: write `%b::vector` in the SQL."""
+
+
+class PgVectorDumper(Dumper):
+    """pgvector's binary input (int16 dimensions, int16 unused, float4s, big-endian).
+
+    Formatting 1,536 floats as text and parsing them again costs about 2 ms a vector; packing costs
+    0.03 ms. The type oid is left unknown (0): the `::vector` cast in the SQL tells the server the type.
+    """
+
+    format = Format.BINARY
+    oid = 0
+
+    def dump(self, obj: Any) -> bytes:
+        return struct.pack(f">HH{len(obj)}f", len(obj), 0, *obj)
+
+
+psycopg.adapters.register_dumper(PgVector, PgVectorDumper)
+
+
+def vector_literal(values: list[float]) -> str:
+    """pgvector's text form '[1,2,3]' (for COPY and scripts; queries send PgVector instead)."""
+    return "[" + ",".join(map(repr, map(float, values))) + "]"
+
+
+@contextlib.contextmanager
+def _connection(conn: Any) -> Iterator[Any]:
+    if conn is not None:
+        yield conn
+        return
+    from shared.db import connect
+
+    with connect() as own:
+        yield own
+
+
+class PgVectorStore:
+    """Vectors live in chunks.embedding; a vector's id is its chunk's id, so the chunk row must exist."""
+
+    name = "pgvector"
+
+    def upsert(self, workspace_id: str, records: list[VectorRecord], *, conn: Any = None) -> int:
+        if not records:
+            return 0
+        with _connection(conn) as db, db.transaction(), db.cursor() as cursor:
+            # executemany pipelines the statements (one round trip, vectors in binary); one commit for all.
+            cursor.executemany("""UPDATE chunks SET embedding = %b::vector, vector_id = id
+                                  WHERE id = %s AND workspace_id = %s""",
+                               [(PgVector(r.values), r.id, workspace_id) for r in records], returning=False)
+            return cursor.rowcount
+
+    def delete(self, workspace_id: str, ids: list[str], *, conn: Any = None) -> None:
+        if not ids:
+            return
+        with _connection(conn) as db:
+            db.execute("""UPDATE chunks SET embedding = NULL, vector_id = NULL
+                          WHERE id = ANY(%s) AND workspace_id = %s AND embedding IS NOT NULL""",
+                       (ids, workspace_id))
+
+    def delete_by_filter(self, workspace_id: str, *, assistant_id: str | None = None,
+                         source_id: str | None = None, conn: Any = None) -> None:
+        require_filter(assistant_id, source_id)
+        with _connection(conn) as db:
+            db.execute("""UPDATE chunks SET embedding = NULL, vector_id = NULL
+                          WHERE workspace_id = %(ws)s AND embedding IS NOT NULL
+                            AND (%(asst)s::text IS NULL OR assistant_id = %(asst)s)
+                            AND (%(src)s::text IS NULL OR source_id = %(src)s)""",
+                       {"ws": workspace_id, "asst": assistant_id, "src": source_id})
+
+    def query(self, workspace_id: str, assistant_id: str, vector: list[float], top_k: int,
+              *, conn: Any = None) -> list[tuple[str, float]]:
+        with _connection(conn) as db:
+            rows = db.execute(QUERY, {"ws": workspace_id, "asst": assistant_id, "vec": PgVector(vector),
+                                      "k": top_k}).fetchall()
+        return [(row["id"], float(row["score"])) for row in rows]
+
+    def health(self) -> str:
+        from shared.db import connect
+
+        with connect() as conn:
+            row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if not row:
+            raise RuntimeError("the vector extension is not installed (run python -m scripts db migrate)")
+        return f"pgvector {row['extversion']}"
+
+
+# The HNSW index answers ORDER BY embedding <=> vector LIMIT k; cosine distance -> similarity.
+QUERY = """
+    SELECT id, 1 - (embedding <=> %(vec)b::vector) AS score
+    FROM chunks
+    WHERE workspace_id = %(ws)s AND assistant_id = %(asst)s AND embedding IS NOT NULL
+    ORDER BY embedding <=> %(vec)b::vector
+    LIMIT %(k)s"""

@@ -1,0 +1,148 @@
+"""Fixtures and factories for knowledge tests: the embeddings and Pinecone stand-ins, assistants and chunks.
+
+Import the fixtures you use into a test module (`from tests.fakes.fixtures import embeddings_api  # noqa`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Any
+
+import pytest
+
+from scripts._serve import serve_in_thread
+from tests.fakes.embeddings_server import FakeEmbeddings
+from tests.fakes.pinecone_server import FakePinecone
+
+
+def _clear_embedding_client() -> None:
+    from shared import embeddings
+
+    embeddings.clear_caches()
+
+
+def _conftest() -> Any:
+    # pytest imports tests/conftest.py as "conftest" (no tests/__init__.py); importing "tests.conftest"
+    # would make a second copy whose CACHE_CLEARERS the engine fixture never calls.
+    return sys.modules.get("conftest") or sys.modules.get("tests.conftest") or __import__("tests.conftest").conftest
+
+
+if _clear_embedding_client not in _conftest().CACHE_CLEARERS:
+    _conftest().CACHE_CLEARERS.append(_clear_embedding_client)
+
+
+_servers: dict[str, Any] = {}
+
+
+def _serve_once(name: str, make: Any) -> Any:
+    """One stand-in per test process, started on first use (daemon threads end with the process)."""
+    if name not in _servers:
+        fake = make()
+        url, _ = serve_in_thread(fake.app)
+        _servers[name] = (fake, url)
+    return _servers[name]
+
+
+@pytest.fixture
+def embeddings_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeEmbeddings:
+    """The OpenAI embeddings stand-in, configured for this test (fresh request log, no scripted failures)."""
+    fake, url = _serve_once("embeddings", FakeEmbeddings)
+    fake.requests.clear()
+    fake._failures.clear()
+    fake.outage_after = None
+    monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+    monkeypatch.setenv("EMBEDDING_BASE_URL", f"{url}/v1")
+    _conftest().clear_caches()
+    return fake
+
+
+@pytest.fixture
+def pinecone_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakePinecone:
+    """The Pinecone stand-in with an empty 1536-dimension cosine index, selected as the vector backend."""
+    fake, url = _serve_once("pinecone", FakePinecone)
+    fake.bind(url)
+    fake.indexes.clear()
+    fake.data.clear()
+    fake.requests.clear()
+    monkeypatch.setenv("PINECONE_API_KEY", fake.api_key)
+    monkeypatch.setenv("PINECONE_CONTROLLER_HOST", url)
+    monkeypatch.setenv("VECTOR_BACKEND", "pinecone")
+    monkeypatch.delenv("PINECONE_HOST", raising=False)
+    _conftest().clear_caches()
+    from pinecone import Pinecone
+
+    Pinecone(api_key=fake.api_key).create_index(name="dialog-engine", dimension=1536, metric="cosine",
+                                                spec={"serverless": {"cloud": "aws", "region": "us-east-1"}})
+    return fake
+
+
+def make_assistant(conn: Any, workspace_id: str, name: str = "Helper", language: str = "english") -> str:
+    """An assistant on the built-in template, with no sources yet."""
+    row = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, %s, 'default') "
+                       "RETURNING id", (workspace_id, name)).fetchone()
+    return row["id"]
+
+
+def add_page(conn: Any, workspace_id: str, assistant_id: str, title: str, sections: list[tuple[str, str]],
+             url: str | None = None, language: str = "english", source_id: str | None = None) -> list[dict[str, Any]]:
+    """One source (unless given), one document and a chunk per (heading, text) section; returns the chunk rows."""
+    if source_id is None:
+        source_id = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title, language) "
+                                 "VALUES (%s, %s, 'text', %s, %s) RETURNING id",
+                                 (workspace_id, assistant_id, title, language)).fetchone()["id"]
+    url = url or f"https://docs.example.com/{title.lower().replace(' ', '-')}"
+    document_id = conn.execute("INSERT INTO documents (workspace_id, assistant_id, source_id, url, title, status) "
+                               "VALUES (%s, %s, %s, %s, %s, 'ready') RETURNING id",
+                               (workspace_id, assistant_id, source_id, url, title)).fetchone()["id"]
+    rows = []
+    for ordinal, (heading, text) in enumerate(sections):
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        rows.append(conn.execute("""
+            INSERT INTO chunks (id, workspace_id, assistant_id, source_id, document_id, ordinal, title, heading_path,
+                                url, text, token_count, content_hash, language)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::regconfig)
+            RETURNING id, workspace_id, assistant_id, source_id, document_id, ordinal, title, heading_path, text""",
+            (f"{document_id}_{ordinal}_{digest}", workspace_id, assistant_id, source_id, document_id, ordinal, title,
+             heading, url, text, len(text.split()), digest, language)).fetchone())
+    return rows
+
+
+# A small help-centre corpus and questions whose answer is known (heading of the right chunk).
+PAGES = [
+    ("Account security", [
+        ("Resetting your password", ("To reset your password, open Settings, choose Security and click Reset "
+                                     "password. We email you a link that stays valid for 24 hours.")),
+        ("Two-factor authentication", "Turn on two-factor authentication with an authenticator app under Security."),
+    ]),
+    ("Billing", [
+        ("Invoices", "Invoices are sent monthly by email. Download past invoices as PDF files from the Billing page."),
+        ("Payment methods", "We accept credit cards and SEPA bank transfers."),
+    ]),
+    ("Chat widget", [
+        ("Installation", ("Embed the chat widget by adding one script tag to your site. Set data-assistant to "
+                          "your assistant id and the widget shows in the corner.")),
+    ]),
+    ("Data retention", [
+        ("Conversations", ("Conversations are kept for 90 days, then deleted automatically. Export them from the "
+                           "Conversations page before then.")),
+    ]),
+    ("Support", [("Opening hours", "Support answers from Monday to Friday between 9:00 and 17:00 CET.")]),
+]
+
+QUESTIONS = [
+    ("How do I reset my password?", "Resetting your password"),
+    ("Can I pay with a credit card?", "Payment methods"),
+    ("How long are conversations stored?", "Conversations"),
+    ("Where do I download an invoice PDF?", "Invoices"),
+    ("install the widget script on my website", "Installation"),
+]
+
+
+def load_corpus(conn: Any, workspace_id: str, assistant_id: str, embed: bool = True) -> list[dict[str, Any]]:
+    rows = [row for title, sections in PAGES for row in add_page(conn, workspace_id, assistant_id, title, sections)]
+    if embed:
+        from shared.vectors.indexing import index_chunks
+
+        assert index_chunks(conn, rows) == len(rows)
+    return rows

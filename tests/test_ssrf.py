@@ -1,0 +1,180 @@
+"""SSRF guard: with private hosts not allowed (production), loopback, private, link-local, metadata and
+other special addresses are refused with a clear error, by name or number, directly or by a redirect,
+and also when DNS changes its answer between the check and the connection."""
+# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.crawl import CrawlError
+from shared.crawl.fetch import fetch_page, get, new_client
+from shared.crawl.ssrf import BlockedURL, blocked_reason, check_url
+from tests.fakes.crawl_fixtures import (  # noqa: F401
+    firecrawl_api,
+    knowledge_setup,
+    private_hosts_blocked,
+    site,
+)
+from tests.fakes.fixtures import _conftest
+
+PUBLIC_IP = "93.184.216.34"  # a public address; the fake DNS below routes it to the local test site
+
+
+@pytest.fixture
+def blocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Production settings for tests that need no database."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/unused")
+    monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "false")
+    _conftest().clear_caches()
+    yield
+    monkeypatch.undo()
+    _conftest().clear_caches()
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Names -> answers (one per lookup, the last repeats); PUBLIC_IP connections reach 127.0.0.1.
+
+    This stands in for the internet: a public host whose server we control, on a machine without one.
+    """
+    answers: dict[str, list[str]] = {}
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in answers:
+            address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
+        host, port = address
+        return real_connect(("127.0.0.1" if host == PUBLIC_IP else host, port), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return answers
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://127.0.0.1/", "loopback"),
+    ("http://10.0.0.1/admin", "private"),
+    ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ("http://localhost:8080/", "loopback"),
+    ("http://[::1]/", "loopback"),
+    ("http://[fd00::1]/", "private"),
+    ("http://[fd00:ec2::254]/", "metadata"),
+    ("http://[::ffff:127.0.0.1]/", "loopback"),
+    ("http://2130706433/", "loopback"),        # 127.0.0.1 written as one number
+    ("http://0x7f.1/", "loopback"),
+    ("http://0.0.0.0/", "unspecified"),
+    ("http://192.168.1.20/", "private"),
+    ("http://172.16.5.4/", "private"),
+    ("http://100.64.0.1/", "non-public"),      # carrier-grade NAT
+    ("http://224.0.0.1/", "multicast"),
+    ("https://[fe80::1]/", "link-local"),
+])
+def test_private_and_special_addresses_are_refused(blocked, url: str, reason: str) -> None:
+    with pytest.raises(BlockedURL) as refused:
+        check_url(url)
+    assert refused.value.code == "private_address" and not refused.value.retryable
+    assert f"not public ({reason})" in refused.value.message
+
+
+@pytest.mark.parametrize(("url", "code"), [
+    ("ftp://example.com/file", "unsupported_scheme"),
+    ("file:///etc/passwd", "unsupported_scheme"),
+    ("gopher://example.com/", "unsupported_scheme"),
+    ("http://user:secret@example.com/", "credentials_in_url"),
+    ("http:///no-host", "invalid_url"),
+    ("http://example.com:99999/", "invalid_url"),
+])
+def test_other_schemes_and_odd_forms_are_refused(blocked, url: str, code: str) -> None:
+    with pytest.raises(BlockedURL) as refused:
+        check_url(url)
+    assert refused.value.code == code
+
+
+def test_public_addresses_pass_and_private_ones_pass_only_when_allowed(monkeypatch, blocked) -> None:
+    assert blocked_reason(ipaddress.ip_address(PUBLIC_IP)) is None
+    assert blocked_reason(ipaddress.ip_address("2606:4700::1111")) is None
+    monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "true")
+    _conftest().clear_caches()
+    assert check_url("http://127.0.0.1:9/") == "http://127.0.0.1:9/"
+    with pytest.raises(BlockedURL):  # the scheme rule holds even then
+        check_url("file:///etc/passwd")
+
+
+def test_a_redirect_into_a_private_address_is_refused(blocked, site, fake_dns) -> None:
+    port = site.url.rsplit(":", 1)[1]
+    fake_dns["public.test"] = [PUBLIC_IP]
+    site.redirects["/old-pricing"] = "/pricing"
+    site.redirects["/to-metadata"] = "http://169.254.169.254/latest/meta-data/"
+    site.redirects["/to-loopback"] = f"http://127.0.0.1:{port}/pricing"
+    site.redirects["/to-internal-name"] = f"http://localhost:{port}/pricing"
+
+    # A public host redirecting within itself works (so the refusals below are the guard's doing) ...
+    page = fetch_page(f"http://public.test:{port}/old-pricing")
+    assert page.title == "Pricing" and "30 days" in page.markdown
+    # ... a redirect into the metadata service, loopback or a name that resolves there does not.
+    for path, reason in (("/to-metadata", "metadata"), ("/to-loopback", "loopback"),
+                         ("/to-internal-name", "loopback")):
+        with pytest.raises(BlockedURL) as refused:
+            fetch_page(f"http://public.test:{port}{path}")
+        assert refused.value.code == "private_address" and reason in refused.value.message
+    assert site.hits["/pricing"] == 1  # only the allowed redirect reached it
+
+
+def test_dns_rebinding_is_caught_when_connecting(blocked, site, fake_dns) -> None:
+    port = site.url.rsplit(":", 1)[1]
+    # The check sees a public address, the connection would get loopback: the guarded transport refuses.
+    fake_dns["rebind.test"] = [PUBLIC_IP, "127.0.0.1"]
+    with new_client() as client, pytest.raises(BlockedURL) as refused:
+        get(client, f"http://rebind.test:{port}/pricing")
+    assert "loopback" in refused.value.message
+    assert site.hits["/pricing"] == 0
+
+
+def test_dns_failure_is_a_retryable_error(blocked, fake_dns) -> None:
+    with pytest.raises(CrawlError) as failed:
+        check_url("http://does-not-exist.invalid/")
+    assert failed.value.code == "host_not_found" and failed.value.retryable
+
+
+def test_the_api_refuses_private_source_urls_with_a_clear_error(engine, site, private_hosts_blocked) -> None:
+    client, _, assistant_id = knowledge_setup(engine)
+    cases = {f"{site.url}/": "private_address", "http://localhost/docs": "private_address",
+             "http://169.254.169.254/": "private_address", "http://10.0.0.1/": "private_address",
+             "ftp://example.com/": "unsupported_scheme"}
+    for url, code in cases.items():
+        for kind in ("url", "site", "sitemap"):
+            reply = client.post("/api/sources", json={"assistant_id": assistant_id, "kind": kind, "url": url})
+            assert reply.status_code == 422, (url, reply.text)
+            error = reply.json()["error"]
+            assert error["code"] == code and error["details"][0]["field"] == "url", error
+    with engine.db() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM sources").fetchone()["n"] == 0
+
+
+def test_firecrawl_is_never_pointed_at_a_private_address(engine, firecrawl_api, private_hosts_blocked) -> None:
+    from shared.crawl import firecrawl
+
+    with pytest.raises(BlockedURL):
+        firecrawl.scrape("http://10.0.0.1/")
+    with pytest.raises(BlockedURL):
+        firecrawl.start_crawl(url="http://169.254.169.254/", limit=5, include=[], exclude=[], max_depth=1,
+                              webhook_url="https://example.com/hook", metadata={})
+    assert firecrawl_api.requests == []
+
+
+def test_redirect_chains_are_bounded(engine, site) -> None:
+    site.redirects["/loop"] = "/loop"
+    with httpx.Client() as _, new_client() as client, pytest.raises(CrawlError) as failed:
+        get(client, f"{site.url}/loop")
+    assert failed.value.code == "too_many_redirects"
