@@ -1,0 +1,162 @@
+"""POST /api/chat: one chat turn, streamed as SSE (or one JSON answer), or as the AI SDK UI message stream.
+
+Native body `{assistant_id, conversation_id?, message, user_id?, metadata?, stream?}`. A body with `id` and
+`messages` is what the Vercel AI SDK's `useChat` sends: the assistant comes from `assistant_id` in the
+body, `?assistant_id=` or the `x-assistant-id` header; `id` is the conversation id (a new id starts a
+conversation under that id; an id of another workspace is 404), and the last user message is the turn.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from mangum import Mangum
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from shared import chat
+from shared.auth import AnyKey, Db, Principal
+from shared.chat import Started
+from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
+from shared.http import create_app, json_error
+from shared.settings import get_settings
+from shared.sse import (
+    SSE_HEADERS,
+    UI_STREAM_HEADERS,
+    EventStreamResponse,
+    native_events,
+    relay,
+    ui_message_stream,
+)
+
+app = create_app("chat", description="Chat with an assistant: streamed, cited answers; native SSE or the AI SDK.")
+app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_methods=["POST", "OPTIONS"],
+                   allow_headers=["authorization", "content-type", "x-api-key", "x-assistant-id"],
+                   expose_headers=["x-conversation-id"], max_age=600)
+
+Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assistant_id: Id
+    conversation_id: Id | None = Field(default=None, description="Continue this conversation; omit to start one")
+    message: str = Field(min_length=1)
+    user_id: str | None = Field(default=None, max_length=200, description="Your id for the end user")
+    metadata: dict[str, Any] | None = Field(default=None, description="Merged into the conversation's metadata")
+    stream: bool = Field(default=True, description="false: one JSON answer instead of SSE")
+
+
+class UIPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # file, reasoning and tool parts carry more fields
+
+    type: str
+    text: str | None = None
+
+
+class UIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # metadata and whatever the app attaches
+
+    id: str = ""
+    role: Literal["system", "user", "assistant"]
+    parts: list[UIPart] = Field(default_factory=list)
+
+
+class UIChatRequest(BaseModel):
+    """useChat's body; extra keys allowed because useChat merges the app's own `body` fields in."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: Id
+    messages: list[UIMessage] = Field(min_length=1)
+    trigger: str | None = None
+    assistant_id: Id | None = None
+    user_id: str | None = Field(default=None, max_length=200)
+    metadata: dict[str, Any] | None = None
+
+
+@app.post("/api/chat", summary="One chat turn (SSE events, a JSON answer, or the AI SDK UI message stream)",
+          response_model=None)
+async def chat_turn(request: Request, started: Started, principal: AnyKey, conn: Db) -> Response:
+    body = await _body(request)
+    if isinstance(body, dict) and "messages" in body and "id" in body:
+        ui = _parse(UIChatRequest, body)
+        assistant_id = ui.assistant_id or request.query_params.get("assistant_id") or request.headers.get(
+            "x-assistant-id")
+        if not assistant_id:
+            raise Unprocessable("Name the assistant: `assistant_id` in the body, ?assistant_id= or x-assistant-id.",
+                                code="assistant_id_required", details=[{"field": "assistant_id",
+                                                                        "problem": "missing"}])
+        turn = _turn_input(request, principal, started, assistant_id=assistant_id, message=_last_user_text(ui),
+                           conversation_id=ui.id, user_id=ui.user_id, metadata=ui.metadata)
+        turn.create_if_missing = True
+        prepared = await chat.prepare(conn, turn)
+        return EventStreamResponse(relay(chat.run(conn, prepared), ui_message_stream),
+                                   headers={**UI_STREAM_HEADERS, "x-conversation-id": prepared.conversation_id})
+    req = _parse(ChatRequest, body)
+    turn = _turn_input(request, principal, started, assistant_id=req.assistant_id, message=req.message,
+                       conversation_id=req.conversation_id, user_id=req.user_id, metadata=req.metadata)
+    prepared = await chat.prepare(conn, turn)
+    if req.stream:
+        return EventStreamResponse(relay(chat.run(conn, prepared), native_events),
+                                   headers={**SSE_HEADERS, "x-conversation-id": prepared.conversation_id})
+    result = await chat.collect(chat.run(conn, prepared))
+    if result["status"] == "failed":
+        error = result["error"] or {"code": "failed", "message": "The turn failed."}
+        return json_error(503, error["code"], error["message"], details={
+            "conversation_id": result["conversation_id"], "user_message_id": result["user_message_id"],
+            "message_id": result["message_id"]})
+    return JSONResponse(result, headers={"x-conversation-id": prepared.conversation_id})
+
+
+@app.get("/api/chat/{chat_id}/stream", status_code=204, summary="AI SDK stream resumption: nothing to resume")
+def resume(chat_id: str, principal: AnyKey) -> Response:
+    # useChat({resume: true}) asks after a reload; answers are not buffered for replay, so: 204, as the SDK expects.
+    return Response(status_code=204)
+
+
+def _turn_input(request: Request, principal: Principal, started: float, *, assistant_id: str, message: str,
+                conversation_id: str | None, user_id: str | None, metadata: dict[str, Any] | None) -> chat.TurnInput:
+    limit = get_settings().max_message_chars
+    if len(message) > limit:
+        raise PayloadTooLarge(f"The message is {len(message)} characters long; the limit is {limit}.",
+                              code="message_too_long", details={"max_chars": limit, "chars": len(message)})
+    if not message.strip():
+        raise Unprocessable("The message is empty.", code="empty_message",
+                            details=[{"field": "message", "problem": "empty"}])
+    return chat.TurnInput(workspace_id=principal.workspace_id, assistant_id=assistant_id, message=message,
+                          conversation_id=conversation_id, external_user_id=user_id, metadata=metadata,
+                          api_key_id=principal.key_id, owner_only=principal.scope == "chat",
+                          origin=request.headers.get("origin"), host=request.headers.get("host"), started=started)
+
+
+def _last_user_text(ui: UIChatRequest) -> str:
+    for message in reversed(ui.messages):
+        if message.role == "user":
+            return "".join(part.text or "" for part in message.parts if part.type == "text")
+    raise Unprocessable("The messages hold no user message.", code="no_user_message",
+                        details=[{"field": "messages", "problem": "no message with role 'user'"}])
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
+
+
+def _parse(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+lambda_handler = Mangum(app)

@@ -1,0 +1,319 @@
+"""The chat turn engine behind every face (native SSE, the AI SDK UI stream, the OpenAI-compatible API).
+
+`prepare` (before the response starts, so its errors are plain HTTP errors): assistant from the Redis
+cache -> origin check -> store the user message and read history (one statement) -> retrieve (one
+statement), all in one trip to the thread pool. `run` then yields events: `conversation`, `delta`s,
+`error` (if any), `sources`, `done`. It abstains without a model call below the template's threshold,
+builds the prompt within budget, streams with failover and stores the reply: complete, partial (the
+client went away or the provider broke off; what was said is kept) or failed (the user message stays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import anyio
+import psycopg
+from fastapi import Depends
+from starlette.concurrency import run_in_threadpool
+
+from shared import llm
+from shared.assistants import ResolvedAssistant, get_assistant
+from shared.conversations import HISTORY_LIMIT, finish_turn, start_turn
+from shared.db import Row
+from shared.errors import AppError, Forbidden
+from shared.metrics import track_metric
+from shared.prompting import Prompt, build_prompt, citations, phrase
+
+log = logging.getLogger("dialog_engine.chat")
+Event = tuple[str, Any]
+HAS_WORDS = re.compile(r"\w")
+_AHEAD = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-ahead")
+
+
+async def _clock() -> float:
+    return time.perf_counter()
+
+
+# A route dependency declared before the key, so a turn's clock (engine_ms, ttft_ms) includes auth.
+Started = Annotated[float, Depends(_clock)]
+
+
+@dataclass
+class TurnInput:
+    """What a face hands the engine after authenticating the caller."""
+
+    workspace_id: str
+    assistant_id: str
+    message: str
+    conversation_id: str | None = None
+    external_user_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    api_key_id: str | None = None
+    owner_only: bool = False             # chat keys continue only conversations they started
+    create_if_missing: bool = False      # the AI SDK names new chats itself
+    history: list[dict[str, str]] | None = None  # caller-sent history (OpenAI face, no conversation id)
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    origin: str | None = None            # the browser's Origin header, if any
+    host: str | None = None              # our own Host header: the chat page on our origin is always allowed
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Turn:
+    input: TurnInput
+    assistant: ResolvedAssistant
+    conversation_id: str
+    user_message_id: str
+    history: list[dict[str, str]]
+    summary: str | None
+    passages: list[Any]
+    retrieval_ms: float
+    retrieval_error: AppError | None = None
+    history_full: bool = False           # start_turn's window was full: older turns may be unsummarised
+
+
+def check_origin(assistant: ResolvedAssistant, origin: str | None, host: str | None) -> None:
+    """An assistant limited to some origins refuses browsers elsewhere (our own pages always pass)."""
+    if not origin or not assistant.allowed_origins:
+        return
+    if host and urlsplit(origin).netloc == host:
+        return
+    if origin.rstrip("/").lower() not in {o.rstrip("/").lower() for o in assistant.allowed_origins}:
+        raise Forbidden(f"Origin {origin} is not allowed for this assistant.", code="origin_not_allowed")
+
+
+def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
+    assistant = get_assistant(conn, given.workspace_id, given.assistant_id)
+    check_origin(assistant, given.origin, given.host)
+    query_vector = _embed_ahead(assistant, given.message)
+    start = start_turn(conn, workspace_id=given.workspace_id, assistant_id=given.assistant_id,
+                       conversation_id=given.conversation_id, user_message=given.message,
+                       external_user_id=given.external_user_id, metadata=given.metadata,
+                       api_key_id=given.api_key_id, owner_only=given.owner_only,
+                       create_if_missing=given.create_if_missing)
+    history = start.history if given.history is None or given.conversation_id else given.history
+    turn = Turn(given, assistant, start.conversation_id, start.user_message_id, history, start.summary, [], 0.0,
+                history_full=given.history is None and len(start.history) >= HISTORY_LIMIT)
+    if HAS_WORDS.search(given.message):
+        began = time.perf_counter()
+        if query_vector is not None:
+            concurrent.futures.wait([query_vector])  # its failure is retrieval's to handle (keywords only)
+        try:
+            turn.passages = _retrieve(conn, assistant, given.message)
+        except AppError as exc:  # the user message is stored: end the turn cleanly instead of a bare 503
+            turn.retrieval_error = exc
+        turn.retrieval_ms = (time.perf_counter() - began) * 1000
+    return turn
+
+
+def _embed_ahead(assistant: ResolvedAssistant, message: str) -> concurrent.futures.Future[Any] | None:
+    """Start the query embedding (an API call, or a cache read) while the user message is being stored;
+    retrieval then finds the vector in the embeddings module's cache."""
+    if assistant.config.retrieval.mode == "keyword" or not HAS_WORDS.search(message):
+        return None
+    from shared.embeddings import embed_query, embeddings_enabled
+    from shared.retrieval import MAX_QUERY_CHARS
+
+    if not embeddings_enabled():
+        return None
+    return _AHEAD.submit(embed_query, " ".join(message.split())[:MAX_QUERY_CHARS])
+
+
+def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query: str) -> list[Any]:
+    from shared.retrieval import retrieve
+
+    settings = assistant.config.retrieval
+    return retrieve(conn, workspace_id=assistant.workspace_id, assistant_id=assistant.id, query=query,
+                    top_k=settings.top_k, min_score=settings.min_score, mode=settings.mode)
+
+
+async def prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
+    """Load the assistant, store the user message, retrieve. Raises NotFound/Forbidden before any output."""
+    return await run_in_threadpool(_prepare, conn, given)
+
+
+def should_abstain(turn: Turn) -> bool:
+    threshold = turn.assistant.config.abstain_threshold
+    if threshold <= 0:
+        return False
+    return not turn.passages or max(float(p.score) for p in turn.passages) < threshold
+
+
+@dataclass
+class Reply:
+    parts: list[str] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    provider: str | None = None
+    model: str | None = None
+    failover: list[dict[str, Any]] | None = None
+    status: str = "failed"
+    error: tuple[str, str] | None = None  # (code, message) shown to the client
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    engine_ms: float | None = None
+    ttft_ms: float | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]:
+    """The turn's events; stores the reply even when the consumer goes away mid-stream."""
+    reply = Reply()
+    prompt: Prompt | None = None
+    summary_job: asyncio.Future[Any] | None = None
+    try:
+        yield "conversation", {"conversation_id": turn.conversation_id, "user_message_id": turn.user_message_id}
+        if turn.retrieval_error is not None:
+            reply.error = (turn.retrieval_error.code, turn.retrieval_error.message)
+        elif should_abstain(turn):
+            config = turn.assistant.config
+            reply.parts.append(config.fallback_message or phrase("dont_know", config.language))
+            reply.status = "complete"
+            yield "delta", {"text": reply.text}
+        else:
+            prompt, order, request = _plan(turn)
+            if prompt.needs_summary or turn.history_full:
+                summary_job = asyncio.ensure_future(run_in_threadpool(_queue_summary, turn))
+            deltas = _stream(turn, reply, order, request)
+            try:
+                async for event in deltas:
+                    yield event
+            finally:
+                await llm.close_quietly(deltas)
+    except (asyncio.CancelledError, GeneratorExit):
+        reply.status, reply.error = "partial", ("client_disconnected", "The client went away.")
+        reply.sources = citations(reply.text, prompt.passages) if prompt and reply.text else []
+        await _finish(conn, turn, reply, _timings(turn, reply))
+        raise
+    except Exception:
+        log.exception("chat turn %s failed", turn.conversation_id)
+        reply.status = "partial" if reply.parts else "failed"
+        reply.error = ("internal_error", "Something went wrong on our side; it has been logged.")
+    reply.sources = citations(reply.text, prompt.passages) if prompt and reply.text else []
+    timings = _timings(turn, reply)
+    message_id = await _finish(conn, turn, reply, timings)
+    if summary_job is not None:
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([summary_job], timeout=5)
+    if reply.error:
+        yield "error", {"code": reply.error[0], "message": reply.error[1]}
+    yield "sources", reply.sources
+    yield "done", {"message_id": message_id, "status": reply.status, "provider": reply.provider,
+                   "model": reply.model, "usage": reply.usage, "timings": timings,
+                   "failover": reply.failover or []}
+
+
+def _plan(turn: Turn) -> tuple[Prompt, list[tuple[str, str]], llm.LLMRequest]:
+    config = turn.assistant.config
+    order = llm.provider_order(config.provider, config.model, config.providers)
+    provider, model = order[0]
+    prompt = build_prompt(config, question=turn.input.message, passages=turn.passages, history=turn.history,
+                          summary=turn.summary, provider=provider, model=model)
+    max_out = min(turn.input.max_output_tokens or config.max_output_tokens, config.max_output_tokens)
+    temperature = config.temperature if turn.input.temperature is None else turn.input.temperature
+    request = llm.LLMRequest(model=model, system=prompt.system, messages=prompt.messages, temperature=temperature,
+                             max_output_tokens=max_out, language=config.language, question=turn.input.message,
+                             passages=prompt.passages)
+    return prompt, order, request
+
+
+async def _stream(turn: Turn, reply: Reply, order: list[tuple[str, str]], request: llm.LLMRequest
+                  ) -> AsyncIterator[Event]:
+    items = llm.stream_with_failover(order, request)
+    try:
+        async for item in items:
+            if isinstance(item, llm.Answering):
+                reply.provider, reply.model, reply.failover = item.provider, item.model, item.failover
+                reply.engine_ms = (item.requested_at - turn.input.started) * 1000
+            elif item.text:
+                if reply.ttft_ms is None:
+                    reply.ttft_ms = (time.perf_counter() - turn.input.started) * 1000
+                reply.parts.append(item.text)
+                yield "delta", {"text": item.text}
+            elif item.usage is not None:
+                reply.usage = item.usage
+        reply.status = "complete"
+    except llm.AllProvidersFailed as exc:
+        reply.failover = exc.failures
+        reply.error = ("providers_unavailable",
+                       "No model provider could answer right now; please try again. Your message was kept.")
+    except llm.ProviderInterrupted as exc:
+        reply.status = "partial" if reply.parts else "failed"
+        reply.error = ("provider_interrupted", f"The model stopped answering ({exc.error.reason}).")
+    finally:
+        await llm.close_quietly(items)
+
+
+async def _finish(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None]
+                  ) -> str | None:
+    """Store the reply; shielded, so a client that went away still leaves its partial answer."""
+    error = None if reply.error is None else f"{reply.error[0]}: {reply.error[1]}"
+    _track(turn, reply, timings)
+    with anyio.CancelScope(shield=True):
+        try:
+            return await run_in_threadpool(
+                finish_turn, conn, workspace_id=turn.input.workspace_id, conversation_id=turn.conversation_id,
+                content=reply.text, citations=reply.sources, model=reply.model, provider=reply.provider,
+                failover=reply.failover, usage=reply.usage, timings=timings, status=reply.status, error=error)
+        except Exception:
+            log.exception("storing the reply of conversation %s failed", turn.conversation_id)
+            return None
+
+
+def _track(turn: Turn, reply: Reply, timings: dict[str, float | None]) -> None:
+    """The turn's metrics (buffered in memory; written after the response by the metrics middleware)."""
+    meta = {"assistant_id": turn.assistant.id, "provider": reply.provider, "status": reply.status}
+    points = {"chat.ttft_ms": timings["ttft_ms"], "chat.total_ms": timings["total_ms"],
+              "chat.engine_ms": timings["engine_ms"], "chat.retrieval_ms": timings["retrieval_ms"] or None,
+              "chat.tokens_in": reply.usage.get("input_tokens"), "chat.tokens_out": reply.usage.get("output_tokens"),
+              "chat.failover": len(reply.failover) if reply.failover else None}
+    for name, value in points.items():
+        if value is not None:
+            track_metric(name, value, meta, workspace_id=turn.input.workspace_id)
+
+
+def _timings(turn: Turn, reply: Reply) -> dict[str, float | None]:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    return {"retrieval_ms": ms(turn.retrieval_ms), "engine_ms": ms(reply.engine_ms), "ttft_ms": ms(reply.ttft_ms),
+            "total_ms": ms((time.perf_counter() - turn.input.started) * 1000)}
+
+
+def _queue_summary(turn: Turn) -> None:
+    from shared.queue import publish
+
+    try:
+        publish("summarize_conversation", {"workspace_id": turn.input.workspace_id,
+                                           "conversation_id": turn.conversation_id},
+                dedup_id=f"summarize-{turn.conversation_id}-{turn.user_message_id}")
+    except Exception as exc:  # the summary is an optimisation: never fail a turn over it
+        log.warning("could not queue the summary of %s: %s", turn.conversation_id, type(exc).__name__)
+
+
+async def collect(events: AsyncIterator[Event]) -> dict[str, Any]:
+    """Run a turn to the end and return one answer (the non-streaming faces)."""
+    result: dict[str, Any] = {"content": "", "error": None}
+    async for name, data in events:
+        if name == "conversation":
+            result.update(data)
+        elif name == "delta":
+            result["content"] += data["text"]
+        elif name == "error":
+            result["error"] = data
+        elif name == "sources":
+            result["sources"] = data
+        elif name == "done":
+            result.update(data)
+    return result

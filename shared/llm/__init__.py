@@ -1,0 +1,264 @@
+"""Model providers behind one small protocol, registered by name, with failover before the first token.
+
+A provider turns an `LLMRequest` into an async stream of `Chunk`s: text deltas, then one chunk with the
+usage. It raises `ProviderError` (retryable or not) for anything that goes wrong. `stream_with_failover`
+walks the providers in order: a retryable error or a timeout BEFORE the first token hands the turn to
+the next one; once text has flowed, an error ends the turn (`ProviderInterrupted`) with what was said.
+SDKs load inside the providers' client factories, on first use, never when this package is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import anyio
+
+from shared.settings import get_settings
+
+# name -> module that registers it (imported on first use: each module pulls in its SDK lazily anyway).
+MODULES = {"openai": "shared.llm.openai_provider", "anthropic": "shared.llm.anthropic_provider",
+           "offline": "shared.llm.offline"}
+KEYED = ("openai", "anthropic")
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One model call. `passages` and `question` are what the offline answerer quotes from."""
+
+    model: str
+    system: str
+    messages: list[dict[str, str]]          # alternating user/assistant turns, the last one the question
+    temperature: float = 0.2
+    max_output_tokens: int = 800
+    language: str = "en"
+    question: str = ""
+    passages: list[dict[str, Any]] = field(default_factory=list)  # {index, title, url, text, score}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str = ""
+    usage: dict[str, int] | None = None     # {input_tokens, output_tokens}, sent once at the end
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Yielded once, before the first text: who answers, and who failed before it (and why)."""
+
+    provider: str
+    model: str
+    failover: list[dict[str, Any]]
+    requested_at: float                      # perf_counter() when the answering provider was asked
+
+
+class ProviderError(Exception):
+    """A provider call failed; `retryable` errors before the first token move on to the next provider."""
+
+    def __init__(self, provider: str, reason: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"{provider}: {reason}: {message}")
+        self.provider, self.reason, self.message, self.retryable = provider, reason, message, retryable
+
+    def record(self, model: str) -> dict[str, Any]:
+        return {"provider": self.provider, "model": model, "reason": self.reason, "message": self.message[:300]}
+
+
+class AllProvidersFailed(Exception):
+    """No provider produced a first token; `failures` says who was tried and why each failed."""
+
+    def __init__(self, failures: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{f['provider']}: {f['reason']}" for f in failures) or "no provider")
+        self.failures = failures
+
+
+class ProviderInterrupted(Exception):
+    """The answering provider failed after its first token: the turn ends with the text so far."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Provider(Protocol):
+    name: str
+    default_model: str
+
+    def configured(self) -> bool:
+        """True when the settings hold what this provider needs (a key or a base URL)."""
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+        """Text chunks, then one usage chunk; raises ProviderError. A plain method that makes the
+        client at once and returns the async iterator, so the first-token clock excludes SDK imports."""
+
+
+REGISTRY: dict[str, Callable[[], Provider]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], Provider]], Callable[[], Provider]]:
+    def decorator(factory: Callable[[], Provider]) -> Callable[[], Provider]:
+        REGISTRY[name] = factory
+        return factory
+    return decorator
+
+
+def get_provider(name: str) -> Provider:
+    if name not in REGISTRY and name in MODULES:
+        importlib.import_module(MODULES[name])
+    if name not in REGISTRY:
+        raise LookupError(f"no model provider named {name!r}")
+    return REGISTRY[name]()
+
+
+def provider_order(primary: str, model: str, explicit: list[str] | None = None) -> list[tuple[str, str]]:
+    """(provider, model) pairs to try: the template's list, else its provider then the other keyed one.
+
+    Providers without a key are skipped; with no key at all the offline answerer answers. A provider
+    other than the template's own gets its default model (the template's model names the primary's).
+    """
+    names = list(dict.fromkeys(explicit or [primary, *(n for n in KEYED if n != primary)]))
+    usable = [n for n in names if n == "offline" or get_provider(n).configured()]
+    if not usable:
+        usable = ["offline"]
+    return [(n, model if n == primary and n != "offline" else get_provider(n).default_model) for n in usable]
+
+
+async def stream_with_failover(order: list[tuple[str, str]], request: LLMRequest) -> AsyncIterator[Answering | Chunk]:
+    """Try each (provider, model) until one yields its first token; then stream it to the end.
+
+    Yields one `Answering`, then `Chunk`s. Raises AllProvidersFailed or ProviderInterrupted.
+    """
+    settings = get_settings()
+    failures: list[dict[str, Any]] = []
+    for name, model in order:
+        provider = get_provider(name)
+        requested_at = time.perf_counter()
+        try:
+            # stream() makes the client first (the SDK import on first use), so the clock below is the model's.
+            chunks = provider.stream(replace(request, model=model))
+            first = await _first_text(chunks, name, settings.llm_first_token_timeout_s)
+        except Exception as exc:
+            error = classify(name, exc)
+            failures.append(error.record(model))
+            if error.retryable:
+                continue
+            raise AllProvidersFailed(failures) from exc
+        yield Answering(name, model, failures, requested_at)
+        deadline = requested_at + settings.llm_total_timeout_s
+        try:
+            for chunk in first:
+                yield chunk
+            while True:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    raise ProviderError(name, "total_timeout", "the answer took longer than LLM_TOTAL_TIMEOUT_S",
+                                        retryable=False)
+                try:
+                    # asyncio.timeout, not wait_for: the SDK stream must be read from this one task.
+                    async with asyncio.timeout(min(remaining, settings.llm_first_token_timeout_s)):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ProviderError(name, "timeout", "the provider stopped sending", retryable=False) from None
+                yield chunk
+        except ProviderError as exc:
+            raise ProviderInterrupted(exc) from exc
+        finally:
+            await close_quietly(chunks)
+    raise AllProvidersFailed(failures)
+
+
+async def _first_text(chunks: AsyncIterator[Chunk], name: str, timeout_s: float) -> list[Chunk]:
+    """Read up to and including the first chunk with text (or the end), within the first-token timeout."""
+    read: list[Chunk] = []
+    deadline = time.perf_counter() + timeout_s
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                async with asyncio.timeout(remaining):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return read
+            read.append(chunk)
+            if chunk.text:
+                return read
+    except TimeoutError:
+        await close_quietly(chunks)
+        raise ProviderError(name, "first_token_timeout", f"no first token within {timeout_s:g} s",
+                            retryable=True) from None
+    except ProviderError:
+        await close_quietly(chunks)
+        raise
+
+
+async def close_quietly(resource: Any) -> None:
+    """Close an async generator or SDK stream, even inside a cancelled scope (a client that left)."""
+    with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
+        await (resource.aclose() if hasattr(resource, "aclose") else resource.close())
+
+
+def classify(provider: str, exc: Exception) -> ProviderError:
+    """An SDK exception (openai and anthropic share the class names) as a ProviderError."""
+    kind = type(exc).__name__
+    if isinstance(exc, ProviderError):
+        return exc
+    if "Timeout" in kind:
+        return ProviderError(provider, "timeout", "the provider did not answer in time", retryable=True)
+    if kind == "APIConnectionError" or isinstance(exc, (ConnectionError, OSError)):
+        return ProviderError(provider, "connection_error", "the provider could not be reached", retryable=True)
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "message", "") or exc)
+    if isinstance(error, dict) and status == 200:
+        # An error event inside a stream that had begun with 200: Anthropic's overloaded_error and the like.
+        kind = str(error.get("type") or "stream_error")
+        return ProviderError(provider, kind, str(error.get("message", ""))[:300],
+                             retryable=kind in ("overloaded_error", "api_error", "rate_limit_error"))
+    if isinstance(status, int):
+        return ProviderError(provider, f"http_{status}", message, retryable=status in RETRYABLE_STATUS)
+    # Anything else is our side (a bug, an SDK mismatch): recorded, and the next provider gets a chance.
+    return ProviderError(provider, "client_error", f"{kind}: {exc}"[:300], retryable=True)
+
+
+# Async SDK clients hold connection pools bound to the event loop that made them; a job that runs
+# asyncio.run() in a worker thread gets its own. Entries vanish with their loop.
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = (
+    weakref.WeakKeyDictionary())
+_CLIENTS_LOCK = threading.Lock()
+
+
+def cached_client(key: tuple[Any, ...], factory: Callable[[], Any]) -> Any:
+    """The client for `key` on the running loop, made once by `factory` (where the SDK import happens)."""
+    loop = asyncio.get_running_loop()
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.setdefault(loop, {}).get(key)
+    if client is None:
+        client = factory()
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.setdefault(loop, {}).setdefault(key, client)
+    return client
+
+
+def clear_clients() -> None:
+    """Forget every cached client (tests call this when they point providers somewhere else)."""
+    with _CLIENTS_LOCK:
+        _CLIENTS.clear()
+
+
+def timeouts() -> dict[str, float]:
+    """SDK timeouts: connect fails fast (failover), a read gap up to the first-token timeout."""
+    s = get_settings()
+    return {"connect": s.llm_connect_timeout_s, "read": s.llm_first_token_timeout_s,
+            "write": s.llm_connect_timeout_s, "pool": s.llm_connect_timeout_s}

@@ -1,0 +1,127 @@
+"""Fixtures for chat tests: the OpenAI and Anthropic stand-ins, assistants with overrides, SSE readers.
+
+Import the fixtures a module uses (`from tests.fakes.chat_fixtures import openai_api  # noqa: F401`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+from psycopg.types.json import Jsonb
+
+from scripts._serve import serve_in_thread
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def _conftest() -> Any:
+    # pytest imports tests/conftest.py as "conftest"; "tests.conftest" would be a second copy.
+    return sys.modules.get("conftest") or sys.modules.get("tests.conftest") or __import__("tests.conftest").conftest
+
+
+def clear_caches() -> None:
+    """conftest.clear_caches() (importing tests.conftest anew would reset the environment)."""
+    _conftest().clear_caches()
+
+
+def _clear_llm_clients() -> None:
+    from shared import llm
+
+    llm.clear_clients()
+
+
+if _clear_llm_clients not in _conftest().CACHE_CLEARERS:
+    _conftest().CACHE_CLEARERS.append(_clear_llm_clients)
+
+_servers: dict[str, Any] = {}
+
+
+def _serve_once(name: str, make: Any) -> tuple[Any, str]:
+    if name not in _servers:
+        fake = make()
+        url, _ = serve_in_thread(fake.app)
+        _servers[name] = (fake, url)
+    return _servers[name]
+
+
+@pytest.fixture
+def openai_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    """The OpenAI stand-in as the configured OpenAI (fresh script and request log)."""
+    fake, url = _serve_once("openai", FakeOpenAI)
+    fake.reset()
+    monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
+    _conftest().clear_caches()
+    return fake
+
+
+@pytest.fixture
+def anthropic_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeAnthropic:
+    """The Anthropic stand-in as the configured Anthropic."""
+    fake, url = _serve_once("anthropic", FakeAnthropic)
+    fake.reset()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", fake.api_key)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+    _conftest().clear_caches()
+    return fake
+
+
+def make_assistant(conn: Any, workspace_id: str, name: str = "Helper", allowed_origins: list[str] | None = None,
+                   **overrides: Any) -> str:
+    """An assistant on the built-in template; keyword retrieval unless overridden (no embedding calls)."""
+    overrides.setdefault("retrieval", {"mode": "keyword"})
+    row = conn.execute("""INSERT INTO assistants (workspace_id, name, template_id, overrides, allowed_origins)
+                          VALUES (%s, %s, 'default', %s, %s) RETURNING id""",
+                       (workspace_id, name, Jsonb(overrides), allowed_origins or [])).fetchone()
+    return row["id"]
+
+
+def parse_sse(text: str) -> list[tuple[str, Any]]:
+    """Native events: [(event name, data)]."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        name, data = "message", []
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+        if data:
+            events.append((name, json.loads("\n".join(data))))
+    return events
+
+
+def chat(client: httpx.Client, **body: Any) -> list[tuple[str, Any]]:
+    """POST /api/chat and read the whole event stream."""
+    reply = client.post("/api/chat", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    return parse_sse(reply.text)
+
+
+def text_of(events: list[tuple[str, Any]]) -> str:
+    return "".join(data["text"] for name, data in events if name == "delta")
+
+
+def last(events: list[tuple[str, Any]], name: str) -> Any:
+    return [data for n, data in events if n == name][-1]
+
+
+def messages(conn: Any, conversation_id: str) -> list[dict[str, Any]]:
+    return conn.execute("SELECT * FROM messages WHERE conversation_id = %s ORDER BY seq",
+                        (conversation_id,)).fetchall()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,135 @@
+"""A stand-in for OpenAI's chat completions (streaming wire protocol, usage chunk) and embeddings.
+
+Each test scripts what the next requests get: `fail(status)` (an OpenAI error body), `hang(seconds)`
+(no answer at all: a timeout before the first token), `break_after(n)` (n chunks, then the connection
+drops). Otherwise it streams `reply` (a string, or a function of the request body) in small pieces,
+`delay` seconds apart. `requests` records every body it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+Reply = str | Callable[[dict[str, Any]], str]
+
+
+class Script:
+    """The per-test behaviour both model stand-ins share."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.reply: Reply = "Hello from the model."
+        self.chunk_chars = 6
+        self.delay = 0.0
+        self._plan: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            getattr(self, "embedding_requests", []).clear()
+            self.headers.clear()
+            self._plan.clear()
+        self.reply, self.chunk_chars, self.delay = "Hello from the model.", 6, 0.0
+
+    def fail(self, status: int, times: int = 1) -> None:
+        self._plan += [("status", status)] * times
+
+    def hang(self, seconds: float = 5.0, times: int = 1) -> None:
+        self._plan += [("hang", seconds)] * times
+
+    def break_after(self, chunks: int) -> None:
+        self._plan.append(("break", chunks))
+
+    def next_step(self, request: Request, body: dict[str, Any]) -> tuple[str, Any]:
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            return self._plan.pop(0) if self._plan else ("ok", None)
+
+    def text_for(self, body: dict[str, Any]) -> str:
+        return self.reply(body) if callable(self.reply) else self.reply
+
+    def pieces(self, text: str) -> list[str]:
+        return [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)] or [""]
+
+
+class FakeOpenAI(Script):
+    def __init__(self, api_key: str = "sk-test-openai") -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.embedding_requests: list[list[str]] = []
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.completions, methods=["POST"]),
+                                     Route("/v1/embeddings", self.embeddings, methods=["POST"])])
+
+    async def completions(self, request: Request) -> Response:
+        body = await request.json()
+        step, arg = self.next_step(request, body)
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        if step == "status":
+            return error(arg, f"Scripted failure {arg}.", "server_error" if arg >= 500 else "rate_limit_error")
+        if step == "hang":
+            await asyncio.sleep(arg)
+        text = self.text_for(body)
+        model = body.get("model", "gpt-test")
+        usage = {"prompt_tokens": sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", [])),
+                 "completion_tokens": max(1, len(text) // 4)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if not body.get("stream"):
+            return JSONResponse({"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                                 "model": model, "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                                              "message": {"role": "assistant", "content": text}}],
+                                 "usage": usage})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        limit = arg if step == "break" else None
+        return StreamingResponse(self._stream(text, model, usage, include_usage, limit),
+                                 media_type="text/event-stream")
+
+    async def _stream(self, text: str, model: str, usage: dict[str, int], include_usage: bool,
+                      limit: int | None) -> AsyncIterator[bytes]:
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            data = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        yield chunk({"role": "assistant", "content": ""})
+        for n, piece in enumerate(self.pieces(text)):
+            if limit is not None and n >= limit:
+                raise ConnectionResetError("scripted break")  # uvicorn drops the connection mid-body
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            yield chunk({"content": piece})
+        yield chunk({}, "stop")
+        if include_usage:
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    async def embeddings(self, request: Request) -> Response:
+        from tests.fakes.embeddings_server import embed
+
+        body = await request.json()
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        self.embedding_requests.append(inputs)
+        dims = body.get("dimensions") or 1536
+        return JSONResponse({"object": "list", "model": body.get("model"),
+                             "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                             "data": [{"object": "embedding", "index": i, "embedding": embed(t, dims)}
+                                      for i, t in enumerate(inputs)]})
+
+
+def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}},
+                        status_code=status)
