@@ -84,26 +84,35 @@ def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
 
 
 def require_key(request: Request, conn: Annotated[psycopg.Connection[Row], Depends(get_db)]) -> Principal:
-    """Any valid key of any scope (chat routes)."""
+    """Any valid key of any scope (chat routes), or a NextAuth / Auth.js session (shared.nextauth)."""
     key = bearer_token(request)
+    if key and key.startswith("de_"):
+        principal = principal_for_key(conn, key)
+        check_origin(principal, request.headers.get("origin"))
+        return principal
+    # Not one of our keys: a session token as Bearer (a JOSE object: '{"' in base64url) or in a session cookie.
+    if (key and key.startswith("eyJ")) or (not key and "session-token" in request.headers.get("cookie", "")):
+        from shared.nextauth import principal_for_request
+
+        return principal_for_request(request, conn, key)
     if not key:
-        raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.", code="missing_api_key")
-    principal = principal_for_key(conn, key)
-    check_origin(principal, request.headers.get("origin"))
-    return principal
+        raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' (or a NextAuth session token).",
+                           code="missing_api_key")
+    return principal_for_key(conn, key)
 
 
 def require_admin(principal: Annotated[Principal, Depends(require_key)]) -> Principal:
     if not principal.is_admin:
-        raise Forbidden("This key may only chat; this route needs an admin key.", code="admin_key_required")
+        who = "This member's role" if principal.actor.startswith("user:") else "This key"
+        raise Forbidden(f"{who} may only chat; this route needs an admin key.", code="admin_key_required")
     return principal
 
 
 def check_origin(principal: Principal, origin: str | None) -> None:
     """A chat key limited to origins refuses browsers on other sites."""
-    if principal.scope == "chat" and principal.allowed_origins and origin:
-        if origin.rstrip("/") not in {o.rstrip("/") for o in principal.allowed_origins}:
-            raise Forbidden(f"Origin {origin} is not allowed for this key.", code="origin_not_allowed")
+    if (principal.scope == "chat" and principal.allowed_origins and origin
+            and origin.rstrip("/") not in {o.rstrip("/") for o in principal.allowed_origins}):
+        raise Forbidden(f"Origin {origin} is not allowed for this key.", code="origin_not_allowed")
 
 
 Db = Annotated[psycopg.Connection[Row], Depends(get_db)]

@@ -1,0 +1,73 @@
+"""/api/audit: the workspace's audit log (who did which admin action, when), newest first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Query
+from mangum import Mangum
+from pydantic import BaseModel, Field
+
+from shared.auth import AdminKey, Db
+from shared.db import fetch_all
+from shared.errors import Unprocessable
+from shared.http import create_app
+from shared.pagination import MAX_LIMIT, decode_cursor, page
+
+app = create_app("audit", description="The audit log: key, template, source, conversation and backup changes.")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    actor: str = Field(description='"key:<id>" or "user:<email>"')
+    action: str = Field(description='e.g. "key.created", "template.updated", "source.deleted"')
+    target: str | None
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEntry]
+    count: int
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
+
+
+@app.get("/api/audit", response_model=AuditPage, summary="List audit entries, newest first (admin keys)")
+def list_audit(
+        principal: AdminKey, conn: Db,
+        action: Annotated[str | None, Query(max_length=100, description='Exact action, or a prefix ending in "*" '
+                                                                         '("key.*")')] = None,
+        since: Annotated[datetime | None, Query(description="At or after (ISO date or time; UTC if bare)")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"At most {MAX_LIMIT}")] = 50,
+        cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
+) -> AuditPage:
+    where, params = ["workspace_id = %s"], [principal.workspace_id]
+    if action:
+        if action.endswith("*"):
+            where.append("starts_with(action, %s)")
+            params.append(action[:-1])
+        else:
+            where.append("action = %s")
+            params.append(action)
+    if since is not None:
+        where.append("created_at >= %s")
+        params.append(since if since.tzinfo else since.replace(tzinfo=UTC))
+    if cursor:
+        where.append("id < %s")  # ids grow with time: keyset pagination on the primary key
+        params.append(_cursor_id(cursor))
+    rows = fetch_all(conn, f"""SELECT id, actor, action, target, details, created_at FROM audit_log
+                               WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s""", (*params, limit + 1))
+    rows, next_cursor = page(rows, limit, "id")
+    return AuditPage(data=[AuditEntry(**r) for r in rows], count=len(rows), next_cursor=next_cursor)
+
+
+def _cursor_id(cursor: str) -> int:
+    value = decode_cursor(cursor, 1)[0]
+    if isinstance(value, int) or value.isdigit():
+        return int(value)
+    raise Unprocessable("The cursor is not one this API returned; start again without it.",
+                        details=[{"field": "cursor", "problem": "unrecognised cursor", "type": "value_error"}])
+
+
+lambda_handler = Mangum(app)

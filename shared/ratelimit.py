@@ -1,0 +1,170 @@
+"""Rate limits on chat and ingestion: upstash-ratelimit's sliding window over Upstash REST or a plain Redis.
+
+The algorithm and its Lua script are upstash-ratelimit's own (SlidingWindow). We drive the limiter's
+command generator ourselves instead of calling `Ratelimit.limit()` so that every limit of one request,
+plus the token-budget read, travel in ONE pipelined round trip, on the Upstash client and on redis-py
+alike. Over a limit: RateLimited (429, Retry-After until the window resets), before any model call.
+If Redis itself is unreachable the request passes (logged): limits protect the engine, they must not
+take it down; upstash-ratelimit's own `timeout` option makes the same choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared import spend
+from shared.auth import Principal
+from shared.errors import RateLimited, ServiceUnavailable
+from shared.kv import get_kv
+from shared.settings import get_settings
+
+log = logging.getLogger("dialog_engine.ratelimit")
+PREFIX = "rl"  # keys: rl:<scope>:<identifier>:<window number>
+IngestKind = Literal["ingest", "upload"]
+
+
+class AssistantLimits(BaseModel):
+    """assistants.limits (and workspaces.settings): overrides of the settings; 0 = no limit, absent = default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chat_per_key_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
+    chat_per_user_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
+    daily_token_budget: int | None = Field(default=None, ge=0, le=10**12)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit to check: `max_requests` per `window_s` for `identifier`, named `scope` in errors."""
+
+    scope: str
+    identifier: str
+    max_requests: int
+    window_s: int
+    what: str  # "chat requests for this key", in the error message
+
+
+def resolve(name: str, default: int, *overrides: Mapping[str, Any] | None) -> int:
+    """The first valid non-negative integer `name` among the overrides (assistant first), else the default."""
+    for override in overrides:
+        value = (override or {}).get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return default
+
+
+def chat_limits(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,
+                client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None) -> list[Limit]:
+    """The limits one chat turn counts against: per key (or signed-in user) and per end user."""
+    settings = get_settings()
+    per_key = resolve("chat_per_key_per_minute", settings.rate_chat_per_key_per_minute,
+                      assistant_limits, workspace_settings)
+    per_user = resolve("chat_per_user_per_minute", settings.rate_chat_per_user_per_minute,
+                       assistant_limits, workspace_settings)
+    caller = principal.key_id or principal.actor or principal.scope
+    limits = [Limit("key", f"chat:key:{principal.workspace_id}:{caller}", per_key, 60,
+                    "chat requests for this key")]
+    # The end user as the client names it; anonymous widget users fall back to their IP address.
+    user = f"user:{external_user_id}" if external_user_id else (f"ip:{client_ip}" if client_ip else None)
+    if user:
+        limits.append(Limit("user", f"chat:{principal.workspace_id}:{user}", per_user, 60,
+                            "chat requests for this user"))
+    return [limit for limit in limits if limit.max_requests > 0]
+
+
+def check_chat(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,
+               *, client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None,
+               budget: bool = True) -> None:
+    """Count one chat turn; raise RateLimited (429) over a limit or past the daily token budget.
+
+    One Redis round trip covers both rate limits and (with `budget`) the workspace's token counter,
+    so the chat engine need not also call spend.check_budget.
+    """
+    limits = chat_limits(principal, assistant_limits, external_user_id, client_ip, workspace_settings)
+    extra: list[list[Any]] = []
+    token_budget = 0
+    if budget:
+        token_budget = spend.resolve_budget(assistant_limits, workspace_settings)
+        if token_budget > 0:
+            extra.append(["GET", spend.counter_key(principal.workspace_id)])
+    outcome = _run(limits, extra)
+    if outcome is None:
+        return
+    responses, replies = outcome
+    _raise_if_over(limits, responses)
+    if extra:
+        spend.evaluate(int(replies[0] or 0), token_budget)
+
+
+def check_ingest(workspace_id: str, kind: IngestKind = "ingest",
+                 workspace_settings: Mapping[str, Any] | None = None) -> None:
+    """Count one source added / re-synced (`ingest`) or one file uploaded (`upload`) for the workspace."""
+    settings = get_settings()
+    name = f"{kind}_per_workspace_per_hour"
+    default = (settings.rate_upload_per_workspace_per_hour if kind == "upload"
+               else settings.rate_ingest_per_workspace_per_hour)
+    per_hour = resolve(name, default, workspace_settings)
+    if per_hour <= 0:
+        return
+    noun = "file uploads" if kind == "upload" else "ingestion requests"
+    limits = [Limit("workspace", f"{kind}:{workspace_id}", per_hour, 3600, f"{noun} for this workspace")]
+    outcome = _run(limits, [])
+    if outcome is not None:
+        _raise_if_over(limits, outcome[0])
+
+
+def _run(limits: list[Limit], extra: list[list[Any]]) -> tuple[list[Any], list[Any]] | None:
+    """Run every limiter's script (and the extra commands) in one pipeline; None if Redis is down."""
+    if not limits and not extra:
+        return [], []
+    # 0.3 s of imports: paid by the first request that needs a limit, not by every cold start.
+    from upstash_ratelimit.limiter import SlidingWindow
+
+    kv = get_kv()
+    generators, commands = [], []
+    for limit in limits:
+        limiter = SlidingWindow(max_requests=limit.max_requests, window=limit.window_s, unit="s")
+        generator = limiter._limit(f"{PREFIX}:{limit.identifier}", 1)
+        command, (script, keys, args) = next(generator)
+        if command != "eval":  # a future upstash-ratelimit changed its protocol: fail loudly in tests
+            raise RuntimeError(f"upstash-ratelimit asked for {command!r}, expected 'eval'")
+        commands.append(["EVAL", script if kv.upstash else _without_shebang(script), len(keys), *keys, *args])
+        generators.append(generator)
+    try:
+        replies = kv.pipeline(commands + extra)
+    except ServiceUnavailable:
+        log.warning("rate limits skipped: Redis is unreachable")
+        return None
+    responses = [generator.send(int(reply)) for generator, reply in zip(generators, replies)]
+    return responses, replies[len(generators):]
+
+
+def _without_shebang(script: str) -> str:
+    # "#!lua flags=allow-key-locking" needs Redis 7; self-hosted Redis 6.2 must run the same script.
+    stripped = script.lstrip()
+    return stripped.split("\n", 1)[1] if stripped.startswith("#!") else script
+
+
+def _raise_if_over(limits: list[Limit], responses: list[Any]) -> None:
+    over = [(limit, response) for limit, response in zip(limits, responses) if not response.allowed]
+    if not over:
+        return
+    now = time.time()
+    limit, response = max(over, key=lambda pair: pair[1].reset)
+    retry_after = max(1, math.ceil(response.reset - now))
+    window = "minute" if limit.window_s == 60 else "hour" if limit.window_s == 3600 else f"{limit.window_s} s"
+    error = RateLimited(
+        f"Too many {limit.what}: at most {limit.max_requests} per {window}. Try again in {retry_after} s.",
+        retry_after=retry_after,
+        details={"scope": limit.scope, "limit": limit.max_requests, "window_seconds": limit.window_s,
+                 "retry_after": retry_after, "reset": math.ceil(response.reset)})
+    error.headers.update({"X-RateLimit-Limit": str(limit.max_requests), "X-RateLimit-Remaining": "0",
+                          "X-RateLimit-Reset": str(math.ceil(response.reset))})
+    raise error
