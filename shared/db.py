@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
 from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from shared.metrics import note_query
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.db")
@@ -90,13 +92,25 @@ def translate_errors() -> Iterator[None]:
 
 
 def fetch_one(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
-    return conn.execute(sql, params).fetchone()
+    started = time.perf_counter()
+    try:
+        return conn.execute(sql, params).fetchone()
+    finally:
+        note_query(sql, started)  # slower than SLOW_QUERY_MS -> `db slow-queries` lists it
 
 
 def fetch_all(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
-    return conn.execute(sql, params).fetchall()
+    started = time.perf_counter()
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        note_query(sql, started)
 
 
 def execute(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
     """Run a statement and return the number of rows it touched."""
-    return conn.execute(sql, params).rowcount
+    started = time.perf_counter()
+    try:
+        return conn.execute(sql, params).rowcount
+    finally:
+        note_query(sql, started)

@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import AppError, error_body
+from shared.metrics import MetricsMiddleware
+from shared.observability import init_sentry, install_log_scrubber
 from shared.settings import SettingsError, get_settings
 
 log = logging.getLogger("dialog_engine")
@@ -38,6 +40,9 @@ def create_app(title: str, *, description: str = "", max_body_bytes: int | None 
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outside ours: times them too; flushes after the last byte
+    install_log_scrubber()
+    init_sentry()
     return app
 
 

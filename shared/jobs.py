@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from shared.db import Row, fetch_one
 from shared.errors import AppError, NotFound
+from shared.metrics import track_metric
 
 log = logging.getLogger("dialog_engine.jobs")
 JOB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -58,9 +59,16 @@ def claim(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: st
 
 
 def finish(conn: psycopg.Connection[Row], job_id: str, started: float, error: str | None = None) -> None:
-    conn.execute("""UPDATE jobs SET status = %s, error = %s, finished_at = now(), duration_ms = %s
-                    WHERE id = %s""",
-                 ("failed" if error else "succeeded", error, (time.perf_counter() - started) * 1000, job_id))
+    duration_ms = (time.perf_counter() - started) * 1000
+    job = conn.execute("""UPDATE jobs SET status = %s, error = %s, finished_at = now(), duration_ms = %s
+                          WHERE id = %s RETURNING name, workspace_id""",
+                       ("failed" if error else "succeeded", error, duration_ms, job_id)).fetchone()
+    if job is not None:
+        meta = {"job": job["name"], "status": "failed" if error else "succeeded"}
+        track_metric("job.duration_ms", duration_ms, meta, job["workspace_id"])
+        if error:  # the exception class only: its message may hold user data
+            track_metric("job.failed", 1, {"job": job["name"], "error": error.split(":", 1)[0][:100]},
+                         job["workspace_id"])
 
 
 def run_job(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: str | None,

@@ -1,0 +1,121 @@
+"""`backup create`, `backup list`, `backup restore DATE`, `backup verify`: encrypted pg_dump backups in S3."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DATE_HELP = "YYYY-MM-DD (that day's latest backup), 'latest', or an exact key from `backup list`"
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    backup = groups.add_parser("backup", help="encrypted database backups in S3").add_subparsers(
+        dest="command", required=True)
+    create = backup.add_parser("create", help="pg_dump, encrypt with BACKUP_PASSPHRASE, upload to BACKUP_BUCKET")
+    create.add_argument("--database-url", help="database to dump (default DATABASE_URL; use a non-pooled URL)")
+    create.set_defaults(func=cmd_create)
+    listing = backup.add_parser("list", help="backups in the bucket: date, key, size")
+    listing.add_argument("--day", help="only this day (YYYY-MM-DD)")
+    listing.set_defaults(func=cmd_list)
+    restore = backup.add_parser("restore", help="restore a backup into a database (asks for confirmation)")
+    restore.add_argument("date", metavar="DATE", help=DATE_HELP)
+    restore.add_argument("--target-url", help="database to restore into (default DATABASE_URL; created if missing)")
+    restore.add_argument("--yes", action="store_true", help="do not ask: replace the target's data")
+    restore.set_defaults(func=cmd_restore)
+    verify = backup.add_parser("verify", help="restore a backup into a scratch database and compare row counts")
+    verify.add_argument("date", metavar="DATE", nargs="?", default="latest", help=DATE_HELP + " (default latest)")
+    verify.add_argument("--database-url", help="server to create the scratch database on (default DATABASE_URL)")
+    verify.set_defaults(func=cmd_verify)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _where(url: str) -> str:
+    """Database and host for humans, never the password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "localhost")
+    return f"database {params.get('dbname') or 'postgres'!r} on {'local socket' if host.startswith('/') else host}"
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from shared import backup
+
+    made, manifest = backup.create(args.database_url)
+    counts = manifest["row_counts"]
+    print(f"created {made.key} ({_size(made.size)}, {len(counts)} tables, {sum(counts.values())} rows) "
+          f"in {manifest['seconds']:.1f} s")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from shared import backup
+
+    found = backup.list_backups(args.day)
+    if not found:
+        print("no backups yet (run `python -m scripts backup create`)")
+        return 0
+    print(f"{'date (UTC)':20}  {'size':>10}  key")
+    for item in reversed(found):  # newest first
+        print(f"{item.created:%Y-%m-%d %H:%M:%S}  {_size(item.size):>10}  {item.key}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from shared import backup
+    from shared.settings import get_settings
+
+    target = args.target_url or get_settings().database_url
+    chosen = backup.resolve(args.date)
+    print(f"backup: {chosen.key} ({_size(chosen.size)}, made {chosen.created:%Y-%m-%d %H:%M:%S} UTC)")
+    print(f"target: {_where(target)} - its tables will be replaced by the backup's")
+    if not args.yes and not _confirmed(backup.database_name(target)):
+        print("refused: nothing was restored (pass --yes, or type the database name when asked)", file=sys.stderr)
+        return 2
+    manifest = backup.restore(chosen, target)
+    counts = manifest["row_counts"]
+    print(f"restored {len(counts)} tables, {sum(counts.values())} rows into {_where(target)}")
+    return 0
+
+
+def _confirmed(database: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        answer = input(f"type the database name ({database}) to restore into it: ")
+    except EOFError:
+        return False
+    return answer.strip() == database
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from shared import backup
+
+    chosen = backup.resolve(args.date)
+    print(f"verifying {chosen.key} ({_size(chosen.size)}, made {chosen.created:%Y-%m-%d %H:%M:%S} UTC)")
+    result = backup.verify(chosen, args.database_url)
+    width = max([len(name) for name, _, _ in result.tables] + [5])
+    print(f"restored into scratch database {result.scratch} (dropped afterwards)\n")
+    print(f"{'table':{width}}  {'in backup':>10}  {'restored':>10}  status")
+    for name, expected, restored in result.tables:
+        status = "ok" if expected == restored else "MISMATCH"
+        print(f"{name:{width}}  {_count(expected):>10}  {_count(restored):>10}  {status}")
+    bad = [name for name, expected, restored in result.tables if expected != restored]
+    total = sum(max(restored, 0) for _, _, restored in result.tables)
+    if bad:
+        print(f"\nFAILED: {len(bad)} of {len(result.tables)} tables differ: {', '.join(bad)}")
+        return 1
+    print(f"\nok: {len(result.tables)} tables, {total} rows, every count matches the backup's manifest")
+    return 0
+
+
+def _count(value: int) -> str:
+    return "missing" if value < 0 else str(value)

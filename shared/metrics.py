@@ -1,0 +1,280 @@
+"""Performance metrics (the runbook's PerformanceMonitor): buffered per process, written after the response.
+
+track_metric() only appends to an in-memory list; the list is written in one INSERT when it is large,
+right after each HTTP response has been sent (MetricsMiddleware: a serverless function may be frozen
+once it has answered, so waiting for a later request could lose points), and at interpreter exit.
+Nothing here ever raises into the caller: a metric is never worth a failed request.
+Metric names in use: http.request_ms, job.duration_ms, job.failed, cache.hit, cache.miss,
+db.slow_query_ms and the chat engine's chat.ttft_ms, chat.total_ms, chat.retrieval_ms, chat.tokens_in,
+chat.tokens_out, chat.failover.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import re
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import psycopg
+from psycopg.rows import dict_row
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import BadRequest
+from shared.settings import get_settings
+
+log = logging.getLogger("dialog_engine.metrics")
+
+FLUSH_AT = 200  # points that make track_metric start a flush on its own (long jobs, batch scripts)
+MAX_BUFFER = 10_000  # with the database down for long, the oldest points go rather than the memory
+MAX_BUCKETS = 2_000
+DEFAULT_SLOW_QUERY_MS = 200.0
+
+Point = tuple[str, float, datetime, str, "str | None"]
+_buffer: list[Point] = []
+_lock = threading.Lock()  # guards _buffer (sync routes and jobs record from worker threads)
+_flush_lock = threading.Lock()  # one flush at a time per process; the running one drains what others add
+_last_warning = 0.0
+_flusher_started = False  # one background flusher at a time, however fast points arrive
+
+
+def track_metric(name: str, value: float, metadata: dict[str, Any] | None = None,
+                 workspace_id: str | None = None) -> None:
+    """Record one point (now) for `name`; cheap, buffered, never raises.
+
+    workspace_id ties the point to a workspace (its admins see it in /api/metrics); None = engine-wide,
+    visible to operators only (`python -m scripts metrics show`).
+    """
+    try:
+        number = float(value)
+        if not math.isfinite(number):
+            return  # NaN or infinity would poison every average of the bucket
+        point = (str(name)[:200], number, datetime.now(UTC),
+                 json.dumps(metadata or {}, default=str, separators=(",", ":")), workspace_id)
+        global _flusher_started
+        with _lock:
+            _buffer.append(point)
+            if len(_buffer) > MAX_BUFFER:
+                del _buffer[: len(_buffer) - MAX_BUFFER]
+            start_flusher = len(_buffer) >= FLUSH_AT and not _flusher_started
+            _flusher_started = _flusher_started or start_flusher
+        if start_flusher:  # in the background: a batch job's loop must not wait for the database either
+            threading.Thread(target=_background_flush, name="metrics-flush", daemon=True).start()
+    except Exception as exc:
+        _warn(f"metric {name!r} not recorded: {type(exc).__name__}")
+
+
+def count_cache(cache_name: str, hit: bool, workspace_id: str | None = None) -> None:
+    """One cache lookup: cache.hit or cache.miss with metadata {cache}; `cache stats` turns them into hit rates."""
+    track_metric("cache.hit" if hit else "cache.miss", 1, {"cache": cache_name}, workspace_id)
+
+
+def note_query(sql: Any, started: float) -> None:
+    """Called by shared.db's helpers: a statement slower than SLOW_QUERY_MS becomes a db.slow_query_ms point."""
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    try:
+        threshold = get_settings().slow_query_ms
+    except Exception:  # settings errors surface elsewhere; timing must never fail a query
+        threshold = DEFAULT_SLOW_QUERY_MS
+    if elapsed_ms >= threshold:
+        text = sql if isinstance(sql, str) else repr(sql)
+        # The statement text has placeholders, never the values: no user data or secrets end up here.
+        track_metric("db.slow_query_ms", elapsed_ms, {"sql": " ".join(text.split())[:1000]})
+
+
+def pending() -> int:
+    """How many points wait in this process's buffer."""
+    return len(_buffer)
+
+
+def flush(wait: bool = False) -> int:
+    """Write the buffered points in one INSERT; returns how many this call wrote. Never raises.
+
+    If another thread is flushing, return at once: it keeps draining until the buffer is empty.
+    wait=True (exit, scripts, tests) waits for that flush instead, so every point recorded before
+    the call is in the database when it returns.
+    """
+    written, must_wait = 0, wait
+    while _buffer or must_wait:
+        must_wait = False
+        if not _flush_lock.acquire(timeout=10 if wait else -1, blocking=wait):
+            return written
+        try:
+            with _lock:
+                points = _buffer[:]
+                _buffer.clear()
+            if points:
+                written += _insert(points)
+        finally:
+            _flush_lock.release()
+    return written
+
+
+def _background_flush() -> None:
+    global _flusher_started
+    try:
+        flush()
+    finally:
+        _flusher_started = False
+
+
+INSERT = """
+    INSERT INTO performance_metrics (name, value, "timestamp", metadata, workspace_id)
+    SELECT n, v, t, m::jsonb, w
+    FROM unnest(%s::text[], %s::float8[], %s::timestamptz[], %s::text[], %s::text[]) AS u(n, v, t, m, w)"""
+
+
+def _insert(points: list[Point]) -> int:
+    try:
+        # Its own short connection: the request's may be gone, and this runs after the response anyway.
+        with psycopg.connect(get_settings().database_url, autocommit=True, connect_timeout=3,
+                             prepare_threshold=None) as conn:
+            conn.execute(INSERT, [list(column) for column in zip(*points, strict=True)])
+        return len(points)
+    except Exception as exc:
+        _warn(f"{len(points)} metric points dropped: {type(exc).__name__}")
+        return 0
+
+
+def _warn(message: str) -> None:
+    global _last_warning
+    if time.monotonic() - _last_warning > 60:  # a database outage must not flood the logs
+        _last_warning = time.monotonic()
+        log.warning(message)
+
+
+atexit.register(flush, True)
+
+
+class MetricsMiddleware:
+    """Records http.request_ms {route, method, status} when the last body byte is sent, then flushes.
+
+    The flush runs after the response is complete (the client has it already), in a worker thread so
+    the event loop keeps serving. Under Mangum (AWS Lambda) the response is returned only when the app
+    returns, so there the flush adds its few ms to the response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status, recorded = 500, False
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status, recorded
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body") and not recorded:
+                recorded = True
+                _record_request(scope, status, started)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            if not recorded:  # the app raised, or the client went away mid-stream
+                _record_request(scope, status, started)
+            if _buffer and not _flush_lock.locked():
+                with anyio.CancelScope(shield=True):  # a disconnected client must not cancel the write
+                    await anyio.to_thread.run_sync(flush)
+
+
+def _record_request(scope: Scope, status: int, started: float) -> None:
+    route = scope.get("route")
+    # The route template (/api/keys/{key_id}), never the raw path: bounded names, no ids in metadata.
+    track_metric("http.request_ms", (time.perf_counter() - started) * 1000,
+                 {"route": getattr(route, "path", None) or "unmatched", "method": scope.get("method"),
+                  "status": status})
+
+
+# Reading them back --------------------------------------------------------------------------------------
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30s', '5m' (minutes), '1h', '1d', '1w' -> timedelta; BadRequest otherwise."""
+    match = DURATION.match(text or "")
+    if not match or float(match.group(1)) <= 0:
+        raise BadRequest(f"{text!r} is not a duration like 30s, 5m, 1h, 1d or 1w.", code="invalid_duration")
+    return timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+
+
+def parse_time(text: str | None, default: datetime, now: datetime | None = None) -> datetime:
+    """ISO 8601 (UTC when no zone is given), 'now', or relative to now: '-24h' / '24h' (both in the past)."""
+    now = now or datetime.now(UTC)
+    if not text:
+        return default
+    text = text.strip()
+    if text.lower() == "now":
+        return now
+    if DURATION.match(text.lstrip("-")):
+        return now - parse_duration(text.lstrip("-"))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        raise BadRequest(f"{text!r} is not a time: use ISO 8601, 'now' or a relative time like -24h.",
+                         code="invalid_time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def window(start: str | None, end: str | None, bucket: str = "1h") -> tuple[datetime, datetime, timedelta]:
+    """Validated (start, end, bucket); the default window is the last 24 hours."""
+    now = datetime.now(UTC)
+    end_at = parse_time(end, now, now)
+    start_at = parse_time(start, end_at - timedelta(hours=24), now)
+    size = parse_duration(bucket)
+    if start_at >= end_at:
+        raise BadRequest("start must be before end.", code="invalid_time_range")
+    if (end_at - start_at) / size > MAX_BUCKETS:
+        raise BadRequest(f"That is more than {MAX_BUCKETS} buckets; choose a larger bucket or a shorter range.",
+                         code="too_many_buckets")
+    return start_at, end_at, size
+
+
+# workspace_id=None means every row (operators); the API always passes the caller's workspace.
+WHERE = """name = %(name)s AND "timestamp" >= %(start)s AND "timestamp" < %(end)s
+           AND (%(ws)s::text IS NULL OR workspace_id = %(ws)s)"""
+
+
+def get_metrics(conn: psycopg.Connection[Any], name: str, start: datetime, end: datetime, *,
+                workspace_id: str | None, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Raw points of `name` in [start, end), oldest first."""
+    return conn.cursor(row_factory=dict_row).execute(f"""
+        SELECT "timestamp", value, metadata, workspace_id FROM performance_metrics
+        WHERE {WHERE} ORDER BY "timestamp" LIMIT %(limit)s""",
+        {"name": name, "start": start, "end": end, "ws": workspace_id, "limit": limit}).fetchall()
+
+
+def aggregate(conn: psycopg.Connection[Any], name: str, start: datetime, end: datetime, bucket: timedelta, *,
+              workspace_id: str | None) -> list[dict[str, Any]]:
+    """Per non-empty bucket: start, count, avg, p50, p95, p99 (continuous percentiles, as PostgreSQL computes)."""
+    rows = conn.cursor(row_factory=dict_row).execute(f"""
+        SELECT date_bin(%(bucket)s, "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS start,
+               count(*) AS count, avg(value) AS avg,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY value) AS pct
+        FROM performance_metrics WHERE {WHERE} GROUP BY 1 ORDER BY 1""",
+        {"name": name, "start": start, "end": end, "ws": workspace_id, "bucket": bucket}).fetchall()
+    return [{"start": r["start"], "count": r["count"], "avg": r["avg"],
+             "p50": r["pct"][0], "p95": r["pct"][1], "p99": r["pct"][2]} for r in rows]
+
+
+def list_names(conn: psycopg.Connection[Any], start: datetime, end: datetime, *,
+               workspace_id: str | None) -> list[dict[str, Any]]:
+    """Metric names seen in [start, end) with their point counts."""
+    return conn.cursor(row_factory=dict_row).execute("""
+        SELECT name, count(*) AS count, min("timestamp") AS first, max("timestamp") AS last
+        FROM performance_metrics
+        WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s AND (%(ws)s::text IS NULL OR workspace_id = %(ws)s)
+        GROUP BY name ORDER BY name""", {"start": start, "end": end, "ws": workspace_id}).fetchall()

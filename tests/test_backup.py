@@ -1,0 +1,259 @@
+"""Backups end to end: real pg_dump/pg_restore (pgserver), S3 over HTTP (moto's server), the CLI as operators run it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import boto3
+import psycopg
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import ROOT, clear_caches
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def s3_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class Backups:
+    def __init__(self, engine, s3_url: str, bucket: str) -> None:
+        self.engine, self.bucket = engine, bucket
+        self.s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="testing",
+                               aws_secret_access_key="testing")
+        self.env = {"BACKUP_BUCKET": bucket, "BACKUP_PASSPHRASE": PASSPHRASE, "BACKUP_S3_ENDPOINT_URL": s3_url,
+                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`python -m scripts backup ...` in a fresh interpreter, stdin closed (no terminal to confirm on)."""
+        return subprocess.run([sys.executable, "-m", "scripts", "backup", *args], cwd=ROOT, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=120, check=False,
+                              env={**os.environ, **self.env, **env})
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        """The same command in this process (faster), returning (exit code, stdout, stderr)."""
+        from scripts.__main__ import main
+
+        out, err = io.StringIO(), io.StringIO()
+        real = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            code = main(["backup", *args])
+        finally:
+            sys.stdout, sys.stderr = real
+        return code, out.getvalue(), err.getvalue()
+
+    def keys(self) -> list[str]:
+        return [o["Key"] for o in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
+
+    def other_db(self, name: str) -> str:
+        return self.engine.stack.dsn(f"{name}_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def backups(engine, s3_url, monkeypatch):
+    bucket = f"backups-{uuid.uuid4().hex[:12]}"
+    b = Backups(engine, s3_url, bucket)
+    b.s3.create_bucket(Bucket=bucket)
+    for name, value in b.env.items():
+        monkeypatch.setenv(name, value)
+    clear_caches()
+    for name in ("Acme", "Globex", "Initech"):
+        engine.workspace(name)
+    yield b
+    with psycopg.connect(engine.stack.admin_dsn, autocommit=True) as conn:
+        for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'restored_%' "
+                                "OR datname LIKE '%_verify_%'").fetchall():
+            conn.execute(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
+
+
+def workspace_names(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM workspaces").fetchall())
+
+
+def database_exists(stack, dsn: str) -> bool:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(stack.admin_dsn) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def test_create_list_verify_and_restore_through_the_cli(backups, engine):
+    made = backups.cli("create")
+    assert made.returncode == 0, made.stderr
+    today = dt.datetime.now(dt.UTC)
+    key = re.search(r"created (\S+)", made.stdout).group(1)
+    assert re.fullmatch(rf"backups/{today:%Y/%m/%d}/dialog-engine-{today:%Y%m%d}T\d{{6}}Z\.dump\.enc", key)
+    assert backups.keys() == [key]
+    # The object in S3 is ciphertext: no table name or workspace name shows through.
+    body = backups.s3.get_object(Bucket=backups.bucket, Key=key)["Body"].read()
+    assert b"workspaces" not in body and b"Globex" not in body and body.startswith(b"DLGBAK1\n")
+
+    code, out, _ = backups.run("list")
+    assert code == 0 and key in out and f"{today:%Y-%m-%d}" in out
+
+    verified = backups.cli("verify")
+    print("\n$ python -m scripts backup verify\n" + verified.stdout)  # shown with `pytest -s`
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert re.search(r"public\.workspaces\s+3\s+3\s+ok", verified.stdout)
+    assert re.search(r"public\.schema_migrations\s+(\d+)\s+\1\s+ok", verified.stdout)
+    assert "MISMATCH" not in verified.stdout
+    with psycopg.connect(engine.stack.admin_dsn) as conn:  # the scratch database is gone
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE '%_verify_%'").fetchall()
+
+    # Without --yes and without a terminal to confirm on, restore refuses and touches nothing.
+    target = backups.other_db("restored")
+    refused = backups.cli("restore", f"{today:%Y-%m-%d}", "--target-url", target)
+    assert refused.returncode == 2 and "refused" in refused.stderr
+    assert not database_exists(engine.stack, target)
+
+    code, out, err = backups.run("restore", f"{today:%Y-%m-%d}", "--target-url", target, "--yes")
+    assert code == 0, err
+    assert workspace_names(target) == ["Acme", "Globex", "Initech"]
+    assert re.search(r"restored \d+ tables, \d+ rows into database .restored_", out)
+
+    # Restoring over a database that changed since brings it back to the backup's rows.
+    with engine.db() as conn:
+        conn.execute("DELETE FROM workspaces WHERE name = 'Globex'")
+        conn.execute("INSERT INTO workspaces (name) VALUES ('Umbrella')")
+    code, out, err = backups.run("restore", key, "--yes")
+    assert code == 0, err
+    assert workspace_names(engine.dsn) == ["Acme", "Globex", "Initech"]
+
+
+def test_a_tampered_backup_is_refused_and_nothing_is_restored(backups, engine):
+    from shared import backup
+
+    made, _ = backup.create()
+    original = backups.s3.get_object(Bucket=backups.bucket, Key=made.key)["Body"].read()
+    for position, expected in ((len(original) // 2, "fails authentication at chunk 0"),
+                               (20, "Wrong BACKUP_PASSPHRASE for this backup (or its header was altered)"),
+                               (None, "fails authentication")):
+        if position is None:  # truncated, as by an interrupted upload
+            altered = original[:-7]
+        else:  # one flipped byte
+            altered = original[:position] + bytes([original[position] ^ 1]) + original[position + 1:]
+        backups.s3.put_object(Bucket=backups.bucket, Key=made.key, Body=altered)
+        target = backups.other_db("restored")
+        code, _, err = backups.run("restore", made.key, "--target-url", target, "--yes")
+        assert code == 1
+        assert expected in err and "nothing was restored" in err
+        assert not database_exists(engine.stack, target)
+    code, _, err = backups.run("verify")
+    assert code == 1 and "fails authentication" in err
+
+
+def test_the_wrong_passphrase_is_refused(backups, engine, monkeypatch):
+    assert backups.run("create")[0] == 0
+    monkeypatch.setenv("BACKUP_PASSPHRASE", "not the passphrase it was made with")
+    clear_caches()
+    target = backups.other_db("restored")
+    code, _, err = backups.run("restore", "latest", "--target-url", target, "--yes")
+    assert code == 1 and "Wrong BACKUP_PASSPHRASE" in err
+    assert not database_exists(engine.stack, target)
+    monkeypatch.delenv("BACKUP_PASSPHRASE")
+    clear_caches()
+    code, _, err = backups.run("create")
+    assert code == 1 and "Set BACKUP_PASSPHRASE" in err
+    code, _, err = backups.run("restore", "1999-01-01", "--yes")
+    assert code == 1 and "No backup found for '1999-01-01'" in err
+    code, _, err = backups.run("restore", "backups/nope.dump.enc", "--yes")
+    assert code == 1 and "No backup with key" in err
+
+
+def test_verify_fails_when_the_restored_rows_differ_from_the_backup(backups, engine, tmp_path):
+    """A dump that lost rows (here: a manifest that promises one more workspace) fails verification."""
+    import json
+    import struct
+
+    from shared import backup
+    from shared.backup_crypto import EncryptingWriter
+
+    made, _ = backup.create()
+    manifest, dump = backup.fetch(made, tmp_path)
+    manifest["row_counts"]["public.workspaces"] += 1
+    forged = tmp_path / "forged.enc"
+    with open(forged, "wb") as out:
+        writer = EncryptingWriter(out, PASSPHRASE)
+        body = json.dumps(manifest).encode()
+        writer.write(struct.pack(">I", len(body)) + body + dump.read_bytes())
+        writer.close()
+    later = made.created + dt.timedelta(seconds=1)
+    backups.s3.upload_file(str(forged), backups.bucket, backup.backup_key(later))
+    code, out, _ = backups.run("verify")
+    assert code == 1
+    assert re.search(r"public\.workspaces\s+4\s+3\s+MISMATCH", out)
+    assert "FAILED: 1 of" in out
+
+
+def test_nightly_cron_writes_a_backup(backups, engine):
+    secret = os.environ["CRON_SECRET"]
+    reply = engine.client().get("/api/cron/backup", headers={"Authorization": f"Bearer {secret}"})
+    assert reply.status_code == 200, reply.text
+    engine.wait_for_queue(timeout=60)
+    with engine.db() as conn:
+        job = conn.execute("SELECT status, error FROM jobs WHERE name = 'backup'").fetchone()
+    assert job == {"status": "succeeded", "error": None}
+    assert len(backups.keys()) == 1
+
+
+def test_backup_job_without_pg_dump_fails_at_once_and_says_why(backups, engine, monkeypatch, tmp_path):
+    from shared.queue import publish
+
+    monkeypatch.setenv("BACKUP_PG_BIN_DIR", str(tmp_path))  # a machine without the client tools (Vercel)
+    clear_caches()
+    publish("backup", {"cron": "backup"})
+    engine.wait_for_queue(timeout=30)
+    with engine.db() as conn:
+        job = conn.execute("SELECT status, attempts, error FROM jobs WHERE name = 'backup'").fetchone()
+    assert job["status"] == "failed" and job["attempts"] == 1  # not retried
+    assert "pg_dump was not found" in job["error"] and "runner with pg_dump" in job["error"]
+    assert backups.keys() == []
+
+
+def test_encrypted_stream_detects_reordered_dropped_and_appended_chunks():
+    from shared.backup_crypto import DecryptionError, EncryptingWriter, decrypt_chunks
+
+    plain = os.urandom(10_000)
+    buffer = io.BytesIO()
+    writer = EncryptingWriter(buffer, "pw", chunk_size=1000, scrypt=(10, 8, 1))  # cheap key for a unit test
+    for start in range(0, len(plain), 777):  # writes that don't line up with chunks
+        writer.write(plain[start:start + 777])
+    writer.close()
+    data = buffer.getvalue()
+    assert b"".join(decrypt_chunks(io.BytesIO(data), "pw")) == plain
+    head, size = 38 + 32, 1000 + 16
+    chunks = [data[i:i + size] for i in range(head, len(data), size)]
+    assert len(chunks) == 10
+    variants = {
+        "swapped": data[:head] + chunks[1] + chunks[0] + b"".join(chunks[2:]),
+        "dropped last": data[:head] + b"".join(chunks[:-1]),
+        "dropped middle": data[:head] + b"".join(chunks[:4] + chunks[5:]),
+        "appended": data + chunks[3],
+        "empty": data[:head],
+    }
+    for name, altered in variants.items():
+        try:
+            b"".join(decrypt_chunks(io.BytesIO(altered), "pw"))
+        except DecryptionError as exc:
+            assert "fails authentication" in str(exc), name
+        else:
+            pytest.fail(f"{name}: the altered stream decrypted")
+    with pytest.raises(DecryptionError, match="not a Dialog Engine backup"):
+        b"".join(decrypt_chunks(io.BytesIO(b"PGDMP" + data[5:]), "pw"))
+    empty = io.BytesIO()
+    EncryptingWriter(empty, "pw", chunk_size=1000, scrypt=(10, 8, 1)).close()
+    assert b"".join(decrypt_chunks(io.BytesIO(empty.getvalue()), "pw")) == b""
