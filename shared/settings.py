@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     pinecone_environment: str | None = None
     pinecone_index: str = "dialog-engine"
     pinecone_host: str | None = None
+    pinecone_cloud: str = "aws"          # serverless spec for `pinecone create-index`
+    pinecone_region: str = "us-east-1"
     firecrawl_api_key: str | None = None
     firecrawl_api_url: str | None = None
     firecrawl_webhook_secret: str | None = None
@@ -52,10 +54,13 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:3000"
     vector_backend: Literal["pinecone", "pgvector", ""] = ""
     sentry_dsn: str | None = None
+    sentry_traces_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    slow_query_ms: float = 200.0  # statements slower than this show in `db slow-queries`
     backup_bucket: str | None = None
     backup_prefix: str = "backups"
     backup_passphrase: str | None = None
     backup_s3_endpoint_url: str | None = None
+    backup_pg_bin_dir: str | None = None  # folder with pg_dump/pg_restore 16 (default: pgserver's, then PATH)
     aws_region: str = "us-east-1"
 
     # Models and retrieval.
@@ -71,6 +76,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 4_000_000  # under Vercel's 4.5 MB request cap
     max_message_chars: int = 8_000
     allow_private_hosts: bool = False  # crawling 127.0.0.1 / 10.x: local work and tests only
+
+    # Rate limits and spend caps (0 = off); each assistant's `limits` may override the chat ones.
+    rate_chat_per_key_per_minute: int = Field(default=60, ge=0)
+    rate_chat_per_user_per_minute: int = Field(default=20, ge=0)
+    rate_ingest_per_workspace_per_hour: int = Field(default=100, ge=0)
+    rate_upload_per_workspace_per_hour: int = Field(default=50, ge=0)
+    daily_token_budget: int = Field(default=1_000_000, ge=0, description="Tokens in + out per workspace per UTC day")
+    auth_secret: str | None = None  # Auth.js v5 name for NEXTAUTH_SECRET; either one works
     log_level: str = "INFO"
 
     @property
@@ -100,7 +113,7 @@ class Settings(BaseSettings):
                 if not value:
                     problems.append(f"{name.upper()} is not set")
             optional_secrets = ["openai_api_key", "anthropic_api_key", "pinecone_api_key", "firecrawl_api_key",
-                                "nextauth_secret", "backup_passphrase"]
+                                "nextauth_secret", "auth_secret", "backup_passphrase"]
             for name in required + optional_secrets:
                 value = getattr(self, name)
                 if value and is_placeholder(str(value)):
