@@ -18,6 +18,7 @@ from shared.db import Row
 from shared.errors import Forbidden
 from shared.http import create_app
 from shared.pagination import MAX_LIMIT, decode_cursor, page
+from shared.ratelimit import AssistantLimits
 from shared.settings import get_settings
 from shared.template_config import TemplateConfig
 
@@ -45,7 +46,8 @@ class AssistantCreate(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description=OVERRIDES_DOC)
     allowed_origins: list[Origin] = Field(default_factory=list, max_length=50,
                                           description="Browser origins the widget may run on; empty = any")
-    limits: dict[str, Any] = Field(default_factory=dict, description="Rate limits and token budget")
+    limits: AssistantLimits = Field(default_factory=AssistantLimits,
+                                    description="Rate limits and token budget; absent = the settings' defaults")
 
 
 class AssistantUpdate(BaseModel):
@@ -58,7 +60,7 @@ class AssistantUpdate(BaseModel):
     template_version: int | None = Field(default=None, ge=1, description="null = follow the latest")
     overrides: dict[str, Any] | None = Field(default=None, description=OVERRIDES_DOC)
     allowed_origins: list[Origin] | None = Field(default=None, max_length=50)
-    limits: dict[str, Any] | None = None
+    limits: AssistantLimits | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> AssistantUpdate:
@@ -112,6 +114,7 @@ def public(row: Row) -> AssistantPublic:
 @app.post("/api/assistants", status_code=201, response_model=AssistantPublic, summary="Create an assistant")
 def create(body: AssistantCreate, principal: AdminKey, conn: Db) -> AssistantPublic:
     fields = body.model_dump()
+    fields["limits"] = body.limits.model_dump(exclude_none=True)
     fields["template_id"] = body.template_id or get_settings().default_template_id
     with conn.transaction():
         row = assistants.create_assistant(conn, principal.workspace_id, fields)
@@ -148,13 +151,17 @@ def read_public(assistant_id: str, principal: AnyKey, conn: Db, request: Request
 
 @app.patch("/api/assistants/{assistant_id}", response_model=AssistantPublic, summary="Change some fields")
 def update(assistant_id: str, body: AssistantUpdate, principal: AdminKey, conn: Db) -> AssistantPublic:
-    return _update(assistant_id, body.model_dump(exclude_unset=True), principal, conn)
+    changes = body.model_dump(exclude_unset=True)
+    if body.limits is not None:
+        changes["limits"] = body.limits.model_dump(exclude_none=True)
+    return _update(assistant_id, changes, principal, conn)
 
 
 @app.put("/api/assistants/{assistant_id}", response_model=AssistantPublic,
          summary="Replace every field (those left out take their defaults)")
 def replace(assistant_id: str, body: AssistantCreate, principal: AdminKey, conn: Db) -> AssistantPublic:
     changes = body.model_dump()
+    changes["limits"] = body.limits.model_dump(exclude_none=True) if body.limits else {}
     changes["template_id"] = body.template_id or get_settings().default_template_id
     return _update(assistant_id, changes, principal, conn)
 

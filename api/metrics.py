@@ -13,7 +13,7 @@ from fastapi import Query
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared import metrics
+from shared import metrics, spend
 from shared.auth import AdminKey, Db
 from shared.http import create_app
 
@@ -67,6 +67,39 @@ def get_metrics(
     points = metrics.aggregate(conn, name, start_at, end_at, size, workspace_id=principal.workspace_id)
     return MetricSeries(name=name, bucket=bucket.strip(), start=start_at, end=end_at,
                         points=[MetricPoint(**p) for p in points])
+
+
+class UsageDay(BaseModel):
+    day: str
+    tokens_in: int
+    tokens_out: int
+    total: int
+
+
+class UsageTotals(BaseModel):
+    tokens_in: int
+    tokens_out: int
+    total: int
+
+
+class UsageToday(BaseModel):
+    day: str
+    used: int
+    budget: int | None = Field(description="The daily token budget; null = no cap")
+    remaining: int | None
+    resets_in_seconds: int
+
+
+class Usage(BaseModel):
+    days: list[UsageDay]
+    totals: UsageTotals
+    today: UsageToday
+
+
+@app.get("/api/metrics/usage", response_model=Usage,
+         summary="Daily token usage of the workspace and what is left of today's budget")
+def get_usage(principal: AdminKey, conn: Db, days: int = Query(30, ge=1, le=366)) -> Usage:
+    return Usage.model_validate(spend.usage(conn, principal.workspace_id, days))
 
 
 lambda_handler = Mangum(app)

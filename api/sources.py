@@ -28,6 +28,7 @@ from shared.db import fetch_all, fetch_one
 from shared.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from shared.http import create_app
 from shared.pagination import MAX_LIMIT, decode_cursor, page
+from shared.ratelimit import check_ingest
 from shared.settings import get_settings
 
 UPLOAD_CEILING = 64_000_000   # hard stop for any body; the real limit is MAX_UPLOAD_BYTES, checked per request
@@ -147,7 +148,10 @@ async def create(request: Request, principal: AdminKey, conn: Db) -> SourcePubli
     if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise _too_large(limit, int(declared))
     content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("multipart/form-data"):
+    is_upload = content_type.startswith("multipart/form-data")
+    # Counted before anything is parsed or stored: over the limit, nothing happens (429).
+    await run_in_threadpool(check_ingest, principal.workspace_id, "upload" if is_upload else "ingest")
+    if is_upload:
         values = await _upload_values(request, limit)
     elif content_type.startswith("application/x-www-form-urlencoded"):
         raise Unprocessable("Files are uploaded as multipart/form-data with a field named 'file'; other sources "
@@ -245,6 +249,7 @@ def delete(source_id: str, principal: AdminKey, conn: Db) -> SourceDeleted:
 @app.post("/api/sources/{source_id}/resync", status_code=202, response_model=SourcePublic,
           summary="Sync again: changed pages are re-embedded, vanished pages removed")
 def resync(source_id: str, principal: AdminKey, conn: Db) -> SourcePublic:
+    check_ingest(principal.workspace_id, "ingest")
     if start_sync(conn, principal.workspace_id, source_id) is None:
         raise NotFound("No such source in this workspace.", code="source_not_found")
     record(conn, principal, "source.resynced", source_id)

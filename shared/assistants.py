@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound, ServiceUnavailable, Unprocessable
 from shared.kv import KV, get_kv
+from shared.metrics import count_cache
 from shared.template_config import TemplateConfig, validate_config
 
 log = logging.getLogger("dialog_engine.assistants")
@@ -106,6 +107,7 @@ def get_assistant(conn: psycopg.Connection[Row], workspace_id: str, assistant_id
         raw = kv.get(key)
     except ServiceUnavailable:
         kv = None  # Redis down: Postgres alone still gives the right answer
+    count_cache("assistant", raw is not None and raw != TOMBSTONE, workspace_id)
     if raw is not None and raw != TOMBSTONE:
         try:
             return from_json(raw)

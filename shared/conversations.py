@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound, ServiceUnavailable
 from shared.kv import get_kv
+from shared.metrics import count_cache
 
 log = logging.getLogger("dialog_engine.conversations")
 
@@ -173,7 +174,8 @@ def create_conversation(conn: psycopg.Connection[Row], *, workspace_id: str, ass
     return str(row["id"])
 
 
-def load_history(conn: psycopg.Connection[Row], conversation_id: str, limit: int = HISTORY_LIMIT) -> list[dict[str, str]]:
+def load_history(conn: psycopg.Connection[Row], conversation_id: str,
+                 limit: int = HISTORY_LIMIT) -> list[dict[str, str]]:
     """The last `limit` messages a model may see, oldest first, as {"role", "content"}.
 
     The caller has checked that the conversation belongs to its workspace. Served from Redis when the
@@ -187,6 +189,7 @@ def load_history(conn: psycopg.Connection[Row], conversation_id: str, limit: int
     if limit <= HISTORY_WINDOW:
         try:
             cached = get_kv().get(key)
+            count_cache("history", cached not in (None, TOMBSTONE))
         except ServiceUnavailable:
             cached = TOMBSTONE
     if cached is not None and cached != TOMBSTONE:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
+from shared.metrics import count_cache
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.embeddings")
@@ -120,11 +121,13 @@ def embed_query(text: str) -> list[float] | None:
     with _recent_lock:
         if key in _recent:
             _recent.move_to_end(key)
+            count_cache("query_embedding", True)
             return _recent[key]
     kv = _kv()
     if kv is not None:
         try:
             cached = kv.get(key)
+            count_cache("query_embedding", bool(cached))
             if cached:
                 return _remember(key, _unpack(cached))
         except Exception as exc:  # the cache is an optimisation: never fail a turn over it

@@ -98,7 +98,7 @@ def test_a_cold_or_stale_cache_never_changes_the_answer(engine) -> None:
     client = engine.client(admin)
     template = make_template(client, greeting="v1")
     assistant = make_assistant(client, template_id=template["id"], overrides={"temperature": 0.7},
-                               limits={"requests_per_minute": 30})
+                               limits={"chat_per_key_per_minute": 30})
     redis = engine.stack.local.redis
     key = cache_key(workspace_id, assistant["id"])
     with engine.db() as conn:
@@ -171,7 +171,7 @@ def test_put_replaces_every_field(engine) -> None:
     client = engine.client(admin)
     template = make_template(client)
     assistant = make_assistant(client, template_id=template["id"], template_version=1,
-                               overrides={"greeting": "Hi"}, limits={"requests_per_minute": 5})
+                               overrides={"greeting": "Hi"}, limits={"chat_per_key_per_minute": 5})
     replaced = client.put(f"/api/assistants/{assistant['id']}", json={"name": "Fresh"}).json()
     assert replaced["template_id"] == "default" and replaced["template_version"] is None
     assert replaced["overrides"] == {} and replaced["limits"] == {} and replaced["greeting"] == ""
