@@ -305,7 +305,17 @@ def restore(backup: Backup, target_url: str) -> dict[str, Any]:
         if not exists:
             _create_database(with_database(target_url, "postgres"), database_name(target_url))
         _pg_restore(dump, target_url, clean=exists)
+    _audit_restore(target_url, backup)
     return manifest
+
+
+def _audit_restore(target_url: str, backup: Backup) -> None:
+    """Every workspace's audit log says its data was replaced by a restore (an operator action, no key)."""
+    actor = f"operator:{os.environ.get('USER') or 'unknown'}"
+    with psycopg.connect(target_url, autocommit=True) as conn:
+        conn.execute("""INSERT INTO audit_log (workspace_id, actor, action, target, details)
+                        SELECT id, %s, 'backup.restored', %s, '{}'::jsonb FROM workspaces""",
+                     (actor, backup.key))
 
 
 def verify(backup: Backup, database_url: str | None = None) -> VerifyResult:

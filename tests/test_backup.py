@@ -132,6 +132,10 @@ def test_create_list_verify_and_restore_through_the_cli(backups, engine):
     code, out, err = backups.run("restore", key, "--yes")
     assert code == 0, err
     assert workspace_names(engine.dsn) == ["Acme", "Globex", "Initech"]
+    with engine.db() as conn:  # every workspace's audit log records the restore
+        audited = conn.execute("SELECT count(DISTINCT workspace_id) AS n FROM audit_log "
+                               "WHERE action = 'backup.restored' AND target = %s", (key,)).fetchone()
+    assert audited["n"] == 3
 
 
 def test_a_tampered_backup_is_refused_and_nothing_is_restored(backups, engine):
