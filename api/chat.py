@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from shared import chat
@@ -35,9 +34,7 @@ from shared.sse import (
 )
 
 app = create_app("chat", description="Chat with an assistant: streamed, cited answers; native SSE or the AI SDK.")
-app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_methods=["POST", "OPTIONS"],
-                   allow_headers=["authorization", "content-type", "x-api-key", "x-assistant-id"],
-                   expose_headers=["x-conversation-id"], max_age=600)
+# CORS for browsers on customers' sites comes from create_app (shared.http.WidgetCorsMiddleware).
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]
 
@@ -132,7 +129,8 @@ def _turn_input(request: Request, principal: Principal, started: float, *, assis
                             details=[{"field": "message", "problem": "empty"}])
     return chat.TurnInput(workspace_id=principal.workspace_id, assistant_id=assistant_id, message=message,
                           conversation_id=conversation_id, external_user_id=user_id, metadata=metadata,
-                          api_key_id=principal.key_id, owner_only=principal.scope == "chat",
+                          api_key_id=principal.owner, owner_only=principal.scope == "chat",
+                          principal=principal, client_ip=chat.client_ip(request),
                           origin=request.headers.get("origin"), host=request.headers.get("host"), started=started)
 
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
@@ -69,17 +70,27 @@ class Router:
             return await self.apps[target](scope, receive, send)
         if scope["path"].startswith("/api/"):
             return await _not_found(scope, receive, send)
-        await self.static(scope, receive, send)
+        try:
+            await self.static(scope, receive, send)
+        except HTTPException as exc:  # StaticFiles raises 404 / 405; no Starlette app here turns it into a response
+            if exc.status_code == 404:
+                return await _not_found(scope, receive, send)
+            from shared.http import HTTP_CODES, json_error
+
+            await json_error(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
+                             headers=exc.headers)(scope, receive, send)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     from shared.http import json_error
 
-    await json_error(404, "not_found", f"No function serves {scope['path']}.")(scope, receive, send)
+    what = "function serves" if scope["path"].startswith("/api/") else "file is at"
+    await json_error(404, "not_found", f"No {what} {scope['path']}.")(scope, receive, send)
 
 
 def create_router() -> Any:
-    """The router with the security headers also on its own 404s and on public/ files."""
-    from shared.http import SecurityHeadersMiddleware
+    """The router with the security headers also on its own 404s and on public/ files, and CORS on the
+    widget's message catalogues (public/i18n/*.json; vercel.json sets the same header on Vercel)."""
+    from shared.http import SecurityHeadersMiddleware, WidgetCorsMiddleware
 
-    return SecurityHeadersMiddleware(Router())
+    return WidgetCorsMiddleware(SecurityHeadersMiddleware(Router()))

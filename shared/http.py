@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,9 +42,47 @@ def create_app(title: str, *, description: str = "", max_body_bytes: int | None 
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outside ours: times them too; flushes after the last byte
+    app.add_middleware(WidgetCorsMiddleware)  # outermost: a preflight needs no key, body or metrics
+    _document_errors(app)
     install_log_scrubber()
     init_sentry()
     return app
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error", "type": "object", "required": ["error"], "additionalProperties": False,
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message", "details"], "additionalProperties": False,
+        "properties": {"code": {"type": "string", "description": "Stable, machine-readable"},
+                       "message": {"type": "string", "description": "For people"},
+                       "details": {"description": "Per-field problems, limits, ...; null when there is nothing"}}}}}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """OpenAPI names our error shape for every 4xx (FastAPI's default 422 model is not what we send)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        # An app that answers in another shape (the OpenAI face) installs its own handler: don't claim ours.
+        ours = app.exception_handlers.get(AppError) is _app_error
+        if ours:
+            schemas["Error"] = ERROR_SCHEMA
+        error = {"description": "Error", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+        for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if ours:
+                responses["4XX"] = error
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def json_error(status: int, code: str, message: str, details: Any = None,
@@ -149,3 +188,47 @@ def _settings_limit() -> int:
 def _too_large(limit: int) -> JSONResponse:
     return json_error(413, "payload_too_large", f"The request body is larger than the limit of {limit} bytes.",
                       {"limit_bytes": limit})
+
+
+# What the widget calls from a customer's site with a chat key, and the message catalogues it fetches.
+WIDGET_PATHS = re.compile(r"^/api/(chat|feedback|conversations/[^/]+(/[^/]+)?|assistants/[^/]+/public)$"
+                          r"|^/i18n/[A-Za-z0-9_-]+\.json$")
+CORS_HEADERS = {"access-control-allow-methods": "GET, POST, OPTIONS",
+                "access-control-allow-headers": "authorization, content-type, x-api-key, x-assistant-id",
+                "access-control-max-age": "600"}
+CORS_EXPOSE = b"retry-after, x-conversation-id"
+
+
+class WidgetCorsMiddleware:
+    """CORS for the widget's routes: any origin may send, without cookies (no allow-credentials).
+
+    CORS only lets the browser make the call; the key's allowed origins (shared.auth.check_origin) and the
+    assistant's decide on the request itself, so a key limited to one site still refuses every other.
+    Admin routes get no CORS headers: the console calls them from its own origin.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = dict(scope.get("headers", [])).get(b"origin") if scope["type"] == "http" else None
+        if origin is None or not WIDGET_PATHS.match(scope["path"]):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+            preflight = Response("OK", media_type="text/plain", headers={  # 200 "OK", as Starlette's CORS answers
+                **CORS_HEADERS, "access-control-allow-origin": origin.decode("latin-1"), "vary": "Origin"})
+            return await preflight(scope, receive, send)
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra: list[tuple[bytes, bytes]] = []  # a route with its own CORS (api/chat.py) keeps its own
+                if b"access-control-allow-origin" not in present:
+                    extra += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+                if b"access-control-expose-headers" not in present:
+                    extra.append((b"access-control-expose-headers", CORS_EXPOSE))
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
