@@ -79,12 +79,13 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _owned(principal: Principal) -> str | None:
     """Chat keys read only the conversations they started; admin keys read the whole workspace."""
-    return None if principal.is_admin else principal.key_id or ""
+    return None if principal.is_admin else principal.owner or ""
 
 
 def _full(conn: Db, principal: Principal, conversation_id: str) -> ConversationWithMessages:
     row = transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
-    messages = [MessagePublic(**m) for m in transcripts.get_messages(conn, conversation_id)]
+    messages = [MessagePublic(**m)
+                for m in transcripts.get_messages(conn, conversation_id, original=principal.is_admin)]
     return ConversationWithMessages(messages=messages, **public(row).model_dump())
 
 
@@ -119,7 +120,8 @@ def messages(conversation_id: str, principal: AnyKey, conn: Db, limit: Limit = 1
              cursor: Cursor = None) -> MessagesPublic:
     transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
     after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
-    rows, next_cursor = page(transcripts.get_messages(conn, conversation_id, after_seq=after, limit=limit + 1),
+    rows, next_cursor = page(transcripts.get_messages(conn, conversation_id, after_seq=after, limit=limit + 1,
+                                                          original=principal.is_admin),
                              limit, "seq")
     return MessagesPublic(data=[MessagePublic(**r) for r in rows], count=len(rows), next_cursor=next_cursor)
 

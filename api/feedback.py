@@ -62,7 +62,7 @@ def give(body: FeedbackCreate, principal: AnyKey, conn: Db, response: Response) 
     message = fetch_one(conn, """
         SELECT m.id, m.role, c.assistant_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
         WHERE m.id = %s AND m.workspace_id = %s AND (%s::text IS NULL OR c.api_key_id = %s::text)""",
-        (body.message_id, principal.workspace_id, *([None] * 2 if principal.is_admin else [principal.key_id] * 2)))
+        (body.message_id, principal.workspace_id, *([None] * 2 if principal.is_admin else [principal.owner] * 2)))
     if message is None:
         raise NotFound("No such message in this workspace.", code="message_not_found")
     if message["role"] != "assistant":

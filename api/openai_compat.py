@@ -122,7 +122,8 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
     turn = chat.TurnInput(
         workspace_id=principal.workspace_id, assistant_id=body.model, message=last.text(),
         conversation_id=conversation_id, external_user_id=body.user, metadata=body.metadata,
-        api_key_id=principal.key_id, owner_only=principal.scope == "chat", history=history,
+        api_key_id=principal.owner, owner_only=principal.scope == "chat", principal=principal,
+        client_ip=chat.client_ip(request), history=history,
         temperature=body.temperature, max_output_tokens=body.max_completion_tokens or body.max_tokens,
         origin=request.headers.get("origin"), host=request.headers.get("host"), started=started)
     try:

@@ -31,6 +31,11 @@ class Principal:
     def is_admin(self) -> bool:
         return self.scope == "admin"
 
+    @property
+    def owner(self) -> str:
+        """What marks the conversations this caller started: its key, or its signed-in user."""
+        return self.key_id or self.actor
+
 
 def hash_key(key: str) -> str:
     # Keys carry 256 random bits, so a fast hash is enough (no password stretching needed).
@@ -73,10 +78,13 @@ def bearer_token(request: Request) -> str | None:
 
 
 def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
+    # One statement; last_used_at is written at most once a minute, so most requests only read.
     row = fetch_one(conn, """
-        UPDATE api_keys SET last_used_at = now()
-        WHERE hash = %s AND revoked_at IS NULL
-        RETURNING id, workspace_id, scope, allowed_origins""", (hash_key(key),))
+        WITH k AS (SELECT id, workspace_id, scope, allowed_origins, last_used_at FROM api_keys
+                   WHERE hash = %s AND revoked_at IS NULL),
+             touched AS (UPDATE api_keys a SET last_used_at = now() FROM k WHERE a.id = k.id
+                         AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds'))
+        SELECT id, workspace_id, scope, allowed_origins FROM k""", (hash_key(key),))
     if row is None:
         raise Unauthorized("The API key is not valid or has been revoked.", code="invalid_api_key")
     return Principal(workspace_id=row["workspace_id"], scope=row["scope"], key_id=row["id"],

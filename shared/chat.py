@@ -25,13 +25,15 @@ import psycopg
 from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
-from shared import llm
+from shared import llm, pii, spend
 from shared.assistants import ResolvedAssistant, get_assistant
+from shared.auth import Principal
 from shared.conversations import HISTORY_LIMIT, finish_turn, start_turn
 from shared.db import Row
 from shared.errors import AppError, Forbidden
 from shared.metrics import track_metric
 from shared.prompting import Prompt, build_prompt, citations, phrase
+from shared.ratelimit import check_chat
 
 log = logging.getLogger("dialog_engine.chat")
 Event = tuple[str, Any]
@@ -65,7 +67,13 @@ class TurnInput:
     max_output_tokens: int | None = None
     origin: str | None = None            # the browser's Origin header, if any
     host: str | None = None              # our own Host header: the chat page on our origin is always allowed
+    principal: Principal | None = None   # for rate limits and the token budget (None: not counted)
+    client_ip: str | None = None         # the per-user limit's fallback when there is no user id
     started: float = field(default_factory=time.perf_counter)
+    model_message: str = ""              # what models and retrieval see: the message, PII redacted if asked
+
+    def __post_init__(self) -> None:
+        self.model_message = self.model_message or self.message
 
 
 @dataclass
@@ -95,21 +103,30 @@ def check_origin(assistant: ResolvedAssistant, origin: str | None, host: str | N
 def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     assistant = get_assistant(conn, given.workspace_id, given.assistant_id)
     check_origin(assistant, given.origin, given.host)
-    query_vector = _embed_ahead(assistant, given.message)
+    if given.principal is not None:
+        # Before anything is stored or sent to a model: over a limit or the budget, the turn never starts.
+        check_chat(given.principal, assistant.limits, given.external_user_id, client_ip=given.client_ip)
+    redacted = None
+    if assistant.config.pii_redaction:
+        # Models, logs, retrieval and non-admin readers see placeholders; the stored original is for admins.
+        text, mapping = pii.redact(given.message)
+        redacted = text if mapping else None
+        given.model_message = text
+    query_vector = _embed_ahead(assistant, given.model_message)
     start = start_turn(conn, workspace_id=given.workspace_id, assistant_id=given.assistant_id,
                        conversation_id=given.conversation_id, user_message=given.message,
                        external_user_id=given.external_user_id, metadata=given.metadata,
                        api_key_id=given.api_key_id, owner_only=given.owner_only,
-                       create_if_missing=given.create_if_missing)
+                       create_if_missing=given.create_if_missing, redacted_message=redacted)
     history = start.history if given.history is None or given.conversation_id else given.history
     turn = Turn(given, assistant, start.conversation_id, start.user_message_id, history, start.summary, [], 0.0,
                 history_full=given.history is None and len(start.history) >= HISTORY_LIMIT)
-    if HAS_WORDS.search(given.message):
+    if HAS_WORDS.search(given.model_message):
         began = time.perf_counter()
         if query_vector is not None:
             concurrent.futures.wait([query_vector])  # its failure is retrieval's to handle (keywords only)
         try:
-            turn.passages = _retrieve(conn, assistant, given.message)
+            turn.passages = _retrieve(conn, assistant, given.model_message)
         except AppError as exc:  # the user message is stored: end the turn cleanly instead of a bare 503
             turn.retrieval_error = exc
         turn.retrieval_ms = (time.perf_counter() - began) * 1000
@@ -218,12 +235,13 @@ def _plan(turn: Turn) -> tuple[Prompt, list[tuple[str, str]], llm.LLMRequest]:
     config = turn.assistant.config
     order = llm.provider_order(config.provider, config.model, config.providers)
     provider, model = order[0]
-    prompt = build_prompt(config, question=turn.input.message, passages=turn.passages, history=turn.history,
+    prompt = build_prompt(config, question=turn.input.model_message, passages=turn.passages, history=turn.history,
                           summary=turn.summary, provider=provider, model=model)
     max_out = min(turn.input.max_output_tokens or config.max_output_tokens, config.max_output_tokens)
     temperature = config.temperature if turn.input.temperature is None else turn.input.temperature
     request = llm.LLMRequest(model=model, system=prompt.system, messages=prompt.messages, temperature=temperature,
-                             max_output_tokens=max_out, language=config.language, question=turn.input.message,
+                             max_output_tokens=max_out, language=config.language,
+                             question=turn.input.model_message,
                              passages=prompt.passages)
     return prompt, order, request
 
@@ -262,13 +280,30 @@ async def _finish(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timin
     _track(turn, reply, timings)
     with anyio.CancelScope(shield=True):
         try:
-            return await run_in_threadpool(
-                finish_turn, conn, workspace_id=turn.input.workspace_id, conversation_id=turn.conversation_id,
-                content=reply.text, citations=reply.sources, model=reply.model, provider=reply.provider,
-                failover=reply.failover, usage=reply.usage, timings=timings, status=reply.status, error=error)
+            return await run_in_threadpool(_store_reply, conn, turn, reply, timings, error)
         except Exception:
             log.exception("storing the reply of conversation %s failed", turn.conversation_id)
             return None
+
+
+def _store_reply(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None],
+                 error: str | None) -> str:
+    message_id = finish_turn(
+        conn, workspace_id=turn.input.workspace_id, conversation_id=turn.conversation_id, content=reply.text,
+        citations=reply.sources, model=reply.model, provider=reply.provider, failover=reply.failover,
+        usage=reply.usage, timings=timings, status=reply.status, error=error)
+    if reply.usage:  # partial answers cost tokens too
+        try:
+            spend.record_usage(conn, turn.input.workspace_id, reply.usage.get("input_tokens", 0),
+                               reply.usage.get("output_tokens", 0))
+        except Exception:  # the reply is stored; a missed usage row must not turn the turn into an error
+            log.exception("recording token usage of %s failed", turn.conversation_id)
+    return message_id
+
+
+def client_ip(request: Any) -> str | None:
+    """The caller's address behind Vercel's proxy (x-real-ip), else the socket peer."""
+    return request.headers.get("x-real-ip") or (request.client.host if request.client else None)
 
 
 def _track(turn: Turn, reply: Reply, timings: dict[str, float | None]) -> None:

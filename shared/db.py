@@ -86,6 +86,14 @@ def translate_errors() -> Iterator[None]:
     except (pg_errors.CheckViolation, pg_errors.NotNullViolation, pg_errors.InvalidTextRepresentation,
             pg_errors.StringDataRightTruncation, pg_errors.NumericValueOutOfRange) as exc:
         raise Unprocessable("A value is not acceptable.", details={"constraint": exc.diag.constraint_name})
+    except pg_errors.UntranslatableCharacter as exc:
+        raise Unprocessable("Text may not contain NUL (\\u0000) characters.", code="nul_character",
+                            details={"constraint": exc.diag.constraint_name})
+    except psycopg.DataError as exc:
+        # Raised by psycopg itself, before the statement is sent: PostgreSQL text can't hold NUL.
+        if "NUL" not in str(exc):
+            raise
+        raise Unprocessable("Text may not contain NUL (\\u0000) characters.", code="nul_character") from None
     except psycopg.OperationalError as exc:
         log.error("database error: %s", type(exc).__name__)
         raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")

@@ -7,14 +7,15 @@ from typing import Any
 
 import psycopg
 
+from shared import pii
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound
 
 CONVERSATION_COLUMNS = """c.id, c.assistant_id, c.external_user_id, c.title, c.metadata, c.summary,
     c.created_at, c.updated_at,
     (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count"""
-MESSAGE_COLUMNS = """id, seq, role, content, citations, model, provider, failover, usage, timings, status, error,
-    created_at"""
+MESSAGE_COLUMNS = """id, seq, role, content, redacted_content, citations, model, provider, failover, usage, timings,
+    status, error, created_at"""
 
 
 def list_conversations(conn: psycopg.Connection[Row], workspace_id: str, *, limit: int,
@@ -49,10 +50,24 @@ def get_conversation(conn: psycopg.Connection[Row], workspace_id: str, conversat
 
 
 def get_messages(conn: psycopg.Connection[Row], conversation_id: str, *, after_seq: int = 0,
-                 limit: int | None = None) -> list[Row]:
-    """Messages in order (the caller has checked the conversation's workspace)."""
-    return fetch_all(conn, f"""SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s AND seq > %s
+                 limit: int | None = None, original: bool = False) -> list[Row]:
+    """Messages in order (the caller has checked the conversation's workspace).
+
+    Where PII was redacted, only `original` readers (admins) see what the user typed, and the placeholders
+    in the reply that followed are put back; everyone else reads the redacted text.
+    """
+    rows = fetch_all(conn, f"""SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s AND seq > %s
                                ORDER BY seq LIMIT %s""", (conversation_id, after_seq, limit))
+    mapping: dict[str, str] = {}
+    for row in rows:
+        redacted = row.pop("redacted_content")
+        if row["role"] == "user":
+            mapping = pii.redact(row["content"])[1] if redacted else {}
+            if redacted and not original:
+                row["content"] = redacted
+        elif mapping and original:
+            row["content"] = pii.restore(row["content"], mapping)
+    return rows
 
 
 def to_markdown(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> str:
