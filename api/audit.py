@@ -42,7 +42,7 @@ def list_audit(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"At most {MAX_LIMIT}")] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
 ) -> AuditPage:
-    where, params = ["workspace_id = %s"], [principal.workspace_id]
+    where, params = ["workspace_id = %s"], list[Any]([principal.workspace_id])
     if action:
         if action.endswith("*"):
             where.append("starts_with(action, %s)")

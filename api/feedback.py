@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Query, Response
 from mangum import Mangum
@@ -90,7 +90,7 @@ def list_feedback(principal: AdminKey, conn: Db,
                   rating: Literal["up", "down"] | None = None,
                   limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
                   cursor: Annotated[str | None, Query(max_length=500)] = None) -> FeedbackList:
-    where, params = ["f.workspace_id = %s"], [principal.workspace_id]
+    where, params = ["f.workspace_id = %s"], list[Any]([principal.workspace_id])
     if assistant_id is not None:
         where.append("f.assistant_id = %s")
         params.append(assistant_id)

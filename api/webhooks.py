@@ -42,7 +42,7 @@ def handle_event(conn: Any, event: dict[str, Any]) -> dict[str, Any]:
     from shared.crawl.pipeline import load_source
     from shared.queue import publish
 
-    meta = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
+    meta: dict[str, Any] = event["metadata"] if isinstance(event.get("metadata"), dict) else {}
     crawl_id, kind = str(event.get("id") or ""), str(event.get("type") or "")
     source = load_source(conn, str(meta.get("source_id") or "")) if meta.get("source_id") else None
     # Acknowledge (2xx) what is not ours or no longer current, so Firecrawl stops retrying it.
@@ -51,7 +51,7 @@ def handle_event(conn: Any, event: dict[str, Any]) -> dict[str, Any]:
         return {"ignored": True}
     generation = source["sync_generation"]
     if kind == "crawl.page":
-        data = event.get("data") if isinstance(event.get("data"), list) else []
+        data: list[Any] = event["data"] if isinstance(event.get("data"), list) else []
         return {"queued": queue_firecrawl_pages(conn, source, generation, data)}
     if kind in ("crawl.completed", "crawl.failed"):
         # The status poll reads the whole result, so a page event that never arrived is not lost.

@@ -93,7 +93,7 @@ def find_tool(name: str) -> str:
 
 
 def database_name(url: str) -> str:
-    return conninfo_to_dict(url).get("dbname") or "postgres"
+    return str(conninfo_to_dict(url).get("dbname") or "postgres")
 
 
 def with_database(url: str, name: str) -> str:
@@ -211,7 +211,9 @@ def create(database_url: str | None = None) -> tuple[Backup, dict[str, Any]]:
         with psycopg.connect(url, autocommit=False, prepare_threshold=None) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
-            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert exported is not None
+            snapshot = exported[0]
             manifest = {"format": 1, "created_at": now.isoformat(), "database": database_name(url),
                         "server_version": conn.info.server_version, "row_counts": row_counts(conn)}
             conninfo, env = _tool_args(url)

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from shared import llm, pii, spend
 from shared.assistants import ResolvedAssistant, get_assistant
 from shared.auth import Principal
-from shared.conversations import HISTORY_LIMIT, finish_turn, start_turn
+from shared.conversations import HISTORY_LIMIT, Status, finish_turn, start_turn
 from shared.db import Row
 from shared.errors import AppError, Forbidden
 from shared.metrics import track_metric
@@ -173,7 +173,7 @@ class Reply:
     provider: str | None = None
     model: str | None = None
     failover: list[dict[str, Any]] | None = None
-    status: str = "failed"
+    status: Status = "failed"
     error: tuple[str, str] | None = None  # (code, message) shown to the client
     sources: list[dict[str, Any]] = field(default_factory=list)
     engine_ms: float | None = None
@@ -283,7 +283,7 @@ async def _finish(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timin
             return await run_in_threadpool(_store_reply, conn, turn, reply, timings, error)
         except Exception:
             log.exception("storing the reply of conversation %s failed", turn.conversation_id)
-            return None
+    return None
 
 
 def _store_reply(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None],

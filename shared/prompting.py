@@ -130,7 +130,9 @@ def build_prompt(config: TemplateConfig, *, question: str, passages: list[Any], 
     history_need = sum(sized["history"])
     passage_room = room - min(history_need, int(room * HISTORY_SHARE))
 
-    kept_passages, blocks, used = [], [], 0
+    kept_passages: list[dict[str, Any]] = []
+    blocks: list[str] = []
+    used = 0
     for p, size in zip(numbered, sized["passages"], strict=True):
         if used + size <= passage_room:
             kept = {**p, "index": len(kept_passages) + 1}

@@ -79,9 +79,11 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
     use_keyword = mode in ("keyword", "hybrid")
     vector_cte = EMPTY_VECTOR
     if mode in ("vector", "hybrid"):
-        vector_cte = _vector_cte(workspace_id, assistant_id, query, pool, params)
-        if vector_cte is None:  # embedding failed: answer from keywords rather than fail the turn
-            vector_cte, use_keyword = EMPTY_VECTOR, True
+        found = _vector_cte(workspace_id, assistant_id, query, pool, params)
+        if found is None:  # embedding failed: answer from keywords rather than fail the turn
+            use_keyword = True
+        else:
+            vector_cte = found
     if use_keyword:
         params["common"] = common_lexemes(conn)
     methods = int(use_keyword) + int(vector_cte is not EMPTY_VECTOR)

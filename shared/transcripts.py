@@ -23,7 +23,7 @@ def list_conversations(conn: psycopg.Connection[Row], workspace_id: str, *, limi
                        since: datetime | None = None, until: datetime | None = None,
                        cursor: list[Any] | None = None, offset: int = 0) -> list[Row]:
     """Most recently active first; `since`/`until` bound the last activity. Fetches limit+1 rows."""
-    where, params = ["c.workspace_id = %s"], [workspace_id]
+    where, params = ["c.workspace_id = %s"], list[Any]([workspace_id])
     for clause, value in (("c.assistant_id = %s", assistant_id), ("c.external_user_id = %s", external_user_id),
                           ("c.updated_at >= %s", since), ("c.updated_at < %s", until)):
         if value is not None:

@@ -97,7 +97,7 @@ def pdf_text(data: bytes) -> tuple[str, str]:
         if reader.is_encrypted and not reader.decrypt(""):
             raise CrawlError("unreadable_file", "The PDF is encrypted; upload an unprotected copy.")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
-        title = str((reader.metadata or {}).get("/Title") or "").strip()
+        title = str((reader.metadata.get("/Title") if reader.metadata else None) or "").strip()
     except CrawlError:
         raise
     except Exception as exc:  # pypdf raises many types for broken files

@@ -66,7 +66,7 @@ def page_from_document(document: Any, fallback_url: str = "") -> Page:
         status, title, error = meta.status_code, meta.title or meta.og_title, meta.error
     if isinstance(title, list):
         title = title[0] if title else ""
-    status = int(status) if str(status or "").isdigit() else None
+    status = int(str(status)) if str(status or "").isdigit() else None
     if status in (404, 410):
         raise CrawlError("not_found", f"{url} answered {status}: the page does not exist (any more).")
     if status and status >= 400:

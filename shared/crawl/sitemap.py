@@ -17,7 +17,10 @@ MAX_URLS = 50_000
 
 def sitemap_urls(url: str, limit: int = MAX_URLS) -> list[str]:
     """Page URLs listed by the sitemap at `url` (following a sitemap index), in order, without repeats."""
-    queue, seen_maps, pages, seen = [url], set(), [], set()
+    queue = [url]
+    pages: list[str] = []
+    seen_maps: set[str] = set()
+    seen: set[str] = set()
     with new_client() as client:
         while queue and len(seen_maps) < MAX_SITEMAPS and len(pages) < limit:
             current = queue.pop(0)
@@ -70,7 +73,8 @@ def parse_sitemap(body: bytes) -> tuple[list[str], list[str]]:
         if kind not in ("url", "sitemap"):
             continue
         # Only the entry's own <loc>: image and video extensions nest <image:loc> inside <url>.
-        loc = next((c.text.strip() for c in entry if _local(c.tag) == "loc" and (c.text or "").strip()), None)
+        loc = next(((c.text or "").strip() for c in entry if _local(c.tag) == "loc" and (c.text or "").strip()),
+                   None)
         if loc:
             (children if kind == "sitemap" else pages).append(loc)
     return children, pages[:MAX_URLS]

@@ -116,7 +116,7 @@ def update_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: s
         check_patterns(current["url"], config)
     elif changes.get("sync_interval_hours"):
         raise field_error("sync_interval_hours", "Only url, site and sitemap sources can be re-synced on a schedule.")
-    sets, params = ["config = config || %s", "updated_at = now()"], [Jsonb(config)]
+    sets, params = ["config = config || %s", "updated_at = now()"], list[Any]([Jsonb(config)])
     if "title" in changes:
         sets.append("title = %s")
         params.append((changes["title"] or "").strip() or None)

@@ -15,7 +15,7 @@ import importlib
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -117,7 +117,7 @@ def get_provider(name: str) -> Provider:
     return REGISTRY[name]()
 
 
-def provider_order(primary: str, model: str, explicit: list[str] | None = None) -> list[tuple[str, str]]:
+def provider_order(primary: str, model: str, explicit: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(provider, model) pairs to try: the template's list, else its provider then the other keyed one.
 
     Providers without a key are skipped; with no key at all the offline answerer answers. A provider

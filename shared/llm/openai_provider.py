@@ -76,7 +76,7 @@ def _chunk_type() -> Any:
 def _stream_type() -> Any:
     from openai import AsyncStream
 
-    return AsyncStream[_chunk_type()]
+    return AsyncStream[_chunk_type()]  # type: ignore[misc]  # the chunk type is only known at run time
 
 
 def _make_client() -> Any:
