@@ -15,7 +15,7 @@ from shared.settings import get_settings
 app = create_app("cron", description="Scheduled entry points; each queues a job so the cron call stays short.")
 
 # cron name -> job (functions/<job>.py). vercel.json's "crons" and `scripts queue init` use the same names.
-CRON_JOBS = {"cleanup": "cleanup", "backup": "backup", "resync": "resync_due"}
+CRON_JOBS = {"cleanup": "cleanup", "backup": "backup", "resync": "resync_due", "summaries": "refresh_summaries"}
 
 
 @app.get("/api/cron/{name}", summary="Queue the scheduled job `name`")
