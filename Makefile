@@ -16,7 +16,11 @@ dev: $(STAMP)
 	$(PY) -m scripts dev
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/test_fuzz.py
+
+# Schemathesis over every function's OpenAPI schema (~2 min): FUZZ_EXAMPLES=200 FUZZ_RANDOM=1 digs deeper.
+fuzz: $(STAMP)
+	$(PY) -m pytest -q tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

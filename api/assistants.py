@@ -125,7 +125,7 @@ def create(body: AssistantCreate, principal: AdminKey, conn: Db) -> AssistantPub
 @app.get("/api/assistants", response_model=AssistantsPublic, summary="List assistants, newest first")
 def list_assistants(principal: AdminKey, conn: Db, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
                     cursor: Annotated[str | None, Query(max_length=500)] = None) -> AssistantsPublic:
-    after = decode_cursor(cursor, 2) if cursor else None
+    after = decode_cursor(cursor, "time", "text") if cursor else None
     rows, next_cursor = page(assistants.list_assistants(conn, principal.workspace_id, limit, after), limit,
                              "created_at", "id")
     return AssistantsPublic(data=[public(r) for r in rows], count=len(rows), next_cursor=next_cursor)

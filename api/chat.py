@@ -84,6 +84,10 @@ async def chat_turn(request: Request, started: Started, principal: AnyKey, conn:
     body = await _body(request)
     if isinstance(body, dict) and "messages" in body and "id" in body:
         ui = _parse(UIChatRequest, body)
+        most = get_settings().max_request_messages
+        if len(ui.messages) > most:  # useChat resends the whole chat; we keep it server-side anyway
+            raise PayloadTooLarge(f"A request may carry at most {most} messages.", code="too_many_messages",
+                                  details={"max_messages": most, "messages": len(ui.messages)})
         assistant_id = ui.assistant_id or request.query_params.get("assistant_id") or request.headers.get(
             "x-assistant-id")
         if not assistant_id:

@@ -101,9 +101,10 @@ def list_conversations(
     if cursor and offset:
         raise Unprocessable("Use either cursor or offset, not both.",
                             details=[{"field": "offset", "problem": "not allowed with cursor", "type": "value_error"}])
+    after = decode_cursor(cursor, "time", "text") if cursor else None
     rows = transcripts.list_conversations(
         conn, principal.workspace_id, limit=limit, assistant_id=assistant_id, external_user_id=user_id,
-        since=_utc(since), until=_utc(until), cursor=decode_cursor(cursor, 2) if cursor else None, offset=offset)
+        since=_utc(since), until=_utc(until), cursor=after, offset=offset)
     rows, next_cursor = page(rows, limit, "updated_at", "id")
     return ConversationsPublic(data=[public(r) for r in rows], count=len(rows), next_cursor=next_cursor)
 
@@ -119,7 +120,7 @@ def read(conversation_id: str, principal: AnyKey, conn: Db) -> ConversationWithM
 def messages(conversation_id: str, principal: AnyKey, conn: Db, limit: Limit = 100,
              cursor: Cursor = None) -> MessagesPublic:
     transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
-    after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+    after = decode_cursor(cursor, "int")[0] if cursor else 0
     rows, next_cursor = page(transcripts.get_messages(conn, conversation_id, after_seq=after, limit=limit + 1,
                                                           original=principal.is_admin),
                              limit, "seq")

@@ -99,7 +99,7 @@ def list_feedback(principal: AdminKey, conn: Db,
         params.append(RATINGS[rating])
     if cursor:
         where.append("(f.created_at, f.id) < (%s::timestamptz, %s)")
-        params += decode_cursor(cursor, 2)
+        params += decode_cursor(cursor, "time", "text")
     rows = fetch_all(conn, f"{SELECT_FEEDBACK} WHERE {' AND '.join(where)} ORDER BY f.created_at DESC, f.id DESC "
                            "LIMIT %s", (*params, limit + 1))
     rows, next_cursor = page(rows, limit, "created_at", "id")

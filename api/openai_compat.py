@@ -113,9 +113,15 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
     last = body.messages[-1]
     if last.role != "user" or not last.text().strip():
         raise BadRequest("The last message must be a user message with text.", code="invalid_messages")
-    limit = get_settings().max_message_chars
+    settings = get_settings()
+    limit = settings.max_message_chars
     if len(last.text()) > limit:
         raise BadRequest(f"The last message is longer than {limit} characters.", code="message_too_long")
+    if len(body.messages) > settings.max_request_messages:
+        raise BadRequest(f"A request may carry at most {settings.max_request_messages} messages.",
+                         code="too_many_messages")
+    if any(len(m.text()) > limit for m in body.messages[:-1]):
+        raise BadRequest(f"An earlier message is longer than {limit} characters.", code="message_too_long")
     conversation_id = body.conversation_id or request.headers.get("x-conversation-id") or None
     history = None if conversation_id else [
         {"role": m.role, "content": m.text()} for m in body.messages[:-1] if m.role in ("user", "assistant")]

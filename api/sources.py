@@ -12,6 +12,7 @@ from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.types import Scope
 
 from shared.audit import record
 from shared.auth import AdminKey, Db
@@ -26,15 +27,23 @@ from shared.crawl.sources import (
 )
 from shared.db import fetch_all, fetch_one
 from shared.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from shared.http import create_app
+from shared.http import create_app, settings_body_limit
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 from shared.ratelimit import check_ingest
 from shared.settings import get_settings
 
-UPLOAD_CEILING = 64_000_000   # hard stop for any body; the real limit is MAX_UPLOAD_BYTES, checked per request
 MULTIPART_SLACK = 64_000      # form fields and boundaries around the file
+
+
+def _body_limit(scope: Scope) -> int:
+    """Adding a source (a file, or pasted text) may send up to MAX_UPLOAD_BYTES; every other route MAX_BODY_BYTES."""
+    if scope["method"] == "POST" and scope["path"].rstrip("/") == "/api/sources":
+        return get_settings().max_upload_bytes + MULTIPART_SLACK
+    return settings_body_limit()
+
+
 app = create_app("sources", description="Knowledge sources of an assistant and their ingestion progress.",
-                 max_body_bytes=UPLOAD_CEILING)
+                 max_body_bytes=_body_limit)
 
 
 class CrawlSettings(BaseModel):
@@ -213,7 +222,7 @@ def list_sources(principal: AdminKey, conn: Db, assistant_id: str | None = None,
     if assistant_id and not fetch_one(conn, "SELECT 1 AS ok FROM assistants WHERE id = %s AND workspace_id = %s",
                                       (assistant_id, principal.workspace_id)):
         raise NotFound("No such assistant in this workspace.", code="assistant_not_found")
-    after = decode_cursor(cursor, 2) if cursor else None
+    after = decode_cursor(cursor, "time", "text") if cursor else None
     rows = fetch_all(conn, f"""
         SELECT {PUBLIC_COLUMNS}, created_at::text AS sort_at FROM sources
         WHERE workspace_id = %(ws)s AND (%(asst)s::text IS NULL OR assistant_id = %(asst)s)
@@ -262,7 +271,7 @@ def pages(source_id: str, principal: AdminKey, conn: Db,
           status: Literal["pending", "ready", "failed"] | None = None,
           limit: int = Query(default=50, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> PagesPublic:
     get_source(conn, principal.workspace_id, source_id, failed_pages=0)
-    after = decode_cursor(cursor, 1)[0] if cursor else None
+    after = decode_cursor(cursor, "text")[0] if cursor else None
     rows = fetch_all(conn, """
         SELECT d.id, d.url, d.title, d.status, d.error, d.attempts, d.updated_at,
                (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks

@@ -88,12 +88,16 @@ def translate_errors() -> Iterator[None]:
         raise Unprocessable("A value is not acceptable.", details={"constraint": exc.diag.constraint_name})
     except pg_errors.UntranslatableCharacter as exc:
         raise Unprocessable("Text may not contain NUL (\\u0000) characters.", code="nul_character",
-                            details={"constraint": exc.diag.constraint_name})
+                            details={"constraint": exc.diag.constraint_name}) from None
     except psycopg.DataError as exc:
         # Raised by psycopg itself, before the statement is sent: PostgreSQL text can't hold NUL.
         if "NUL" not in str(exc):
             raise
         raise Unprocessable("Text may not contain NUL (\\u0000) characters.", code="nul_character") from None
+    except UnicodeEncodeError:
+        # JSON may carry "\\ud800" (an unpaired surrogate): Python keeps it, UTF-8 (and so PostgreSQL) can't.
+        raise Unprocessable("Text must be valid Unicode: unpaired surrogates (\\ud800-\\udfff) are not allowed.",
+                            code="invalid_unicode") from None
     except psycopg.OperationalError as exc:
         log.error("database error: %s", type(exc).__name__)
         raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -29,9 +30,12 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
               422: "validation_error", 429: "rate_limited", 503: "service_unavailable"}
 
+BodyLimit = int | Callable[[Scope], int] | None  # bytes, a function of the request, or None = MAX_BODY_BYTES
 
-def create_app(title: str, *, description: str = "", max_body_bytes: int | None = None) -> FastAPI:
-    """A FastAPI app with our error handlers and middleware; `max_body_bytes` overrides the settings limit."""
+
+def create_app(title: str, *, description: str = "", max_body_bytes: BodyLimit = None) -> FastAPI:
+    """A FastAPI app with our error handlers and middleware; `max_body_bytes` (bytes, or a function of the
+    request's ASGI scope) overrides the MAX_BODY_BYTES setting."""
     app = FastAPI(title=f"Dialog Engine: {title}", description=description, version="1.0.0",
                   docs_url=None, redoc_url=None)
     app.add_exception_handler(AppError, _app_error)
@@ -102,6 +106,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return json_error(400, "invalid_json", "The request body is not valid JSON.",
                           [{"position": e.get("loc", [None, None])[-1], "problem": e.get("ctx", {}).get("error")}
                            for e in errors if e.get("type") == "json_invalid"])
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and "json" not in content_type and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        # A JSON route sent a form (curl -d) or plain text: FastAPI left it unparsed; say what it wants.
+        return json_error(415, "unsupported_media_type", "Send the body as JSON with 'Content-Type: application/json'.",
+                          {"content_type": content_type})
     details = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
                 "problem": e.get("msg"), "type": e.get("type")} for e in errors]
     fields = ", ".join(d["field"] or "body" for d in details[:5])
@@ -149,16 +158,21 @@ class SecurityHeadersMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 in our JSON shape when a body is larger than the limit, before a route reads it."""
+    """Answers 413 in our JSON shape when a body is larger than the limit, before a route reads it.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int | None = None) -> None:
+    The limit is a number of bytes, or a function of the request (a route with its own limit, such as uploads),
+    or None for the MAX_BODY_BYTES setting.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: BodyLimit = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_body_bytes or _settings_limit()
+        given = self.max_body_bytes
+        limit = (given(scope) if callable(given) else given) or settings_body_limit()
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await _too_large(limit)(scope, receive, send)
@@ -178,7 +192,8 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-def _settings_limit() -> int:
+def settings_body_limit() -> int:
+    """MAX_BODY_BYTES (1 MB by default): the limit of every route without one of its own."""
     try:
         return get_settings().max_body_bytes
     except SettingsError:

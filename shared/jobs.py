@@ -75,7 +75,16 @@ def run_job(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: 
             retried: int = 0) -> dict[str, Any]:
     """Claim, run and record one delivery. Raises on failure so the caller answers non-2xx."""
     run = load(name)
-    job = claim(conn, name, payload, message_id, retried)
+    # Every job takes a JSON object; one naming a workspace that is gone (deleted since it was queued) can never run.
+    if not isinstance(payload, dict):
+        raise NonRetryable(f"The {name} payload must be a JSON object.")
+    workspace_id = payload.get("workspace_id")
+    if workspace_id is not None and not isinstance(workspace_id, str):
+        raise NonRetryable("workspace_id must be a string.")
+    try:
+        job = claim(conn, name, payload, message_id, retried)
+    except psycopg.errors.ForeignKeyViolation:
+        raise NonRetryable(f"Workspace {workspace_id!r} does not exist (any more).") from None
     if job is None:
         log.info("job %s message %s already ran or is running; skipped", name, message_id)
         return {"status": "duplicate", "message_id": message_id}

@@ -206,9 +206,13 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 def parse_duration(text: str) -> timedelta:
     """'30s', '5m' (minutes), '1h', '1d', '1w' -> timedelta; BadRequest otherwise."""
     match = DURATION.match(text or "")
-    if not match or float(match.group(1)) <= 0:
+    try:
+        size = timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)]) if match else None
+    except OverflowError:  # more days than a timedelta holds (about 2.7 million years)
+        size = None
+    if size is None or size < timedelta(seconds=1):
         raise BadRequest(f"{text!r} is not a duration like 30s, 5m, 1h, 1d or 1w.", code="invalid_duration")
-    return timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+    return size
 
 
 def parse_time(text: str | None, default: datetime, now: datetime | None = None) -> datetime:
@@ -219,11 +223,11 @@ def parse_time(text: str | None, default: datetime, now: datetime | None = None)
     text = text.strip()
     if text.lower() == "now":
         return now
-    if DURATION.match(text.lstrip("-")):
-        return now - parse_duration(text.lstrip("-"))
     try:
+        if DURATION.match(text.lstrip("-")):
+            return now - parse_duration(text.lstrip("-"))
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
+    except (ValueError, OverflowError, BadRequest):  # OverflowError: further back than the year 1
         raise BadRequest(f"{text!r} is not a time: use ISO 8601, 'now' or a relative time like -24h.",
                          code="invalid_time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -233,6 +237,8 @@ def window(start: str | None, end: str | None, bucket: str = "1h") -> tuple[date
     """Validated (start, end, bucket); the default window is the last 24 hours."""
     now = datetime.now(UTC)
     end_at = parse_time(end, now, now)
+    if end_at < datetime(1, 1, 2, tzinfo=UTC):  # the default start, a day earlier, must exist
+        raise BadRequest(f"{end!r} is too far in the past.", code="invalid_time")
     start_at = parse_time(start, end_at - timedelta(hours=24), now)
     size = parse_duration(bucket)
     if start_at >= end_at:

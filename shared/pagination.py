@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from shared.errors import Unprocessable
 
@@ -17,16 +18,51 @@ def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, size: int) -> list[Any]:
-    """The values encode_cursor was given, or a 422 naming the `cursor` field."""
+Kind = Literal["time", "text", "int"]
+BIGINT = 2**63
+
+
+def decode_cursor(cursor: str, *kinds: Kind) -> list[Any]:
+    """The values encode_cursor was given, checked against the kinds of the sort key (a timestamp, text or a
+    bigint), or a 422 naming the `cursor` field: a forged cursor must not reach the SQL as the wrong type."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
         values = None
-    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, (str, int)) for v in values):
-        raise Unprocessable("The cursor is not one this API returned; start again without it.",
-                            details=[{"field": "cursor", "problem": "unrecognised cursor", "type": "value_error"}])
-    return values
+    if not isinstance(values, list) or len(values) != len(kinds):
+        raise _unrecognised()
+    return [_checked(value, kind) for value, kind in zip(values, kinds, strict=True)]
+
+
+def _checked(value: Any, kind: Kind) -> Any:
+    if kind == "int":
+        number = int(value) if isinstance(value, str) and value.isdigit() else value
+        if isinstance(number, int) and not isinstance(number, bool) and -BIGINT <= number < BIGINT:
+            return number
+    elif isinstance(value, str) and _storable(value):
+        if kind == "text":
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is not None:
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    raise _unrecognised()
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text holds neither NUL nor unpaired surrogates (which JSON's \\ud800 escapes can make)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _unrecognised() -> Unprocessable:
+    return Unprocessable("The cursor is not one this API returned; start again without it.",
+                         details=[{"field": "cursor", "problem": "unrecognised cursor", "type": "value_error"}])
 
 
 def page(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, description="Largest JSON body a route accepts (413 above)")
     max_upload_bytes: int = 4_000_000  # under Vercel's 4.5 MB request cap
     max_message_chars: int = 8_000
+    max_request_messages: int = 200  # messages one OpenAI-style or useChat request may carry
     allow_private_hosts: bool = False  # crawling 127.0.0.1 / 10.x: local work and tests only
 
     # Rate limits and spend caps (0 = off); each assistant's `limits` may override the chat ones.
