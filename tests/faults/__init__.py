@@ -1,0 +1,1 @@
+"""Fault-injection suite: faults injected into the real local stack, asserting what users would notice."""
