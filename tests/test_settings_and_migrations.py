@@ -12,7 +12,8 @@ from shared.settings import Settings, SettingsError
 def production(**env: str) -> Settings:
     base = {"environment": "production", "database_url": "postgresql://u:p@db/x", "qstash_token": "t",
             "qstash_current_signing_key": "c", "qstash_next_signing_key": "n", "cron_secret": "s",
-            "public_url": "https://x.dev", "upstash_redis_rest_url": "https://r", "upstash_redis_rest_token": "r"}
+            "public_url": "https://x.dev", "upstash_redis_rest_url": "https://r", "upstash_redis_rest_token": "r",
+            "allow_private_hosts": "false"}  # not the test stack's loopback from the environment
     return Settings(**{**base, **env})
 
 
@@ -45,6 +46,31 @@ def test_vercel_env_production_counts_as_production() -> None:
     settings = Settings(vercel_env="production", database_url="postgresql://x", qstash_token="")
     with pytest.raises(SettingsError, match="QSTASH_TOKEN"):
         settings.check()
+
+
+@pytest.mark.parametrize("value", ["true", "loopback", "1"])
+def test_production_refuses_allow_private_hosts(value: str) -> None:
+    with pytest.raises(SettingsError, match="ALLOW_PRIVATE_HOSTS=.* is not allowed in production"):
+        production(allow_private_hosts=value).check()
+    assert production(allow_private_hosts="false").check()
+
+
+def test_production_refuses_allow_private_hosts_from_the_environment(monkeypatch) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("VERCEL_ENV", "production")
+    monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "true")
+    for name, value in production().model_dump().items():
+        if name in ("database_url", "qstash_token", "qstash_current_signing_key", "qstash_next_signing_key",
+                    "cron_secret", "public_url", "upstash_redis_rest_url", "upstash_redis_rest_token"):
+            monkeypatch.setenv(name.upper(), value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match="ALLOW_PRIVATE_HOSTS"):
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
 
 
 def test_migrating_twice_is_a_no_op(stack) -> None:
