@@ -30,11 +30,10 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
+    from dotenv import dotenv_values
 
     from scripts.local_stack import LocalStack
     from shared.settings import get_settings
-
-    from dotenv import dotenv_values
 
     shell = dict(os.environ)  # read before .env: only what the developer set explicitly
     dotenv = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}  # model keys and more

@@ -90,7 +90,8 @@ CONCURRENT_INDEX = re.compile(r"(?is)^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTL
 
 def run_without_transaction(conn: psycopg.Connection, name: str, sql: str) -> None:
     if "$$" in sql:
-        raise MigrationError(f"{name}: a no-transaction migration can't hold $$ bodies (its statements are split at ';')")
+        raise MigrationError(f"{name}: a no-transaction migration can't hold $$ bodies "
+                             "(its statements are split at ';')")
     for statement in statements(sql):
         index = CONCURRENT_INDEX.match(statement)
         if index:  # an interrupted earlier attempt left it invalid; IF NOT EXISTS would keep it that way
