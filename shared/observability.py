@@ -29,7 +29,8 @@ SENSITIVE_KEY = re.compile(r"(?i)(authorization|cookie|api[-_]?key|token|secret|
 # Settings whose values are secrets, by name: derived from the Settings fields (see secret_settings), so a
 # new FOO_SECRET / FOO_TOKEN / FOO_API_KEY is scrubbed without anyone remembering to list it here.
 SECRET_SETTING = re.compile(r"(secret|token|key|passphrase|password|dsn)$")
-_known: tuple[int, list[str]] = (0, [])
+# Keyed by the settings object itself, not its id(): a new object may reuse a freed one's id.
+_known: tuple[object, list[str]] = (None, [])
 
 
 def secret_settings() -> list[str]:
@@ -55,7 +56,7 @@ def known_secrets() -> list[str]:
         settings = get_settings()
     except Exception:
         return []
-    if _known[0] != id(settings):
+    if _known[0] is not settings:
         values = [_plain(getattr(settings, name, None)) for name in secret_settings()]
         for name in type(settings).model_fields:
             value = getattr(settings, name, None)
@@ -64,7 +65,7 @@ def known_secrets() -> list[str]:
                     values.append(urlsplit(value).password)
                 except ValueError:
                     pass
-        _known = (id(settings), sorted({v for v in values if v and len(v) >= 8}, key=len, reverse=True))
+        _known = (settings, sorted({v for v in values if v and len(v) >= 8}, key=len, reverse=True))
     return _known[1]
 
 
