@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The stack's connection settings that a variable set in the shell replaces, so that a fault proxy (or another
+# PostgreSQL/Redis/QStash) can sit in front of the engine: `DATABASE_URL=postgresql://...proxy... make dev`.
+# .env does not replace them: it usually holds a deployment's values, and `make dev` migrates and creates a
+# workspace in whatever DATABASE_URL it uses.
+SHELL_WINS = ("DATABASE_URL", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "QSTASH_URL", "QSTASH_TOKEN",
+              "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -22,17 +30,20 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     import uvicorn
+    from dotenv import dotenv_values
 
     from scripts.local_stack import LocalStack
     from shared.settings import get_settings
 
-    from dotenv import load_dotenv
-
-    load_dotenv(ROOT / ".env", override=False)  # model keys and other settings a developer adds
+    shell = dict(os.environ)  # read before .env: only what the developer set explicitly
+    dotenv = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}  # model keys and more
     data = Path(args.data)
     stack = LocalStack(data, public_url=f"http://localhost:{args.port}")
     print("starting PostgreSQL, Redis and the Upstash/QStash stand-ins ...", flush=True)
-    os.environ.update(stack.start())  # the stack's own addresses and secrets win over .env
+    os.environ.update(dev_environment(stack.start(), shell, dotenv))
+    if kept := [name for name in (*SHELL_WINS, "REDIS_URL") if shell.get(name)]:
+        print("from your environment instead of the local stack: " + ", ".join(kept), flush=True)
+    print(f"crawler: ALLOW_PRIVATE_HOSTS={os.environ.get('ALLOW_PRIVATE_HOSTS') or 'false'}", flush=True)
     get_settings.cache_clear()
     try:
         from shared.migrate import migrate
@@ -49,6 +60,31 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("stopping the local stack ...", flush=True)
         stack.stop()
     return 0
+
+
+def dev_environment(stack: Mapping[str, str], shell: Mapping[str, str],
+                    dotenv: Mapping[str, str]) -> dict[str, str]:
+    """The variables `make dev` sets: .env fills in, the stack's addresses and secrets win over .env, and the
+    shell's own DATABASE_URL, Upstash and QStash settings win over the stack's.
+
+    ALLOW_PRIVATE_HOSTS is a preference, not an address: set in the shell or .env it is kept as it is;
+    unset, the crawler may reach loopback (local test sites) and nothing else that is not public.
+    """
+    env = {name: value for name, value in dotenv.items() if name not in shell}
+    env.update({name: value for name, value in stack.items() if not (name in SHELL_WINS and shell.get(name))})
+    if shell.get("REDIS_URL") and not shell.get("UPSTASH_REDIS_REST_URL"):
+        # A plain Redis from the shell: the engine prefers Upstash when both are set, so blank the stand-in's.
+        env.update(UPSTASH_REDIS_REST_URL="", UPSTASH_REDIS_REST_TOKEN="")
+    explicit = "ALLOW_PRIVATE_HOSTS" in shell or "ALLOW_PRIVATE_HOSTS" in dotenv
+    if not explicit and not _production(shell, dotenv):  # production settings refuse anything but false
+        # Local test sites listen on 127.0.0.1; the LAN, link-local and the metadata service stay blocked.
+        env["ALLOW_PRIVATE_HOSTS"] = "loopback"
+    return env
+
+
+def _production(shell: Mapping[str, str], dotenv: Mapping[str, str]) -> bool:
+    values = (shell[name] if name in shell else dotenv.get(name, "") for name in ("ENVIRONMENT", "VERCEL_ENV"))
+    return "production" in {value.strip().lower() for value in values}
 
 
 def _local_admin_key(data: Path) -> str:

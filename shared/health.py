@@ -11,6 +11,24 @@ from shared.settings import get_settings
 REQUIRED = ("db", "redis")
 
 
+def require_operator(token: str) -> None:
+    """Unauthorized/Forbidden unless `token` is CRON_SECRET or an admin key (the key needs the database:
+    with it down, CRON_SECRET still gets the report)."""
+    import hmac
+
+    from shared.auth import principal_for_key
+    from shared.db import connect
+    from shared.errors import Forbidden
+
+    secret = get_settings().cron_secret
+    if secret and hmac.compare_digest(token.encode(), secret.encode()):
+        return
+    with connect() as conn:
+        principal = principal_for_key(conn, token)
+    if not principal.is_admin:
+        raise Forbidden("Dependency checks need an admin key or CRON_SECRET.", code="admin_key_required")
+
+
 def check_db() -> str:
     from shared.db import connect
 

@@ -4,7 +4,10 @@ track_metric() only appends to an in-memory list; the list is written in one INS
 right after each HTTP response has been sent (MetricsMiddleware: a serverless function may be frozen
 once it has answered, so waiting for a later request could lose points), and at interpreter exit.
 Nothing here ever raises into the caller: a metric is never worth a failed request.
-Metric names in use: http.request_ms, job.duration_ms, job.failed, cache.hit, cache.miss,
+Responses anyone can cause without a key (401, 405, 404 of no route, liveness pings) are only counted in
+memory and written as http.request_count points along with the next real flush: a flood of them must not
+cost a database connection each.
+Metric names in use: http.request_ms, http.request_count, job.duration_ms, job.failed, cache.hit, cache.miss,
 db.slow_query_ms and the chat engine's chat.ttft_ms, chat.total_ms, chat.retrieval_ms, chat.tokens_in,
 chat.tokens_out, chat.failover.
 """
@@ -18,6 +21,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +47,12 @@ _lock = threading.Lock()  # guards _buffer (sync routes and jobs record from wor
 _flush_lock = threading.Lock()  # one flush at a time per process; the running one drains what others add
 _last_warning = 0.0
 _flusher_started = False  # one background flusher at a time, however fast points arrive
+
+UNMETERED_STATUSES = frozenset({401, 405})  # no or a wrong key, wrong method; also a 404 matching no route
+UNMETERED_SCOPE_KEY = "dialog_engine.unmetered"
+MAX_COUNTED = 500  # distinct (route, method, status) counters; the rest are folded into one
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_counts: Counter[tuple[str, str, int]] = Counter()  # guarded by _lock
 
 
 def track_metric(name: str, value: float, metadata: dict[str, Any] | None = None,
@@ -94,6 +104,31 @@ def pending() -> int:
     return len(_buffer)
 
 
+def unmetered(scope: Scope) -> None:
+    """Mark this request as one to count in memory only (a liveness answer: no database session at all)."""
+    scope[UNMETERED_SCOPE_KEY] = True
+
+
+def count_request(route: str, method: str, status: int) -> None:
+    """One cheap request, counted in memory; bounded whatever routes and methods a caller makes up."""
+    key = (route, method if method in METHODS else "OTHER", int(status))
+    with _lock:
+        if key not in _counts and len(_counts) >= MAX_COUNTED:
+            key = ("other", "OTHER", int(status))
+        _counts[key] += 1
+
+
+def _counted_points() -> list[Point]:
+    """The counters as http.request_count points (value = requests since the last flush); resets them."""
+    with _lock:
+        counts = list(_counts.items())
+        _counts.clear()
+    now = datetime.now(UTC)
+    return [("http.request_count", float(n), now, json.dumps({"route": r, "method": m, "status": s},
+                                                             separators=(",", ":")), None)
+            for (r, m, s), n in counts]
+
+
 def flush(wait: bool = False) -> int:
     """Write the buffered points in one INSERT; returns how many this call wrote. Never raises.
 
@@ -102,6 +137,10 @@ def flush(wait: bool = False) -> int:
     the call is in the database when it returns.
     """
     written, must_wait = 0, wait
+    if _counts and (_buffer or wait):  # the counters ride along with a real write, never cause one
+        points = _counted_points()
+        with _lock:
+            _buffer.extend(points)
     while _buffer or must_wait:
         must_wait = False
         if not _flush_lock.acquire(timeout=10 if wait else -1, blocking=wait):
@@ -190,11 +229,14 @@ class MetricsMiddleware:
 
 
 def _record_request(scope: Scope, status: int, started: float) -> None:
-    route = scope.get("route")
     # The route template (/api/keys/{key_id}), never the raw path: bounded names, no ids in metadata.
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    # A 404 from a route ran its handler (and its key check): timed like any other answer.
+    if status in UNMETERED_STATUSES or (status == 404 and route == "unmatched") or scope.get(UNMETERED_SCOPE_KEY):
+        count_request(route, str(scope.get("method")), status)
+        return
     track_metric("http.request_ms", (time.perf_counter() - started) * 1000,
-                 {"route": getattr(route, "path", None) or "unmatched", "method": scope.get("method"),
-                  "status": status})
+                 {"route": route, "method": scope.get("method"), "status": status})
 
 
 # Reading them back --------------------------------------------------------------------------------------

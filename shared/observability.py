@@ -26,10 +26,25 @@ PATTERNS = [
 ]
 # Dictionary keys whose values are secrets whatever they look like (headers, frame variables, extras).
 SENSITIVE_KEY = re.compile(r"(?i)(authorization|cookie|api[-_]?key|token|secret|password|passwd|signature|dsn)")
-SECRET_SETTINGS = ("upstash_redis_rest_token", "qstash_token", "qstash_current_signing_key", "qstash_next_signing_key",
-                   "cron_secret", "nextauth_secret", "openai_api_key", "anthropic_api_key", "pinecone_api_key",
-                   "firecrawl_api_key", "firecrawl_webhook_secret", "backup_passphrase")
-_known: tuple[int, list[str]] = (0, [])
+# Settings whose values are secrets, by name: derived from the Settings fields (see secret_settings), so a
+# new FOO_SECRET / FOO_TOKEN / FOO_API_KEY is scrubbed without anyone remembering to list it here.
+SECRET_SETTING = re.compile(r"(secret|token|key|passphrase|password|dsn)$")
+# Keyed by the settings object itself, not its id(): a new object may reuse a freed one's id.
+_known: tuple[object, list[str]] = (None, [])
+
+
+def secret_settings() -> list[str]:
+    """Names of the settings holding secrets; *_url settings give their password (user:PASSWORD@host)."""
+    from pydantic import SecretStr
+
+    from shared.settings import Settings
+
+    return sorted(name for name, info in Settings.model_fields.items()
+                  if SECRET_SETTING.search(name) or SecretStr in _types(info.annotation))
+
+
+def _types(annotation: Any) -> tuple[Any, ...]:
+    return (annotation, *getattr(annotation, "__args__", ()))
 
 
 def known_secrets() -> list[str]:
@@ -41,14 +56,23 @@ def known_secrets() -> list[str]:
         settings = get_settings()
     except Exception:
         return []
-    if _known[0] != id(settings):
-        values = [getattr(settings, name, None) for name in SECRET_SETTINGS]
-        try:
-            values.append(urlsplit(settings.database_url).password)
-        except ValueError:
-            pass
-        _known = (id(settings), sorted({v for v in values if v and len(v) >= 8}, key=len, reverse=True))
+    if _known[0] is not settings:
+        values = [_plain(getattr(settings, name, None)) for name in secret_settings()]
+        for name in type(settings).model_fields:
+            value = getattr(settings, name, None)
+            if name.endswith("_url") and isinstance(value, str):
+                try:
+                    values.append(urlsplit(value).password)
+                except ValueError:
+                    pass
+        _known = (settings, sorted({v for v in values if v and len(v) >= 8}, key=len, reverse=True))
     return _known[1]
+
+
+def _plain(value: Any) -> str | None:
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    return value if isinstance(value, str) else None
 
 
 def scrub(text: str) -> str:

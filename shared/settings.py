@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that mean "nobody filled this in" (copied from .env.example or a tutorial).
@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 4_000_000  # under Vercel's 4.5 MB request cap
     max_message_chars: int = 8_000
     max_request_messages: int = 200  # messages one OpenAI-style or useChat request may carry
-    allow_private_hosts: bool = False  # crawling 127.0.0.1 / 10.x: local work and tests only
+    # What the crawler may reach besides public hosts: "false" (production), "loopback" (127.0.0.1 / ::1 only,
+    # what `make dev` and the tests use) or "true" (every private range too). Compare with ==, never truthiness.
+    allow_private_hosts: Literal["false", "loopback", "true"] = "false"
 
     # Rate limits and spend caps (0 = off); each assistant's `limits` may override the chat ones.
     rate_chat_per_key_per_minute: int = Field(default=60, ge=0)
@@ -86,6 +88,17 @@ class Settings(BaseSettings):
     daily_token_budget: int = Field(default=1_000_000, ge=0, description="Tokens in + out per workspace per UTC day")
     auth_secret: str | None = None  # Auth.js v5 name for NEXTAUTH_SECRET; either one works
     log_level: str = "INFO"
+
+    @field_validator("allow_private_hosts", mode="before")
+    @classmethod
+    def _private_hosts_mode(cls, value: Any) -> Any:
+        """true/1/yes/on and false/0/no/off/empty as for a boolean, or 'loopback'."""
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return "true"
+        if text in ("false", "0", "no", "off", "", "none"):
+            return "false"
+        return text
 
     @property
     def is_production(self) -> bool:
@@ -119,6 +132,9 @@ class Settings(BaseSettings):
                 value = getattr(self, name)
                 if value and is_placeholder(str(value)):
                     problems.append(f"{name.upper()} still holds a placeholder value")
+            if self.allow_private_hosts != "false":  # would let a crawl reach the metadata service and the LAN
+                problems.append(f"ALLOW_PRIVATE_HOSTS={self.allow_private_hosts} is not allowed in production "
+                                "(unset it or set it to false)")
         if problems:
             raise SettingsError("Configuration error: " + "; ".join(problems)
                                 + " (set it in the Vercel project's Environment Variables or in .env)")

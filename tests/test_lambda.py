@@ -66,7 +66,8 @@ def assert_security_headers(headers: dict[str, str]) -> None:
 
 
 def test_health_answers_through_lambda_handler(engine) -> None:
-    status, headers, body = invoke(health.lambda_handler, http_event("GET", "/api/health"))
+    _, admin = engine.workspace()
+    status, headers, body = invoke(health.lambda_handler, http_event("GET", "/api/health", key=admin))
     assert status == 200, body
     assert headers["content-type"] == "application/json"
     assert body["status"] in {"ok", "degraded"}

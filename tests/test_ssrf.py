@@ -79,6 +79,21 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     ("http://100.64.0.1/", "non-public"),      # carrier-grade NAT
     ("http://224.0.0.1/", "multicast"),
     ("https://[fe80::1]/", "link-local"),
+    ("http://[fec0::1]/", "site-local"),          # deprecated site-local IPv6
+    ("http://[feff::1]/", "site-local"),
+    ("http://192.0.0.9/", "non-public"),         # IETF protocol assignments
+    ("http://192.88.99.1/", "non-public"),       # 6to4 relay anycast
+    ("http://198.18.0.1/", "private"),           # benchmarking
+    ("http://[3fff::1]/", "non-public"),          # IPv6 documentation (RFC 9637)
+    ("http://[2001:db8::1]/", "private"),         # IPv6 documentation
+    ("http://[::ffff:10.0.0.1]/", "private"),     # IPv4-mapped
+    ("http://[::ffff:169.254.169.254]/", "metadata"),
+    ("http://[2002:a00:1::1]/", "private"),       # 6to4 around 10.0.0.1
+    ("http://[2002:a9fe:a9fe::1]/", "metadata"),  # 6to4 around the metadata service
+    ("http://[64:ff9b::a9fe:a9fe]/", "metadata"),  # NAT64 around the metadata service
+    ("http://[64:ff9b:1::a00:1]/", "reserved"),  # local-use NAT64
+    ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/", "private"),  # Teredo
+    ("http://[::127.0.0.1]/", "reserved"),        # IPv4-compatible (deprecated)
 ])
 def test_private_and_special_addresses_are_refused(blocked, url: str, reason: str) -> None:
     with pytest.raises(BlockedURL) as refused:
@@ -109,6 +124,63 @@ def test_public_addresses_pass_and_private_ones_pass_only_when_allowed(monkeypat
     assert check_url("http://127.0.0.1:9/") == "http://127.0.0.1:9/"
     with pytest.raises(BlockedURL):  # the scheme rule holds even then
         check_url("file:///etc/passwd")
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What `make dev` and the test stack run with when ALLOW_PRIVATE_HOSTS is not set."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/unused")
+    monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "loopback")
+    _conftest().clear_caches()
+    yield
+    monkeypatch.undo()
+    _conftest().clear_caches()
+
+
+def test_loopback_mode_lets_only_loopback_through(loopback_only) -> None:
+    for url in ("http://127.0.0.1:9/", "http://127.5.6.7/", "http://[::1]:9/", "http://localhost:9/",
+                "http://[::ffff:127.0.0.1]/"):
+        assert check_url(url) == url
+    for url, reason in (("http://10.0.0.1/", "private"), ("http://192.168.1.20/", "private"),
+                        ("http://169.254.169.254/", "metadata"), ("http://[fd00:ec2::254]/", "metadata"),
+                        ("http://[fe80::1]/", "link-local"), ("http://[fec0::1]/", "site-local"),
+                        ("http://100.64.0.1/", "non-public"), ("http://0.0.0.0/", "unspecified"),
+                        # loopback wrapped in 6to4 / NAT64 leaves the machine first: not loopback
+                        ("http://[2002:7f00:1::1]/", "loopback"), ("http://[64:ff9b::7f00:1]/", "loopback")):
+        with pytest.raises(BlockedURL) as refused:
+            check_url(url)
+        assert f"not public ({reason})" in refused.value.message, url
+
+
+def test_loopback_mode_still_checks_at_connect_time(loopback_only, site, fake_dns) -> None:
+    port = site.url.rsplit(":", 1)[1]
+    with new_client() as client:
+        assert get(client, f"{site.url}/pricing").status == 200  # the local test site
+        fake_dns["lan.test"] = [PUBLIC_IP, "10.0.0.1"]  # rebinding into the LAN
+        with pytest.raises(BlockedURL) as refused:
+            get(client, f"http://lan.test:{port}/pricing")
+    assert "private" in refused.value.message
+    assert site.hits["/pricing"] == 1
+
+
+@pytest.mark.parametrize(("value", "mode"), [("true", "true"), ("1", "true"), ("yes", "true"), ("false", "false"),
+                                             ("0", "false"), ("", "false"), ("loopback", "loopback"),
+                                             ("LOOPBACK", "loopback")])
+def test_allow_private_hosts_accepts_booleans_and_loopback(monkeypatch, value: str, mode: str) -> None:
+    from shared.settings import Settings
+
+    monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", value)
+    assert Settings().allow_private_hosts == mode
+
+
+def test_allow_private_hosts_refuses_other_values(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "lan")
+    with pytest.raises(ValidationError, match="allow_private_hosts"):
+        Settings()
 
 
 def test_a_redirect_into_a_private_address_is_refused(blocked, site, fake_dns) -> None:

@@ -4,7 +4,9 @@
 fetches for us). `guarded_transport` re-resolves at connect time and connects to the vetted address
 itself, so a DNS answer that changes between the check and the connection (rebinding) cannot reach
 an internal host. Redirects are followed by the fetcher one hop at a time, each hop checked here.
-`allow_private_hosts` (local work and tests only) turns the address checks off, never the scheme check.
+ALLOW_PRIVATE_HOSTS (refused in production) relaxes the address checks, never the scheme check:
+"loopback" (what `make dev` and the tests use) lets 127.0.0.0/8 and ::1 through and nothing else,
+"true" turns the address checks off.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"))
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Not public, whatever the running Python's ipaddress tables say (they changed between 3.11 and 3.13).
+EXTRA_BLOCKED = {ipaddress.ip_network(net): reason for net, reason in (
+    ("fec0::/10", "site-local"),          # deprecated site-local IPv6, still routed inside some networks
+    ("100.64.0.0/10", "non-public"),      # carrier-grade NAT (RFC 6598): the provider's internal network
+    ("192.0.0.0/24", "non-public"),       # IETF protocol assignments, including 192.0.0.9/10 anycast
+    ("192.88.99.0/24", "non-public"),     # deprecated 6to4 relay anycast
+    ("198.18.0.0/15", "non-public"),      # benchmarking networks, used inside data centres
+    ("3fff::/20", "non-public"),          # IPv6 documentation (RFC 9637)
+    ("64:ff9b:1::/48", "non-public"),     # local-use NAT64 (RFC 8215): the IPv4 inside may be anything
+    ("5f00::/16", "non-public"),          # SRv6 segment ids
+)}
 
 
 class BlockedURL(CrawlError):
@@ -51,13 +64,25 @@ def blocked_reason(ip: IPAddress) -> str | None:
     for reason in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{reason}"):
             return reason.replace("_", "-")
-    if not ip.is_global:  # shared address space (100.64/10), documentation ranges, ...
+    for network, reason in EXTRA_BLOCKED.items():
+        if ip.version == network.version and ip in network:
+            return reason
+    if not ip.is_global:  # documentation ranges and whatever else IANA marks as not globally reachable
         return "non-public"
     return None
 
 
 def allow_private() -> bool:
-    return get_settings().allow_private_hosts
+    """ALLOW_PRIVATE_HOSTS=true: no address checks at all (a developer's explicit choice, never production)."""
+    return get_settings().allow_private_hosts == "true"
+
+
+def loopback_allowed(ip: IPAddress) -> bool:
+    """ALLOW_PRIVATE_HOSTS=loopback and `ip` is this machine itself (not an IPv4 loopback inside 6to4/NAT64)."""
+    if get_settings().allow_private_hosts != "loopback":
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def parse_url(url: str) -> SplitResult:
@@ -86,8 +111,9 @@ def resolve_public(host: str, port: int) -> list[str]:
     addresses: list[str] = []
     for info in infos:
         text = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 zone id
-        reason = blocked_reason(ipaddress.ip_address(text))
-        if reason:
+        ip = ipaddress.ip_address(text)
+        reason = blocked_reason(ip)
+        if reason and not loopback_allowed(ip):
             raise BlockedURL("private_address",
                              f"{host} resolves to {text}, which is not public ({reason}); "
                              "only public hosts can be fetched.")
