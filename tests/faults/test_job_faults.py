@@ -36,15 +36,17 @@ from tests.test_jobs import signature
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2.0  # short, so a killed attempt's lease runs out within the test
 COPIES = 3     # concurrent copies of one delivery
-TALLY: Counter[str] = Counter()
+TALLY: Counter[str] = Counter()  # the summary line's figures
 
 
 @pytest.fixture(scope="module", autouse=True)
 def summary_line(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and TALLY:
-        reporter.write_line("job faults: " + ", ".join(f"{key} {n}" for key, n in sorted(TALLY.items())))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None and TALLY:
+        with capture.global_and_fixture_disabled():  # printed even without -s
+            reporter.write_line("\njob faults: " + ", ".join(f"{key} {n}" for key, n in sorted(TALLY.items())))
 
 
 @pytest.fixture
@@ -458,9 +460,11 @@ def test_a_job_killed_mid_run_is_run_again_by_the_next_retry(engine, short_lease
     port = free_port()
     function = start_jobs_function(port)
     try:
+        # Retries every second, 30 of them: room for the restart on a busy machine (refused connections
+        # count as failed deliveries, as on QStash).
         published = httpx.post(f"{qstash_url}/v2/publish/http://127.0.0.1:{port}/api/jobs/ingest_pages",
                                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                                        "Upstash-Retries": "10", "Upstash-Retry-Delay": "500"},
+                                        "Upstash-Retries": "30", "Upstash-Retry-Delay": "1000"},
                                content=json.dumps(payload), timeout=10)
         message_id = published.json()["messageId"]
         deadline = time.monotonic() + 20
@@ -492,4 +496,4 @@ def test_a_job_killed_mid_run_is_run_again_by_the_next_retry(engine, short_lease
     assert site.hits["/pricing"] == 2  # fetched by the killed attempt and once more by the retry
     TALLY["real kills recovered"] += 1
     TALLY["retries after the kill"] += message["retried"]
-    print(f"job faults: killed ingest_pages recovered in {recovered_s:.1f} s after {message['retried']} retries")
+    TALLY["kill to recovered s"] = round(recovered_s, 1)  # a figure, not asserted
