@@ -1,4 +1,5 @@
-"""POST /api/jobs/{name}: QStash deliveries. Verify the signature, run each message id once, record it."""
+"""POST /api/jobs/{name}: QStash deliveries. Verify the signature, run each message id until it succeeds (a retry
+after a failure or a killed attempt runs again; a duplicate of a succeeded one changes nothing), record it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from shared.auth import Db
 from shared.errors import BadRequest
 from shared.http import create_app, json_error
-from shared.jobs import NonRetryable, load, run_job
+from shared.jobs import JobRunning, NonRetryable, load, run_job
 from shared.queue import job_url, verify
 
 log = logging.getLogger("dialog_engine.jobs")
@@ -37,6 +38,8 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
                                           request.headers.get("upstash-message-id"), retried)
     except NonRetryable as exc:
         return _not_retryable(exc.code, exc.message)
+    except JobRunning as exc:  # another attempt holds the lease: come back after it (never a 2xx, see shared/jobs)
+        return json_error(exc.status, exc.code, exc.message, headers=exc.headers)
     except BadRequest as exc:
         return _not_retryable(exc.code, exc.message)
     except Exception:

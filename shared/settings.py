@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     sentry_dsn: str | None = None
     sentry_traces_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     slow_query_ms: float = 200.0  # statements slower than this show in `db slow-queries`
+    # A running job's lease, renewed every third of it; a retry after it ran out runs the job again.
+    job_lease_seconds: float = Field(default=30.0, ge=0.5, le=300.0)
     backup_bucket: str | None = None
     backup_prefix: str = "backups"
     backup_passphrase: str | None = None
