@@ -25,7 +25,7 @@ from shared.db import Row
 
 log = logging.getLogger("dialog_engine.ingest")
 
-GONE = {"not_found"}  # the page is gone: its old chunks go too (other failures keep the last good copy)
+GONE = {"not_found"}  # proved gone (404/410): its old chunks go too (other failures keep the last good copy)
 WEB_KINDS = {"url", "site", "sitemap"}
 
 
@@ -57,7 +57,8 @@ def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, ur
     except Exception as exc:  # any failure is recorded on the page, then retried
         error = exc if isinstance(exc, CrawlError) else CrawlError(
             "indexing_failed", f"{type(exc).__name__}: {str(exc)[:300]}", retryable=True)
-        if error.retryable and doc["attempts"] < PAGE_ATTEMPTS:
+        # A duplicate racing a counted attempt (not counted itself) never fails the page for good.
+        if error.retryable and (doc["attempts"] < PAGE_ATTEMPTS or not doc["counted"]):
             record_error(conn, doc, generation, f"{error.code}: {error.message} (attempt {doc['attempts']} "
                                                 f"of {PAGE_ATTEMPTS}, will retry)")
             raise  # QStash retries the job
