@@ -84,7 +84,8 @@ def _follow_links(conn: psycopg.Connection[Row], source: Row, generation: int, p
 
 def queue_firecrawl_pages(conn: psycopg.Connection[Row], source: Row, generation: int, documents: list[Any]) -> int:
     """Pages a Firecrawl crawl returned (webhook or status poll): register each and queue its job with the
-    markdown inline; a page the site answered with an error is recorded as failed at once."""
+    markdown inline; a page the site answered with a lasting error (404) is recorded as failed at once, one that
+    answered a passing one (5xx, 429) is scraped again by its own job."""
     pages: list[Page] = []
     failed: list[tuple[str, CrawlError]] = []
     for document in documents:
@@ -106,6 +107,9 @@ def queue_firecrawl_pages(conn: psycopg.Connection[Row], source: Row, generation
         if page.url in to_queue:
             publish_page(source, generation, page.url, page=page)
     for url, error in failed:
+        if error.retryable and url in to_queue:  # a 5xx or 429 may pass: scrape the page again, with retries
+            publish_page(source, generation, url)
+            continue
         doc = begin_attempt(conn, source["id"], generation, url)
         if doc is not None:
             mark_failed(conn, doc, generation, error, drop_chunks=error.code in GONE)

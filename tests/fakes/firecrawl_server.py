@@ -7,6 +7,7 @@ DELETE /v2/crawl/{id}. The "web" it crawls is `pages`: url -> (title, markdown, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -36,6 +37,7 @@ class FakeFirecrawl:
         self.webhook_replies: list[int] = []
         self.final_status = "completed"  # how a crawl ends: "failed" for a crawl that broke off
         self.scraped_limit: int | None = None  # a crawl that ends after this many of its pages (a partial crawl)
+        self.start_delay_s = 0.0          # POST /v2/crawl answers after this long (lets duplicate jobs overlap)
         self.url = ""
         self.app = Starlette(routes=[
             Route("/v2/scrape", self.scrape, methods=["POST"]),
@@ -50,7 +52,7 @@ class FakeFirecrawl:
         self.requests.clear()
         self.webhook_replies.clear()
         self.webhook_secret, self.send_webhooks, self.polls_before_done = None, True, 0
-        self.final_status, self.scraped_limit = "completed", None
+        self.final_status, self.scraped_limit, self.start_delay_s = "completed", None, 0.0
 
     def document(self, url: str) -> dict[str, Any]:
         title, markdown, status = self.pages.get(url, ("", "", 404))
@@ -73,6 +75,8 @@ class FakeFirecrawl:
         if denied := self._auth(request):
             return denied
         body = await request.json()
+        if self.start_delay_s:
+            await asyncio.sleep(self.start_delay_s)
         self.requests.append(("crawl", body["url"], body))
         crawl_id = str(uuid.uuid4())
         urls = [u for u in self.pages if u.startswith(body["url"].rstrip("/"))][: int(body.get("limit") or 10_000)]

@@ -289,6 +289,9 @@ def test_a_firecrawl_resync_that_breaks_off_keeps_every_chunk(engine, firecrawl_
 
     assert_nothing_lost(name, engine, source, before, workspace_id, assistant_id, FIRECRAWL_QUERIES)
     assert source["status"] == status and source["pages_kept"] == kept, source
+    if name == "firecrawl sees a 503":  # a passing error: the page was scraped again before it failed
+        scrapes = [url for kind, url, _ in firecrawl_api.requests if kind == "scrape"]
+        assert scrapes == [f"{FIRECRAWL_BASE}/"] * 3, scrapes
 
 
 def test_the_sweeper_finishing_an_abandoned_sync_keeps_every_chunk(engine, site) -> None:
@@ -356,3 +359,22 @@ def test_duplicate_page_deliveries_racing_each_other_leave_the_page_indexed(engi
         rows = conn.execute("SELECT id, text FROM chunks WHERE source_id = %s", (source["id"],)).fetchall()
     assert rows and len(rows) == len({r["id"] for r in rows}) == source["chunks_count"]
     assert any("12 euros" in r["text"] for r in rows) and not any("10 euros" in r["text"] for r in rows)
+
+
+def test_duplicate_crawl_deliveries_start_one_firecrawl_crawl(engine, firecrawl_api, monkeypatch) -> None:
+    monkeypatch.setattr(firecrawl, "POLL_DELAY_S", 0)
+    firecrawl_api.send_webhooks = False
+    firecrawl_api.pages.update(FIRECRAWL_PAGES)
+    firecrawl_api.start_delay_s = 0.5  # every copy asks Firecrawl before the first one records its crawl
+    client, workspace_id, assistant_id = knowledge_setup(engine)
+    source = add_source(client, assistant_id, kind="site", url=f"{FIRECRAWL_BASE}/")  # its own delivery, plus:
+    payload = {"workspace_id": workspace_id, "source_id": source["id"], "generation": 1}
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda _: _signed_delivery(engine, "crawl_source", payload), range(3)))
+    source = wait_synced(engine, client, source["id"])
+
+    assert [status for status, _ in replies] == [200] * 3, replies
+    running = [c for c in firecrawl_api.crawls.values() if c["status"] != "cancelled"]
+    RESULTS.append(f"duplicate crawl_source deliveries: {len(firecrawl_api.crawls)} crawls started, "
+                   f"{len(running)} left running, source {source['status']}")
+    assert len(running) == 1 and source["status"] == "ready" and source["pages_done"] == 4
