@@ -98,6 +98,10 @@ class SourcePublic(BaseModel):
     pages_found: int
     pages_done: int
     pages_failed: int
+    pages_kept: int = Field(description="Pages the latest sync could not read (or did not reach because it was cut "
+                                        "short) whose earlier content stays searchable")
+    pages_removed: int = Field(description="Pages the latest sync removed because it proved them gone (404/410, or "
+                                           "missing from a sitemap or crawl it read completely)")
     chunks_count: int
     embeddings: str = Field(description="pending, ready, or keyword_only when no embeddings API is configured")
     error: str | None
@@ -256,7 +260,7 @@ def delete(source_id: str, principal: AdminKey, conn: Db) -> SourceDeleted:
 
 
 @app.post("/api/sources/{source_id}/resync", status_code=202, response_model=SourcePublic,
-          summary="Sync again: changed pages are re-embedded, vanished pages removed")
+          summary="Sync again: changed pages are re-embedded, pages proved gone removed, the rest kept")
 def resync(source_id: str, principal: AdminKey, conn: Db) -> SourcePublic:
     check_ingest(principal.workspace_id, "ingest")
     if start_sync(conn, principal.workspace_id, source_id) is None:

@@ -11,15 +11,17 @@ from shared.crawl import CrawlError, Page, firecrawl
 from shared.crawl.ingest import process_page
 from shared.crawl.pipeline import (
     DEFAULT_MAX_DEPTH,
+    DISCOVERY_ATTEMPTS,
     fail_source,
     finalize,
     load_source,
+    mark_incomplete,
     page_limit,
     publish_page,
     register_pages,
 )
 from shared.crawl.scope import Scope, normalize_url
-from shared.db import Row, connect
+from shared.db import Row, connect, fetch_one
 from shared.jobs import NonRetryable
 from shared.queue import publish
 from shared.settings import get_settings
@@ -37,18 +39,28 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
         if source["status"] in ("ready", "failed"):
             return {"skipped": f"this sync is already {source['status']}"}
         # A retry after a partial run goes through again: every step below is idempotent.
-        conn.execute("UPDATE sources SET status = 'crawling', error = NULL, updated_at = now() "
-                     "WHERE id = %s AND sync_generation = %s AND status = 'queued'", (source_id, generation))
-        try:
-            if source["kind"] in ("text", "markdown", "file"):
+        attempt = fetch_one(conn, """
+            UPDATE sources SET discovery_attempts = discovery_attempts + 1, updated_at = now(),
+                   status = CASE WHEN status = 'queued' THEN 'crawling' ELSE status END
+            WHERE id = %s AND sync_generation = %s RETURNING discovery_attempts""", (source_id, generation))
+        if source["kind"] in ("text", "markdown", "file"):
+            try:
                 return _index_inline(conn, source, generation)
+            except CrawlError as exc:
+                if exc.retryable:
+                    raise
+                fail_source(conn, source_id, generation, f"{exc.code}: {exc.message}", transient=False)
+                return {"failed": exc.code}
+        try:
             if source["kind"] == "site" and firecrawl.enabled():
                 return _start_firecrawl(conn, source, generation)
             return _discover(conn, source, generation)
         except CrawlError as exc:
-            if exc.retryable:
+            # The site (its sitemap, Firecrawl) may be back in a moment: QStash retries; after the last try
+            # the sync fails, keeps every page and is retried on the schedule.
+            if exc.retryable and attempt is not None and attempt["discovery_attempts"] < DISCOVERY_ATTEMPTS:
                 raise
-            fail_source(conn, source_id, generation, f"{exc.code}: {exc.message}")
+            fail_source(conn, source_id, generation, f"{exc.code}: {exc.message}", transient=exc.retryable)
             return {"failed": exc.code}
 
 
@@ -71,15 +83,17 @@ def _discover(conn: Any, source: Row, generation: int) -> dict[str, Any]:
     config = source["config"]
     start = normalize_url(source["url"])
     if source["kind"] == "sitemap":
-        from shared.crawl.sitemap import sitemap_urls
+        from shared.crawl.sitemap import read_sitemap
 
         scope = Scope(start, config.get("include_paths") or [], config.get("exclude_paths") or [])
         host = urlsplit(start).netloc
+        listing = read_sitemap(start, limit=page_limit(source) * 4)
+        if listing.problem:  # pages of a child sitemap that failed are not gone
+            mark_incomplete(conn, source["id"], generation, listing.problem)
         # sitemaps.org: a sitemap lists pages of its own host only.
         from shared.crawl.fetch import allowed_urls
 
-        urls = allowed_urls([u for u in sitemap_urls(start, limit=page_limit(source) * 4)
-                             if urlsplit(u).netloc == host and scope.matches(u)])
+        urls = allowed_urls([u for u in listing.urls if urlsplit(u).netloc == host and scope.matches(u)])
     else:
         urls = [start]
     follow = source["kind"] == "site" and int(config.get("max_depth", DEFAULT_MAX_DEPTH)) > 0
@@ -95,6 +109,8 @@ def _discover(conn: Any, source: Row, generation: int) -> dict[str, Any]:
 def _start_firecrawl(conn: Any, source: Row, generation: int) -> dict[str, Any]:
     config = source["config"]
     crawl_id = source["crawl_id"]
+    if source["status"] == "indexing" and not crawl_id:
+        return {"skipped": "the crawl of this sync has ended"}
     if not crawl_id:  # a retried job must not start a second crawl
         crawl_id = firecrawl.start_crawl(
             url=source["url"], limit=page_limit(source), include=config.get("include_paths") or [],
@@ -102,8 +118,12 @@ def _start_firecrawl(conn: Any, source: Row, generation: int) -> dict[str, Any]:
             webhook_url=f"{get_settings().public_url.rstrip('/')}/api/webhooks/firecrawl",
             metadata={"source_id": source["id"], "workspace_id": source["workspace_id"],
                       "generation": str(generation)})
-        conn.execute("UPDATE sources SET crawl_id = %s, updated_at = now() WHERE id = %s AND sync_generation = %s",
-                     (crawl_id, source["id"], generation))
+        claimed = conn.execute("""UPDATE sources SET crawl_id = %s, updated_at = now()
+                                  WHERE id = %s AND sync_generation = %s AND crawl_id IS NULL""",
+                               (crawl_id, source["id"], generation)).rowcount
+        if not claimed:  # a duplicate delivery started the sync's crawl meanwhile: one crawl is enough
+            firecrawl.cancel(crawl_id)
+            return {"skipped": "a duplicate delivery started the crawl"}
     publish("poll_crawl", {"workspace_id": source["workspace_id"], "source_id": source["id"],
                            "generation": generation, "crawl_id": crawl_id, "poll": 1},
             dedup_id=f"poll-{source['id']}-g{generation}-1", delay=firecrawl.POLL_DELAY_S)

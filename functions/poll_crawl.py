@@ -1,5 +1,6 @@
 """The `poll_crawl` job: read a Firecrawl crawl's status; while it runs, poll again later; once it ends,
-queue every page it returned (pages the webhook already queued are deduplicated) and finish the sync."""
+queue every page it returned (pages the webhook already queued are deduplicated) and finish the sync. A crawl
+that did not complete (failed, cancelled, still running after MAX_POLLS) removes no page it did not return."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from shared.crawl import CrawlError, firecrawl
 from shared.crawl.ingest import queue_firecrawl_pages
-from shared.crawl.pipeline import fail_source, finalize, load_source
+from shared.crawl.pipeline import fail_source, finalize, load_source, mark_incomplete
 from shared.db import connect
 from shared.jobs import NonRetryable
 from shared.queue import publish
@@ -39,6 +40,10 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             return {"status": status, "pages_so_far": len(documents)}
         if status not in TERMINAL:
             firecrawl.cancel(crawl_id)
+            status = "timed_out"
+        if status != "completed":  # a crawl that broke off proves nothing about the pages it did not return
+            mark_incomplete(conn, source_id, generation, f"firecrawl_{status}: the Firecrawl crawl ended {status} "
+                                                         f"after {len(documents)} pages")
         queued = queue_firecrawl_pages(conn, source, generation, documents)
         conn.execute("""UPDATE sources SET crawl_id = NULL, status = 'indexing', updated_at = now()
                         WHERE id = %s AND sync_generation = %s AND crawl_id = %s""", (source_id, generation, crawl_id))

@@ -1,5 +1,6 @@
-"""The `resync_due` job (hourly cron): start the scheduled re-sync of every source that is due, and
-nudge syncs that stalled (a lost job) or give up on them after a few hours, so none stays 'crawling'."""
+"""The `resync_due` job (hourly cron): start the scheduled re-sync of every source that is due (and the retry of
+a sync that was cut short), and nudge syncs that stalled (a lost job) or give up on them after a few hours, so
+none stays 'crawling'. Giving up removes no page: the abandoned sync keeps everything it did not reach."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from shared.crawl.pipeline import finalize, publish_crawl, publish_page, start_sync
+from shared.crawl.pipeline import finalize, mark_incomplete, publish_crawl, publish_page, start_sync
 from shared.db import connect, fetch_all
 from shared.queue import publish
 
@@ -21,9 +22,10 @@ ABANDONED = "3 hours"       # no progress this long: pending pages fail and the 
 def run(payload: dict[str, Any]) -> dict[str, Any]:
     with connect() as conn:
         # Claim due sources by moving next_sync_at, so an overlapping run does not start them twice.
+        # Due: a scheduled sync, or the retry of a sync that was cut short (sources without a schedule too).
         due = fetch_all(conn, f"""
-            UPDATE sources SET next_sync_at = now() + make_interval(hours => sync_interval_hours)
-            WHERE id IN (SELECT id FROM sources WHERE next_sync_at <= now() AND sync_interval_hours IS NOT NULL
+            UPDATE sources SET next_sync_at = now() + make_interval(hours => coalesce(sync_interval_hours, 1))
+            WHERE id IN (SELECT id FROM sources WHERE next_sync_at <= now()
                            AND status IN ('ready', 'failed') ORDER BY next_sync_at LIMIT {BATCH}
                          FOR UPDATE SKIP LOCKED)
             RETURNING id, workspace_id""")
@@ -51,7 +53,9 @@ def sweep(conn: Any) -> dict[str, int]:
         generation = source["sync_generation"]
         try:
             if source["abandoned"]:
-                conn.execute("""UPDATE documents SET status = 'failed', updated_at = now(),
+                # Its jobs are lost: the sync saw only part of the source, so it removes nothing it did not reach.
+                mark_incomplete(conn, source["id"], generation, f"abandoned: no progress for {ABANDONED}")
+                conn.execute("""UPDATE documents SET status = 'failed', updated_at = now(), attempt_started_at = NULL,
                                     error = 'timed_out: the page was not processed within ' || %s
                                 WHERE source_id = %s AND sync_generation = %s AND status = 'pending'""",
                              (ABANDONED, source["id"], generation))

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     firecrawl_api_key: str | None = None
     firecrawl_api_url: str | None = None
     firecrawl_webhook_secret: str | None = None
+    crawl_timeout_s: float = Field(default=20.0, gt=0, le=120)  # the built-in fetcher waits this long per read
 
     # Ours.
     qstash_url: str | None = None

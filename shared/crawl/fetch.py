@@ -19,7 +19,6 @@ log = logging.getLogger("dialog_engine.crawl")
 MAX_REDIRECTS = 5
 MAX_PAGE_BYTES = 15_000_000
 MAX_ROBOTS_BYTES = 512_000
-TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 ROBOTS_TTL_S = 3600
 ROBOTS_AGENT = "DialogEngineBot"
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -37,8 +36,16 @@ class Fetched:
     body: bytes
 
 
+def timeout() -> httpx.Timeout:
+    """CRAWL_TIMEOUT_S per read (20 s by default), connecting at most 10 s of it."""
+    from shared.settings import get_settings
+
+    seconds = get_settings().crawl_timeout_s
+    return httpx.Timeout(seconds, connect=min(10.0, seconds))
+
+
 def new_client() -> httpx.Client:
-    return httpx.Client(transport=guarded_transport(), timeout=TIMEOUT, follow_redirects=False,
+    return httpx.Client(transport=guarded_transport(), timeout=timeout(), follow_redirects=False,
                         headers={"User-Agent": f"{USER_AGENT} (+knowledge crawler)"})
 
 

@@ -90,7 +90,8 @@ def index_document(conn: psycopg.Connection[Row], doc: Row, *, generation: int, 
         assert store is not None
         records = [VectorRecord.for_chunk(r, v) for r, v in zip(to_insert, vectors, strict=True)]
         store.upsert(doc["workspace_id"], records)
-    _write(conn, doc, generation, set(existing), to_delete, to_insert, vectors, title, digest, in_db=in_db)
+    if not _write(conn, doc, generation, set(existing), to_delete, to_insert, vectors, title, digest, in_db=in_db):
+        return IndexResult(len(rows), 0, 0, True, not want_vectors)  # a duplicate delivery did it meanwhile
     if not in_db:
         stale = [i for i in to_delete if existing[i] and i not in replaced]
         if stale:
@@ -104,7 +105,7 @@ def index_document(conn: psycopg.Connection[Row], doc: Row, *, generation: int, 
 # A page whose content did not change is done in one statement: it still has its chunks (unless it is
 # empty) and, when embeddings are configured, every chunk has its vector.
 UNCHANGED = """
-    UPDATE documents d SET status = 'ready', error = NULL, updated_at = now()
+    UPDATE documents d SET status = 'ready', error = NULL, attempt_started_at = NULL, updated_at = now()
     WHERE d.id = %(id)s AND d.sync_generation = %(gen)s AND d.content_hash = %(hash)s
       AND (%(empty)s OR EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id))
       AND NOT (%(want)s AND EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id AND c.vector_id IS NULL))
@@ -118,17 +119,24 @@ def _store() -> Any:
 
 
 def _write(conn: psycopg.Connection[Row], doc: Row, generation: int, seen: set[str], to_delete: list[str],
-           to_insert: list[Row], vectors: list[list[float]] | None, title: str, digest: str, *, in_db: bool) -> None:
-    """One transaction: the document is still ours (generation) and unchanged since we read it; swap rows."""
+           to_insert: list[Row], vectors: list[list[float]] | None, title: str, digest: str, *, in_db: bool) -> bool:
+    """One transaction: the document is still ours (generation) and unchanged since we read it; swap rows.
+
+    False when a duplicate delivery of this job indexed the same content while we worked (nothing to do).
+    The chunk ids are read in a statement after the one taking the row lock: under READ COMMITTED each
+    statement sees what committed before it began, so a job that waited for the lock sees the winner's rows.
+    """
     with conn.transaction():
         locked = fetch_one(conn, """
-            SELECT d.id, array(SELECT c.id FROM chunks c WHERE c.document_id = d.id) AS chunk_ids,
-                   %s::regconfig::oid AS language_oid
+            SELECT d.id, d.status, d.content_hash, %s::regconfig::oid AS language_oid
             FROM documents d WHERE d.id = %s AND d.sync_generation = %s FOR UPDATE OF d""",
             (to_insert[0]["language"] if to_insert else "simple", doc["id"], generation))
         if locked is None:
             raise StaleDocument(doc["id"])
-        if set(locked["chunk_ids"]) != seen:
+        current = {r["id"] for r in fetch_all(conn, "SELECT id FROM chunks WHERE document_id = %s", (doc["id"],))}
+        if current != seen:
+            if locked["status"] == "ready" and locked["content_hash"] == digest:
+                return False
             raise CrawlError("concurrent_update", "Another job changed this page meanwhile; trying again.",
                              retryable=True)
         delta = len(to_insert)
@@ -138,7 +146,7 @@ def _write(conn: psycopg.Connection[Row], doc: Row, generation: int, seen: set[s
             copy_chunks(conn, to_insert, vectors, with_embedding=in_db and vectors is not None,
                         language_oid=locked["language_oid"])
         conn.execute("""UPDATE documents SET title = %s, content_hash = %s, status = 'ready', error = NULL,
-                        updated_at = now() WHERE id = %s""", (title, digest, doc["id"]))
+                        attempt_started_at = NULL, updated_at = now() WHERE id = %s""", (title, digest, doc["id"]))
         if delta or to_insert:
             # The source's chunk count moves by what really changed; it says whether vectors were made.
             # Last in the transaction: every page job of the source needs this row lock, so hold it briefly.
@@ -146,6 +154,7 @@ def _write(conn: psycopg.Connection[Row], doc: Row, generation: int, seen: set[s
                                 embeddings = CASE WHEN %s THEN embeddings WHEN %s THEN 'ready' ELSE 'keyword_only' END
                             WHERE id = %s""",
                          (delta, not to_insert, vectors is not None, doc["source_id"]))
+    return True
 
 
 def copy_chunks(conn: psycopg.Connection[Row], rows: list[Row], vectors: list[list[float]] | None, *,

@@ -25,7 +25,7 @@ from shared.db import Row
 
 log = logging.getLogger("dialog_engine.ingest")
 
-GONE = {"not_found"}  # the page is gone: its old chunks go too (other failures keep the last good copy)
+GONE = {"not_found"}  # proved gone (404/410): its old chunks go too (other failures keep the last good copy)
 WEB_KINDS = {"url", "site", "sitemap"}
 
 
@@ -57,7 +57,8 @@ def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, ur
     except Exception as exc:  # any failure is recorded on the page, then retried
         error = exc if isinstance(exc, CrawlError) else CrawlError(
             "indexing_failed", f"{type(exc).__name__}: {str(exc)[:300]}", retryable=True)
-        if error.retryable and doc["attempts"] < PAGE_ATTEMPTS:
+        # A duplicate racing a counted attempt (not counted itself) never fails the page for good.
+        if error.retryable and (doc["attempts"] < PAGE_ATTEMPTS or not doc["counted"]):
             record_error(conn, doc, generation, f"{error.code}: {error.message} (attempt {doc['attempts']} "
                                                 f"of {PAGE_ATTEMPTS}, will retry)")
             raise  # QStash retries the job
@@ -83,7 +84,8 @@ def _follow_links(conn: psycopg.Connection[Row], source: Row, generation: int, p
 
 def queue_firecrawl_pages(conn: psycopg.Connection[Row], source: Row, generation: int, documents: list[Any]) -> int:
     """Pages a Firecrawl crawl returned (webhook or status poll): register each and queue its job with the
-    markdown inline; a page the site answered with an error is recorded as failed at once."""
+    markdown inline; a page the site answered with a lasting error (404) is recorded as failed at once, one that
+    answered a passing one (5xx, 429) is scraped again by its own job."""
     pages: list[Page] = []
     failed: list[tuple[str, CrawlError]] = []
     for document in documents:
@@ -105,6 +107,9 @@ def queue_firecrawl_pages(conn: psycopg.Connection[Row], source: Row, generation
         if page.url in to_queue:
             publish_page(source, generation, page.url, page=page)
     for url, error in failed:
+        if error.retryable and url in to_queue:  # a 5xx or 429 may pass: scrape the page again, with retries
+            publish_page(source, generation, url)
+            continue
         doc = begin_attempt(conn, source["id"], generation, url)
         if doc is not None:
             mark_failed(conn, doc, generation, error, drop_chunks=error.code in GONE)

@@ -1,10 +1,16 @@
 """The ingestion pipeline's bookkeeping in Postgres: register pages, queue their jobs, record attempts and
-failures, move a source's counters, finish a sync (remove vanished pages) and start the next one.
+failures, move a source's counters, finish a sync (remove pages proved gone) and start the next one.
 
 A sync is one `sync_generation` of a source. Every page seen in it carries that generation; jobs carry
 it too and change nothing once a newer sync started. Page counters are recomputed from the documents table
 and chunks_count moves by the rows each transaction really inserted or deleted, so a duplicated or
 replayed job cannot make them drift.
+
+A sync removes a page only when it proved the page gone: the page answered 404/410, or the sync read the
+whole listing (every sitemap, a Firecrawl crawl that completed, a link crawl in which every page answered)
+and the page was not in it. A sync cut short (the site down, timing out, behind 401/403, half up, a child
+sitemap failing, a crawl that broke off, a sync abandoned by its jobs) keeps every page it did not reach with
+its chunks and vectors, says so on the source (error, pages_kept) and is retried on the schedule.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ from shared.queue import publish
 log = logging.getLogger("dialog_engine.ingest")
 
 PAGE_ATTEMPTS = 3                    # a page that fails this often is recorded as failed
+DISCOVERY_ATTEMPTS = 3               # crawl_source tries this often to read a sitemap or start a crawl
+ATTEMPT_LEASE = "5 minutes"          # a page attempt older than this died with its function (jobs' maxDuration)
+RETRY_MAX_HOURS = 24                 # an incomplete sync is retried after 1, 2, 4 ... hours, at most this
+UNSCHEDULED_RETRIES = 3              # sources without a schedule retry an incomplete sync this often
+# Page failures that answer for the page itself (gone, or never readable). Any other failure (5xx, timeout,
+# 401/403, robots.txt) may hide the pages linked from that page, so a link crawl with one cannot prove
+# that the pages it did not reach are gone.
+CONCLUSIVE_FAILURES = ("not_found", "unsupported_content_type", "too_large", "too_many_redirects",
+                       "unreadable_page", "unreadable_file", "empty_file", "unsupported_file_type")
 MAX_INLINE_MARKDOWN = 400_000        # Firecrawl markdown carried in a job payload (QStash caps messages at 1 MB)
 DEFAULT_PAGE_LIMIT = 50
 DEFAULT_MAX_DEPTH = 3
@@ -55,7 +70,8 @@ def publish_page(source: Row, generation: int, url: str, *, depth: int = 0, foll
 
 def publish_crawl(source: Row, generation: int, tag: str = "") -> str:
     return publish("crawl_source", {"workspace_id": source["workspace_id"], "source_id": source["id"],
-                                    "generation": generation}, dedup_id=f"crawl-{source['id']}-g{generation}{tag}")
+                                    "generation": generation}, dedup_id=f"crawl-{source['id']}-g{generation}{tag}",
+                   retries=DISCOVERY_ATTEMPTS - 1)
 
 
 def register_pages(conn: psycopg.Connection[Row], source: Row, generation: int, urls: list[str], *,
@@ -81,7 +97,7 @@ def register_pages(conn: psycopg.Connection[Row], source: Row, generation: int, 
                 SELECT %s, %s, %s, u, %s FROM unnest(%s::text[]) AS u
                 ON CONFLICT (source_id, url) DO UPDATE
                     SET sync_generation = EXCLUDED.sync_generation, status = 'pending', error = NULL, attempts = 0,
-                        updated_at = now()
+                        attempt_started_at = NULL, updated_at = now()
                     WHERE documents.sync_generation < EXCLUDED.sync_generation""",
                 (source["workspace_id"], source["assistant_id"], source["id"], generation, new))
     pending = [u for u, status in present.items() if status == "pending"] if include_pending else []
@@ -89,29 +105,52 @@ def register_pages(conn: psycopg.Connection[Row], source: Row, generation: int, 
 
 
 def begin_attempt(conn: psycopg.Connection[Row], source_id: str, generation: int, url: str) -> Row | None:
-    """Count an attempt at a pending page of this sync; None when it is done already (a duplicate) or stale."""
-    return fetch_one(conn, """
-        UPDATE documents SET attempts = attempts + 1, updated_at = now()
-        WHERE source_id = %s AND url = %s AND sync_generation = %s AND status = 'pending'
-        RETURNING id, workspace_id, assistant_id, source_id, url, content_hash, attempts""",
+    """Start an attempt at a pending page of this sync; None when it is done already (a duplicate) or stale.
+
+    A delivery that arrives while another attempt at the page is in flight (a duplicate racing it) runs too,
+    but is not counted (`counted` is false): duplicates never use up the page's PAGE_ATTEMPTS.
+    """
+    return fetch_one(conn, f"""
+        WITH current AS (
+            SELECT id, attempt_started_at IS NULL
+                       OR attempt_started_at < now() - interval '{ATTEMPT_LEASE}' AS counted
+            FROM documents WHERE source_id = %s AND url = %s AND sync_generation = %s AND status = 'pending'
+            FOR UPDATE)
+        UPDATE documents d SET attempts = d.attempts + current.counted::int, attempt_started_at = now(),
+                               updated_at = now()
+        FROM current WHERE d.id = current.id
+        RETURNING d.id, d.workspace_id, d.assistant_id, d.source_id, d.url, d.content_hash, d.attempts,
+                  current.counted""",
         (source_id, url, generation))
 
 
 def record_error(conn: psycopg.Connection[Row], doc: Row, generation: int, message: str) -> None:
-    """The latest error of a page that will be retried (it stays pending)."""
-    conn.execute("UPDATE documents SET error = %s, updated_at = now() WHERE id = %s AND sync_generation = %s",
+    """The latest error of a page that will be retried (it stays pending; the attempt is over)."""
+    conn.execute("""UPDATE documents SET error = %s, attempt_started_at = NULL, updated_at = now()
+                    WHERE id = %s AND sync_generation = %s AND status = 'pending'""",
                  (message[:1000], doc["id"], generation))
 
 
 def mark_failed(conn: psycopg.Connection[Row], doc: Row, generation: int, error: CrawlError, *,
                 drop_chunks: bool) -> None:
-    """A page that will not be retried; a page that is gone (404) also loses its chunks and vectors."""
-    if drop_chunks:
+    """A page that will not be retried keeps its last good chunks; a page proved gone (404/410) loses them.
+    Only a pending page: a duplicate failing late must not undo a copy that indexed the page."""
+    failed = conn.execute("""UPDATE documents SET status = 'failed', error = %s, updated_at = now(),
+                                 attempt_started_at = NULL,
+                                 content_hash = CASE WHEN %s THEN NULL ELSE content_hash END
+                             WHERE id = %s AND sync_generation = %s AND status = 'pending'""",
+                          (f"{error.code}: {error.message}"[:1000], drop_chunks, doc["id"], generation)).rowcount
+    if failed and drop_chunks:
         remove_chunks(conn, doc["workspace_id"], doc["source_id"], [doc["id"]])
-    conn.execute("""UPDATE documents SET status = 'failed', error = %s, updated_at = now(),
-                        content_hash = CASE WHEN %s THEN NULL ELSE content_hash END
-                    WHERE id = %s AND sync_generation = %s""",
-                 (f"{error.code}: {error.message}"[:1000], drop_chunks, doc["id"], generation))
+        if doc.get("content_hash"):  # it was indexed before: this sync removed it
+            conn.execute("UPDATE sources SET pages_removed = pages_removed + 1 WHERE id = %s AND sync_generation = %s",
+                         (doc["source_id"], generation))
+
+
+def mark_incomplete(conn: psycopg.Connection[Row], source_id: str, generation: int, reason: str) -> None:
+    """This sync cannot see the whole source (the first reason stays): it will remove no page it did not reach."""
+    conn.execute("""UPDATE sources SET incomplete_reason = coalesce(incomplete_reason, %s), updated_at = now()
+                    WHERE id = %s AND sync_generation = %s""", (reason[:500], source_id, generation))
 
 
 def remove_chunks(conn: psycopg.Connection[Row], workspace_id: str, source_id: str, document_ids: list[str],
@@ -146,41 +185,122 @@ PROGRESS = """
     RETURNING s.workspace_id, s.status, s.crawl_id, d.found, d.done, d.failed, d.pending"""
 
 
+# After a sync: an incomplete one is retried after 1, 2, 4 ... hours (never later than the source's own
+# schedule); a complete one goes back to the schedule (none for a source without one).
+NEXT_SYNC = f"""
+    sync_retries = CASE WHEN %(retry)s THEN sync_retries + 1 ELSE 0 END,
+    next_sync_at = CASE
+        WHEN %(retry)s THEN now() + make_interval(hours => least(coalesce(sync_interval_hours, {RETRY_MAX_HOURS}),
+                                                      {RETRY_MAX_HOURS}, 1 << least(sync_retries, 5)))
+        WHEN sync_interval_hours IS NULL THEN NULL
+        ELSE now() + make_interval(hours => sync_interval_hours) END"""
+
+# Pages whose earlier content stays searchable though this sync did not read them.
+KEPT = """
+    SELECT count(*) AS n FROM documents d
+    WHERE d.source_id = %(src)s AND NOT (d.sync_generation = %(gen)s AND d.status = 'ready')
+      AND EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)"""
+
+# Pages of this sync that failed for a reason that says nothing about the pages linked from them.
+UNREAD = """
+    SELECT count(*) AS n, min(error) AS example FROM documents
+    WHERE source_id = %(src)s AND sync_generation = %(gen)s AND status = 'failed'
+      AND NOT split_part(coalesce(error, ''), ':', 1) = ANY(%(conclusive)s)"""
+
+
+def _retry(source: Row, wanted: bool) -> bool:
+    """Whether an incomplete sync of `source` is retried (one without a schedule of its own only a few times)."""
+    return wanted and (source["sync_interval_hours"] is not None or source["sync_retries"] < UNSCHEDULED_RETRIES)
+
+
+def _pages(n: int) -> str:
+    return f"{n} page" if n == 1 else f"{n} pages"
+
+
 def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> Row | None:
-    """Move the counters; when no page of this sync is pending (and no Firecrawl crawl runs), remove the
-    pages this sync did not see again and mark the source ready, or failed when no page worked."""
+    """Move the counters; when no page of this sync is pending (and no Firecrawl crawl runs), finish it:
+    remove the pages it proved gone, keep the rest, mark the source ready (or failed when no page worked)."""
     from shared.embeddings import embeddings_enabled
 
     progress = fetch_one(conn, PROGRESS, {"src": source_id, "gen": generation})
     if progress is None or progress["pending"] or progress["crawl_id"] \
             or progress["status"] not in ("crawling", "indexing"):
         return progress
-    vanished = [r["id"] for r in fetch_all(
-        conn, "SELECT id FROM documents WHERE source_id = %s AND sync_generation < %s", (source_id, generation))]
-    if vanished:
-        remove_chunks(conn, progress["workspace_id"], source_id, vanished, documents_too=True)
-        progress = fetch_one(conn, PROGRESS, {"src": source_id, "gen": generation}) or progress
-    if progress["found"] == 0:
-        status, error = "failed", "No pages were found to index."
-    elif progress["done"] == 0:
-        status, error = "failed", f"All {progress['failed']} pages failed; the pages list shows each error."
-    else:
-        status, error = "ready", None
-    conn.execute("""
-        UPDATE sources SET status = %s, error = %s, embeddings = %s, last_synced_at = now(), updated_at = now(),
-               next_sync_at = CASE WHEN sync_interval_hours IS NULL THEN NULL
-                                   ELSE now() + make_interval(hours => sync_interval_hours) END
-        WHERE id = %s AND sync_generation = %s AND status IN ('crawling', 'indexing') AND crawl_id IS NULL""",
-        (status, error, "ready" if embeddings_enabled() else "keyword_only", source_id, generation))
+    with conn.transaction():
+        # Page jobs ending together all get here: the row lock lets one finish the sync, the others see it done.
+        source = fetch_one(conn, """SELECT kind, status, crawl_id, incomplete_reason, sync_interval_hours,
+                                           sync_retries FROM sources
+                                    WHERE id = %s AND sync_generation = %s FOR UPDATE""", (source_id, generation))
+        if source is None or source["crawl_id"] or source["status"] not in ("crawling", "indexing"):
+            return progress
+        progress = fetch_one(conn, PROGRESS, {"src": source_id, "gen": generation})
+        if progress is None or progress["pending"]:
+            return progress
+        params = {"src": source_id, "gen": generation, "conclusive": list(CONCLUSIVE_FAILURES)}
+        unread = fetch_one(conn, UNREAD, params) or {"n": 0, "example": None}
+        reason = source["incomplete_reason"]
+        if reason is None and progress["found"] == 0:
+            reason = "no pages were found"
+        if reason is None and unread["n"] and source["kind"] == "site":
+            reason = f"{_pages(unread['n'])} could not be read, e.g. {(unread['example'] or 'no error')[:300]}"
+        removed = 0
+        if reason is None:  # the sync saw the whole source: what it did not see again is gone
+            earlier = [r["id"] for r in fetch_all(conn, """SELECT id FROM documents
+                                                           WHERE source_id = %s AND sync_generation < %s""",
+                                                  (source_id, generation))]
+            if earlier:
+                remove_chunks(conn, progress["workspace_id"], source_id, earlier, documents_too=True)
+                removed = len(earlier)
+        kept_row = fetch_one(conn, KEPT, params)
+        kept = kept_row["n"] if kept_row else 0
+        retry = _retry(source, reason is not None or bool(unread["n"]))
+        status, error = _outcome(progress, reason, kept, retry)
+        conn.execute(f"""
+            UPDATE sources SET status = %(status)s, error = %(error)s, embeddings = %(embeddings)s,
+                   pages_kept = %(kept)s, pages_removed = pages_removed + %(removed)s,
+                   last_synced_at = now(), updated_at = now(), {NEXT_SYNC}
+            WHERE id = %(src)s AND sync_generation = %(gen)s""",
+            {**params, "status": status, "error": error, "kept": kept, "removed": removed, "retry": retry,
+             "embeddings": "ready" if embeddings_enabled() else "keyword_only"})
     return {**progress, "status": status}
 
 
-def fail_source(conn: psycopg.Connection[Row], source_id: str, generation: int, error: str) -> None:
-    """The whole sync failed before any page (a bad sitemap, Firecrawl refused the crawl)."""
-    conn.execute("""UPDATE sources SET status = 'failed', error = %s, crawl_id = NULL, updated_at = now(),
-                        next_sync_at = CASE WHEN sync_interval_hours IS NULL THEN NULL
-                                            ELSE now() + make_interval(hours => sync_interval_hours) END
-                    WHERE id = %s AND sync_generation = %s""", (error[:1000], source_id, generation))
+def _outcome(progress: Row, reason: str | None, kept: int, retry: bool) -> tuple[str, str | None]:
+    """The source's status and error after a sync: what failed, what was kept, that a retry comes."""
+    parts = []
+    if progress["found"] == 0:
+        parts.append("No pages were found to index.")
+    elif progress["done"] == 0:
+        parts.append(f"All {progress['failed']} pages failed; the pages list shows each error.")
+    if reason is not None and reason != "no pages were found":
+        parts.append(f"The sync could not read the whole source ({reason}).")
+    if kept:
+        parts.append(f"It kept {_pages(kept)} with their earlier content (only pages proved gone are removed).")
+    if retry:
+        parts.append("A retry is scheduled (next_sync_at).")
+    status = "failed" if progress["done"] == 0 else "ready"
+    return status, " ".join(parts) or None
+
+
+def fail_source(conn: psycopg.Connection[Row], source_id: str, generation: int, error: str, *,
+                transient: bool = True) -> None:
+    """The whole sync failed before reading pages (the sitemap, Firecrawl): nothing is removed. It is retried
+    on the schedule when the failure may pass, or when an earlier sync worked (its pages are kept)."""
+    source = fetch_one(conn, """SELECT sync_interval_hours, sync_retries,
+                                       (SELECT count(DISTINCT document_id) FROM chunks WHERE source_id = s.id) AS kept
+                                FROM sources s WHERE id = %s AND sync_generation = %s""", (source_id, generation))
+    if source is None:
+        return
+    kept = source["kept"]
+    retry = _retry(source, transient or kept > 0)
+    if kept:
+        error += f" Nothing was removed: kept {_pages(kept)} with their earlier content."
+    if retry:
+        error += " A retry is scheduled (next_sync_at)."
+    conn.execute(f"""UPDATE sources SET status = 'failed', error = %(error)s, crawl_id = NULL, updated_at = now(),
+                            pages_kept = %(kept)s, {NEXT_SYNC}
+                     WHERE id = %(src)s AND sync_generation = %(gen)s""",
+                 {"error": error[:2000], "kept": kept, "retry": retry, "src": source_id, "gen": generation})
 
 
 def start_sync(conn: psycopg.Connection[Row], workspace_id: str, source_id: str) -> Row | None:
@@ -191,7 +311,8 @@ def start_sync(conn: psycopg.Connection[Row], workspace_id: str, source_id: str)
     row = fetch_one(conn, f"""
         WITH old AS (SELECT id, crawl_id FROM sources WHERE id = %s AND workspace_id = %s FOR UPDATE)
         UPDATE sources s SET sync_generation = s.sync_generation + 1, status = 'queued', error = NULL,
-               crawl_id = NULL, pages_found = 0, pages_done = 0, pages_failed = 0, updated_at = now(),
+               crawl_id = NULL, pages_found = 0, pages_done = 0, pages_failed = 0, pages_kept = 0,
+               pages_removed = 0, incomplete_reason = NULL, discovery_attempts = 0, updated_at = now(),
                next_sync_at = CASE WHEN s.sync_interval_hours IS NULL THEN NULL
                                    ELSE now() + make_interval(hours => s.sync_interval_hours) END
         FROM old WHERE s.id = old.id

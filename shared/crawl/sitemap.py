@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from shared.crawl import CrawlError
 from shared.crawl.fetch import get, new_client
@@ -15,12 +16,27 @@ MAX_SITEMAP_BYTES = 20_000_000    # compressed or not; sitemaps.org caps one fil
 MAX_URLS = 50_000
 
 
+@dataclass
+class Listing:
+    """The pages a sitemap lists; `problem` says why the listing may be incomplete (a child sitemap failed)."""
+
+    urls: list[str]
+    problem: str | None = None
+
+
 def sitemap_urls(url: str, limit: int = MAX_URLS) -> list[str]:
     """Page URLs listed by the sitemap at `url` (following a sitemap index), in order, without repeats."""
+    return read_sitemap(url, limit).urls
+
+
+def read_sitemap(url: str, limit: int = MAX_URLS) -> Listing:
+    """The sitemap at `url` (following a sitemap index): CrawlError when it cannot be read; a child sitemap
+    that fails is skipped and named in `problem`, so the listing is not taken as complete."""
     queue = [url]
     pages: list[str] = []
     seen_maps: set[str] = set()
     seen: set[str] = set()
+    problem = None
     with new_client() as client:
         while queue and len(seen_maps) < MAX_SITEMAPS and len(pages) < limit:
             current = queue.pop(0)
@@ -29,18 +45,19 @@ def sitemap_urls(url: str, limit: int = MAX_URLS) -> list[str]:
             seen_maps.add(current)
             try:
                 body = _unzip(get(client, current, max_bytes=MAX_SITEMAP_BYTES).body)
-            except CrawlError:
+                children, locs = parse_sitemap(body)
+            except CrawlError as exc:
                 if current == url:
-                    raise  # the sitemap the user gave must work; a broken child sitemap is skipped
+                    raise  # the sitemap the user gave must work
+                problem = problem or f"the sitemap {current} could not be read: {exc}"
                 continue
-            children, locs = parse_sitemap(body)
             queue.extend(c for c in children if c not in seen_maps)
             for loc in locs:
                 normal = normalize_url(loc)
                 if normal not in seen and normal.startswith(("http://", "https://")):
                     seen.add(normal)
                     pages.append(normal)
-    return pages[:limit]
+    return Listing(pages[:limit], problem)
 
 
 def _unzip(body: bytes) -> bytes:

@@ -24,8 +24,8 @@ PG_LANGUAGES = {"ar": "arabic", "ca": "catalan", "da": "danish", "de": "german",
                 "yi": "yiddish"}
 # What the API shows: the stored content of text and file sources stays out of every response.
 PUBLIC_COLUMNS = """id, assistant_id, kind, url, title, language, status, pages_found, pages_done, pages_failed,
-    chunks_count, embeddings, error, config - 'content' AS config, sync_interval_hours, sync_generation,
-    last_synced_at, next_sync_at, created_at, updated_at"""
+    pages_kept, pages_removed, chunks_count, embeddings, error, config - 'content' AS config, sync_interval_hours,
+    sync_generation, last_synced_at, next_sync_at, created_at, updated_at"""
 
 
 def field_error(field: str, message: str, code: str = "validation_error") -> Unprocessable:

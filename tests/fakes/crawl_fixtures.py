@@ -28,11 +28,9 @@ def _serve_once(name: str, make: Any) -> Any:
 
 @pytest.fixture
 def site() -> StaticSite:
-    """The static site with its default pages, no scripted failures and fresh hit counts."""
+    """The static site with its default pages, no scripted failures or faults and fresh hit counts."""
     served = _serve_once("site", StaticSite)
-    served.pages = StaticSite().pages
-    for knob in (served.failures, served.redirects, served.delays, served.hits):
-        knob.clear()
+    served.reset()
     return served
 
 

@@ -6,6 +6,7 @@ so texts sharing words are near each other and a question finds the passage that
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import math
@@ -60,6 +61,7 @@ class FakeEmbeddings:
         self.requests: list[dict[str, Any]] = []
         self._failures: list[int] = []
         self.outage_after: int | None = None
+        self.delay_s = 0.0  # every answer waits this long (a slow API; lets concurrent jobs overlap)
         self._lock = threading.Lock()
         self.app = Starlette(routes=[Route("/v1/embeddings", self.embeddings, methods=["POST"])])
 
@@ -82,6 +84,8 @@ class FakeEmbeddings:
             return _error(status, "Rate limit reached." if status == 429 else "The server had an error.",
                           "requests" if status == 429 else "server_error", None,
                           headers={"retry-after-ms": "10"})  # short, so the SDK's retries keep tests fast
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         body = await request.json()
         inputs = body.get("input")
         if isinstance(inputs, str):

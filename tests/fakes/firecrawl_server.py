@@ -7,6 +7,7 @@ DELETE /v2/crawl/{id}. The "web" it crawls is `pages`: url -> (title, markdown, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -34,6 +35,9 @@ class FakeFirecrawl:
         self.send_webhooks = True
         self.polls_before_done = 0      # GET /v2/crawl/{id} answers "scraping" this many times first
         self.webhook_replies: list[int] = []
+        self.final_status = "completed"  # how a crawl ends: "failed" for a crawl that broke off
+        self.scraped_limit: int | None = None  # a crawl that ends after this many of its pages (a partial crawl)
+        self.start_delay_s = 0.0          # POST /v2/crawl answers after this long (lets duplicate jobs overlap)
         self.url = ""
         self.app = Starlette(routes=[
             Route("/v2/scrape", self.scrape, methods=["POST"]),
@@ -48,6 +52,7 @@ class FakeFirecrawl:
         self.requests.clear()
         self.webhook_replies.clear()
         self.webhook_secret, self.send_webhooks, self.polls_before_done = None, True, 0
+        self.final_status, self.scraped_limit, self.start_delay_s = "completed", None, 0.0
 
     def document(self, url: str) -> dict[str, Any]:
         title, markdown, status = self.pages.get(url, ("", "", 404))
@@ -70,10 +75,13 @@ class FakeFirecrawl:
         if denied := self._auth(request):
             return denied
         body = await request.json()
+        if self.start_delay_s:
+            await asyncio.sleep(self.start_delay_s)
         self.requests.append(("crawl", body["url"], body))
         crawl_id = str(uuid.uuid4())
         urls = [u for u in self.pages if u.startswith(body["url"].rstrip("/"))][: int(body.get("limit") or 10_000)]
-        self.crawls[crawl_id] = {"urls": urls, "polls": 0, "status": "scraping", "body": body}
+        self.crawls[crawl_id] = {"urls": urls[:self.scraped_limit], "total": len(urls), "polls": 0,
+                                 "status": "scraping", "final": self.final_status, "body": body}
         if self.send_webhooks and isinstance(body.get("webhook"), dict):
             threading.Thread(target=self._webhooks, args=(crawl_id, body["webhook"]), daemon=True).start()
         return JSONResponse({"success": True, "id": crawl_id, "url": f"{self.url}/v2/crawl/{crawl_id}"})
@@ -88,10 +96,10 @@ class FakeFirecrawl:
         if skip == 0:
             crawl["polls"] += 1
         done = crawl["status"] == "cancelled" or crawl["polls"] > self.polls_before_done
-        status = crawl["status"] if crawl["status"] == "cancelled" else ("completed" if done else "scraping")
+        status = crawl["status"] if crawl["status"] == "cancelled" else (crawl["final"] if done else "scraping")
         urls = crawl["urls"] if done else crawl["urls"][:1]
         data = [self.document(u) for u in urls[skip:skip + PAGE_SIZE]]
-        reply: dict[str, Any] = {"success": True, "status": status, "completed": len(urls), "total": len(crawl["urls"]),
+        reply: dict[str, Any] = {"success": True, "status": status, "completed": len(urls), "total": crawl["total"],
                                  "creditsUsed": len(urls), "expiresAt": "2099-01-01T00:00:00Z", "data": data}
         if skip + PAGE_SIZE < len(urls):
             reply["next"] = f"{self.url}/v2/crawl/{request.path_params['crawl_id']}?skip={skip + PAGE_SIZE}"
@@ -122,7 +130,7 @@ class FakeFirecrawl:
         crawl = self.crawls[crawl_id]
         metadata = webhook.get("metadata") or {}
         events = [("crawl.started", [])] + [("crawl.page", [self.document(u)]) for u in crawl["urls"]]
-        events.append(("crawl.completed", []))
+        events.append(("crawl.completed" if crawl["final"] == "completed" else "crawl.failed", []))
         with httpx.Client(timeout=10) as client:
             for kind, data in events:
                 body, headers = self.event(crawl_id, kind, data, metadata)

@@ -51,6 +51,7 @@ def embeddings_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeEmbeddin
     fake.requests.clear()
     fake._failures.clear()
     fake.outage_after = None
+    fake.delay_s = 0.0
     monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
     monkeypatch.setenv("EMBEDDING_BASE_URL", f"{url}/v1")
     _conftest().clear_caches()

@@ -1,5 +1,6 @@
 """A small static web site for the built-in crawler: pages with links, robots.txt, a sitemap, a PDF, and
-knobs a test turns (change or remove a page, fail a page N times, redirect, answer slowly)."""
+knobs a test turns (change or remove a page, fail a page N times, redirect, answer slowly) and faults of the
+whole site (down with 5xx, timing out, behind 401/403, single pages answering a status for good)."""
 
 from __future__ import annotations
 
@@ -69,9 +70,26 @@ class StaticSite:
         self.redirects: dict[str, str] = {}       # path -> Location
         self.delays: dict[str, float] = {}        # path -> seconds before answering
         self.hits: Counter[str] = Counter()
+        self.statuses: dict[str, int] = {}        # path -> status it answers for good (410, 500, 403, ...)
+        self.outage: int | None = None            # every path (robots.txt and sitemaps too) answers this status
+        self.slow_s = 0.0                         # every request waits this long first (a site timing out)
         self.url = ""
         self._lock = threading.Lock()
         self.app = Starlette(routes=[Route("/sitemap.xml", self.sitemap), Route("/{path:path}", self.page)])
+
+    def reset(self) -> None:
+        """Default pages, no scripted failures or faults, fresh hit counts."""
+        self.pages = default_pages()
+        for knob in (self.failures, self.redirects, self.delays, self.hits, self.statuses):
+            knob.clear()
+        self.outage, self.slow_s = None, 0.0
+
+    async def _fault(self, path: str) -> Response | None:
+        """The answer a site-wide fault or a page's fixed status gives instead of the content."""
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)
+        status = self.outage or self.statuses.get(path)
+        return Response(f"status {status}", status_code=status) if status else None
 
     def sitemap_xml(self, paths: list[str] | None = None) -> str:
         paths = paths if paths is not None else [p for p, (kind, _) in self.pages.items() if kind == "text/html"]
@@ -82,6 +100,8 @@ class StaticSite:
 
     async def sitemap(self, request: Request) -> Response:
         self.hits["/sitemap.xml"] += 1
+        if fault := await self._fault("/sitemap.xml"):
+            return fault
         if "/sitemap.xml" in self.pages:
             kind, body = self.pages["/sitemap.xml"]
             return Response(body, media_type=kind)
@@ -96,6 +116,8 @@ class StaticSite:
                 self.failures[path] -= 1
         if path in self.delays:
             await asyncio.sleep(self.delays[path])
+        if fault := await self._fault(path):
+            return fault
         if failing:
             return Response("temporarily broken", status_code=500)
         if path in self.redirects:
