@@ -59,9 +59,9 @@ class CrawlSettings(BaseModel):
     limit: int = Field(default=50, ge=1, le=10_000, description="Most pages a site or sitemap sync indexes")
     max_depth: int = Field(default=3, ge=0, le=20, description="Link depth from the start page (site)")
     include_paths: list[str] = Field(default_factory=list, max_length=50,
-                                     description="Regexes searched in the URL path; when given, one must match")
+                                     description="RE2 regexes searched in the URL path; when given, one must match")
     exclude_paths: list[str] = Field(default_factory=list, max_length=50,
-                                     description="Regexes searched in the URL path; a match is skipped")
+                                     description="RE2 regexes searched in the URL path; a match is skipped")
 
 
 class SourceCreate(CrawlSettings):
