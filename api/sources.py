@@ -26,7 +26,14 @@ from shared.crawl.sources import (
     update_source,
 )
 from shared.db import fetch_all, fetch_one
-from shared.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from shared.errors import (
+    AppError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from shared.http import create_app, settings_body_limit
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 from shared.ratelimit import check_ingest
@@ -52,9 +59,9 @@ class CrawlSettings(BaseModel):
     limit: int = Field(default=50, ge=1, le=10_000, description="Most pages a site or sitemap sync indexes")
     max_depth: int = Field(default=3, ge=0, le=20, description="Link depth from the start page (site)")
     include_paths: list[str] = Field(default_factory=list, max_length=50,
-                                     description="Regexes searched in the URL path; when given, one must match")
+                                     description="RE2 regexes searched in the URL path; when given, one must match")
     exclude_paths: list[str] = Field(default_factory=list, max_length=50,
-                                     description="Regexes searched in the URL path; a match is skipped")
+                                     description="RE2 regexes searched in the URL path; a match is skipped")
 
 
 class SourceCreate(CrawlSettings):
@@ -205,11 +212,10 @@ async def _upload_values(request: Request, limit: int) -> dict[str, Any]:
         raise Unprocessable("The file is empty.", code="empty_file")
     from shared.crawl.extract import parse_file
 
-    try:
+    try:  # PDF, Word and HTML are parsed in a bounded child process (shared.crawl.sandbox)
         kind, title, markdown = await run_in_threadpool(parse_file, upload.filename, data)
     except CrawlError as exc:
-        error = UnsupportedMediaType if exc.code == "unsupported_file_type" else Unprocessable
-        raise error(exc.message, code=exc.code, details={"file_name": upload.filename}) from None
+        raise _parse_refusal(exc, upload.filename) from None
     text = {name: str(form.get(name) or "").strip() for name in ("assistant_id", "title", "language")}
     if not text["assistant_id"]:
         raise Unprocessable("Send the assistant_id form field with the file.", code="validation_error",
@@ -218,6 +224,23 @@ async def _upload_values(request: Request, limit: int) -> dict[str, Any]:
             "language": text["language"] or None,
             "config": {"content": markdown, "file_name": upload.filename[:300], "file_type": kind,
                        "file_size": len(data)}}
+
+
+def _parse_refusal(exc: CrawlError, file_name: str) -> AppError:
+    """415 unsupported type, 413 too large once unpacked, 503 parsers busy, else 422; a parse bound's
+    setting and value are in the details."""
+    from shared.crawl.sandbox import TOO_LARGE_CODES, ParseLimitError
+
+    details: dict[str, Any] = {"file_name": file_name}
+    if isinstance(exc, ParseLimitError):
+        details.update(setting=exc.setting, limit=exc.limit)
+    if exc.code == "unsupported_file_type":
+        return UnsupportedMediaType(exc.message, code=exc.code, details=details)
+    if exc.code in TOO_LARGE_CODES:
+        return PayloadTooLarge(exc.message, code=exc.code, details=details)
+    if exc.retryable:
+        return ServiceUnavailable(exc.message, code=exc.code, details=details, headers={"Retry-After": "30"})
+    return Unprocessable(exc.message, code=exc.code, details=details)
 
 
 @app.get("/api/sources", response_model=SourcesPublic, summary="List sources, newest first")

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 4_000_000  # under Vercel's 4.5 MB request cap
     max_message_chars: int = 8_000
     max_request_messages: int = 200  # messages one OpenAI-style or useChat request may carry
+    # Parsing uploaded and crawled files (PDF, Word, HTML) in a bounded child process: 413 / 422 past these.
+    parse_max_decompressed_bytes: int = Field(default=64_000_000, ge=1)  # a .docx unpacked, a PDF's text
+    parse_max_pages: int = Field(default=2_000, ge=1)
+    parse_timeout_s: float = Field(default=20.0, gt=0)
+    parse_max_memory_mb: int = Field(default=768, ge=64)
     # What the crawler may reach besides public hosts: "false" (production), "loopback" (127.0.0.1 / ::1 only,
     # what `make dev` and the tests use) or "true" (every private range too). Compare with ==, never truthiness.
     allow_private_hosts: Literal["false", "loopback", "true"] = "false"

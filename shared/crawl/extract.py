@@ -1,15 +1,22 @@
 """Turn fetched bodies and uploaded files into (title, markdown): HTML via trafilatura, PDF via pypdf,
-DOCX via python-docx, text and markdown as they are. Parsers load on first use (they cost import time)."""
+DOCX via python-docx, text and markdown as they are. Parsers load on first use (they cost import time).
+
+Files from outside (every upload but plain text, every crawled PDF) are parsed in a bounded child process
+(shared.crawl.sandbox): the parsers below check the decompressed size and page count themselves, the
+child's memory cap and timeout stop whatever those checks cannot foresee."""
 
 from __future__ import annotations
 
 import io
 import re
+import zipfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import PurePosixPath
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from shared.crawl import CrawlError, Page
+from shared.crawl.sandbox import ParseLimitError, ParseLimits
 
 # Upload kinds by file extension; the content type a browser sends is too often wrong to decide alone.
 FILE_KINDS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html",
@@ -22,7 +29,7 @@ def to_page(kind: str, body: bytes, url: str, charset: str | None = None) -> Pag
     if kind == "html":
         return html_page(decode_text(body, charset), url)
     if kind == "pdf":
-        title, text = pdf_text(body)
+        title, text = parse_bounded("pdf", body)
         return Page(url=url, title=title or _name_from_url(url), markdown=text)
     text = decode_text(body, charset)
     return Page(url=url, title=_markdown_title(text) or _name_from_url(url), markdown=text)
@@ -88,29 +95,67 @@ def _links(tree, base: str) -> list[str]:  # type: ignore[no-untyped-def]
     return found
 
 
-def pdf_text(data: bytes) -> tuple[str, str]:
-    """(title, text) of a PDF; CrawlError unreadable_file when it is broken or encrypted."""
+def parse_bounded(kind: str, data: bytes, **args: str) -> tuple[str, str]:
+    """(title, markdown) from the parser for `kind` in BOUNDED_PARSERS, run in a bounded child process."""
+    from shared.crawl import sandbox
+
+    result = sandbox.run(kind, data, args)
+    return str(result.get("title") or "")[:300], str(result.get("markdown") or "")
+
+
+def pdf_text(data: bytes, limits: ParseLimits) -> tuple[str, str]:
+    """(title, text) of a PDF; CrawlError unreadable_file when it is broken or encrypted, ParseLimitError
+    when it has more pages than allowed or its text is larger than the decompressed-size limit."""
     import pypdf
 
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise CrawlError("unreadable_file", "The PDF is encrypted; upload an unprotected copy.")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        if len(reader.pages) > limits.max_pages:
+            raise ParseLimitError("too_many_pages", f"The PDF has {len(reader.pages):,} pages; the limit is "
+                                                    f"{limits.max_pages:,} (PARSE_MAX_PAGES).",
+                                  setting="PARSE_MAX_PAGES", limit=limits.max_pages)
+        pages, size = [], 0
+        for page in reader.pages:
+            text = (page.extract_text() or "").strip()
+            size += len(text.encode("utf-8", "replace"))
+            if size > limits.max_decompressed_bytes:
+                raise _decompressed_error("The text of the PDF", size, limits)
+            pages.append(text)
         title = str((reader.metadata.get("/Title") if reader.metadata else None) or "").strip()
-    except CrawlError:
+    except (CrawlError, MemoryError):
         raise
     except Exception as exc:  # pypdf raises many types for broken files
         raise CrawlError("unreadable_file", f"The PDF could not be read ({type(exc).__name__}).") from None
     return title[:300], "\n\n".join(p for p in pages if p)
 
 
-def docx_markdown(data: bytes) -> tuple[str, str]:
+def check_zip(data: bytes, limits: ParseLimits) -> None:
+    """Refuse a .docx whose parts unpack to more than the limit, before any XML is read. The declared sizes
+    are enough: zipfile never inflates a member past its declared size (it fails the CRC instead)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            size = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise CrawlError("unreadable_file", "The Word document is not a valid .docx (zip) file.") from None
+    if size > limits.max_decompressed_bytes:
+        raise _decompressed_error("The Word document", size, limits)
+
+
+def _decompressed_error(what: str, size: int, limits: ParseLimits) -> ParseLimitError:
+    return ParseLimitError("decompressed_too_large", f"{what} unpacks to more than {limits.max_decompressed_bytes:,} "
+                                                     f"bytes ({size:,}; PARSE_MAX_DECOMPRESSED_BYTES).",
+                           setting="PARSE_MAX_DECOMPRESSED_BYTES", limit=limits.max_decompressed_bytes)
+
+
+def docx_markdown(data: bytes, limits: ParseLimits) -> tuple[str, str]:
     """(title, markdown) of a Word document: heading styles become #-headings, tables become rows."""
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
+    check_zip(data, limits)
     try:
         document = docx.Document(io.BytesIO(data))
         lines: list[str] = []
@@ -123,10 +168,22 @@ def docx_markdown(data: bytes) -> tuple[str, str]:
                     lines.append("| " + " | ".join(" ".join(c.text.split()) for c in row.cells) + " |")
                 lines.append("")
         title = (document.core_properties.title or "").strip()
+    except MemoryError:
+        raise
     except Exception as exc:  # a zip that is not a docx, a corrupt part, ...
         raise CrawlError("unreadable_file", f"The Word document could not be read ({type(exc).__name__}).") from None
     markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return title[:300], markdown
+
+
+def html_file(data: bytes, limits: ParseLimits, url: str) -> tuple[str, str]:
+    """(title, markdown) of an uploaded HTML file."""
+    page = html_page(decode_text(data), url)
+    return page.title, page.markdown
+
+
+# What the sandbox child may run: (data, limits, **args) -> (title, markdown).
+BOUNDED_PARSERS: dict[str, Callable[..., tuple[str, str]]] = {"pdf": pdf_text, "docx": docx_markdown, "html": html_file}
 
 
 def _docx_paragraph(paragraph) -> str:  # type: ignore[no-untyped-def]
@@ -145,7 +202,8 @@ def _docx_paragraph(paragraph) -> str:  # type: ignore[no-untyped-def]
 
 def parse_file(filename: str, data: bytes) -> tuple[str, str, str]:
     """(kind, title, markdown) of an uploaded file; CrawlError with code unsupported_file_type,
-    unreadable_file or empty_file (the API answers 415 / 422)."""
+    unreadable_file or empty_file (the API answers 415 / 422), ParseLimitError past a parse bound
+    (413 / 422). PDF, Word and HTML files are parsed in a bounded child process."""
     suffix = PurePosixPath(filename.lower()).suffix
     kind = FILE_KINDS.get(suffix)
     if kind is None:
@@ -156,14 +214,14 @@ def parse_file(filename: str, data: bytes) -> tuple[str, str, str]:
     if kind == "pdf":
         if not data.lstrip()[:5].startswith(b"%PDF"):
             raise CrawlError("unreadable_file", "The file is not a PDF (its content does not start with %PDF).")
-        title, markdown = pdf_text(data)
+        title, markdown = parse_bounded("pdf", data)
     elif kind == "docx":
         if not data.startswith(b"PK"):
             raise CrawlError("unreadable_file", "The file is not a Word .docx document.")
-        title, markdown = docx_markdown(data)
+        check_zip(data, ParseLimits.from_settings())  # a zip bomb is refused here, before a child starts
+        title, markdown = parse_bounded("docx", data)
     elif kind == "html":
-        page = html_page(decode_text(data), f"file:///{filename}")
-        title, markdown = page.title, page.markdown
+        title, markdown = parse_bounded("html", data, url=f"file:///{filename}")
     else:
         markdown = decode_text(data)
         title = _markdown_title(markdown) if kind == "markdown" else ""

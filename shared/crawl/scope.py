@@ -1,14 +1,19 @@
 """Which URLs a site crawl may visit: same host, under the start path, include/exclude patterns, no files.
 
 Patterns are regular expressions searched in the URL path (and query), the way Firecrawl's
-includePaths/excludePaths work, so a source behaves the same with or without a Firecrawl key.
+includePaths/excludePaths work, so a source behaves the same with or without a Firecrawl key. They run on
+RE2 (google-re2), which matches in time linear in the path: the crawled site chooses the paths, and a
+backtracking engine lets `^/(a+)+$` spend seconds on one link. RE2 syntax is Python's without lookaround
+and backreferences (patterns using them are refused); `\\d`, `\\w`, `\\s` and `\\b` match ASCII only.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import re2
 
 # Links to these are never pages worth indexing (PDFs are, so .pdf is not here).
 SKIP_EXTENSIONS = frozenset([
@@ -32,8 +37,14 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
-def compile_patterns(patterns: list[str], field_name: str) -> list[re.Pattern[str]]:
-    """Regexes from user input; ValueError naming the field and the pattern when one is invalid."""
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is the caller's 422, not a line on stderr
+    return options
+
+
+def compile_patterns(patterns: list[str], field_name: str) -> list[Any]:
+    """RE2 regexes from user input; ValueError naming the field and the pattern when RE2 refuses one."""
     if len(patterns) > MAX_PATTERNS:
         raise ValueError(f"{field_name}: at most {MAX_PATTERNS} patterns")
     compiled = []
@@ -41,9 +52,11 @@ def compile_patterns(patterns: list[str], field_name: str) -> list[re.Pattern[st
         if not pattern or len(pattern) > MAX_PATTERN_CHARS:
             raise ValueError(f"{field_name}: patterns must be 1 to {MAX_PATTERN_CHARS} characters")
         try:
-            compiled.append(re.compile(pattern))
-        except re.error as exc:
-            raise ValueError(f"{field_name}: {pattern!r} is not a valid regular expression ({exc})") from None
+            compiled.append(re2.compile(pattern, _options()))
+        except (re2.error, UnicodeError, TypeError) as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise ValueError(f"{field_name}: {pattern!r} is not a regular expression RE2 accepts ({reason}); "
+                             f"RE2 has no lookaround or backreferences") from None
     return compiled
 
 
