@@ -139,6 +139,10 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
             turn.passages = _retrieve(conn, assistant, given.model_message, vector)
         except AppError as exc:  # the user message is stored: end the turn cleanly instead of a bare 503
             turn.retrieval_error = exc
+        except psycopg.OperationalError as exc:  # the connection dropped after the message was stored: the
+            log.warning("retrieval failed: %s", type(exc).__name__)  # turn ends `failed`, stored afresh
+            turn.retrieval_error = ServiceUnavailable("The knowledge base could not be searched; please try again. "
+                                                      "Your message was kept.", code="retrieval_unavailable")
         turn.retrieval_ms = (time.perf_counter() - began) * 1000
     return turn
 
@@ -255,9 +259,10 @@ async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]
     if message_id is None:
         yield "error", {"code": STORE_FAILED[0], "message": STORE_FAILED[1]}
     yield "sources", reply.sources
-    done = {"message_id": message_id, "status": reply.status, "provider": reply.provider, "model": reply.model,
-            "usage": reply.usage, "timings": timings, "failover": llm.public_failover(reply.failover),
-            "stored": message_id is not None}
+    done: dict[str, Any] = {
+        "message_id": message_id, "status": reply.status, "provider": reply.provider, "model": reply.model,
+        "usage": reply.usage, "timings": timings, "failover": llm.public_failover(reply.failover),
+        "stored": message_id is not None}
     if message_id is None:  # what the client needs to keep the answer (and to retry) without our copy
         done.update(text=reply.text, error={"code": STORE_FAILED[0], "message": STORE_FAILED[1]})
     yield "done", done

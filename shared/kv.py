@@ -111,9 +111,9 @@ def get_kv() -> KV:
         import redis
 
         timeout = settings.redis_timeout_s
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=timeout,
-                                      socket_connect_timeout=timeout)
-        return KV(client, upstash=False, breaker_s=settings.redis_breaker_s)
+        plain = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=timeout,
+                                     socket_connect_timeout=timeout)
+        return KV(plain, upstash=False, breaker_s=settings.redis_breaker_s)
     raise ServiceUnavailable("Set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN (or REDIS_URL).",
                              code="redis_not_configured")
 

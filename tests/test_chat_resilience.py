@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
-import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from shared.conversations import finish_turn, start_turn
@@ -23,10 +21,10 @@ from tests.fakes.chat_fixtures import (  # noqa: F401
     messages,
     openai_api,
     parse_sse,
+    redis_proxy,
     text_of,
     wait_for,
 )
-from tests.fakes.fault_proxy import FaultProxy
 
 ANSWER = "This answer streams slowly enough for the database to drop in between. " * 3
 
@@ -98,15 +96,13 @@ def test_a_reply_that_cannot_be_stored_says_so_and_carries_its_text(engine, open
     assert [m["role"] for m in stored] == ["user"]  # the acknowledged message is kept; the reply is not there
 
 
-def test_the_json_answer_says_when_the_reply_was_not_stored(engine, openai_api) -> None:  # noqa: F811
-    openai_api.reply, openai_api.delay = ANSWER, 0.01
-    workspace, key, assistant = setup(engine)
+def post_and_kill(engine: Any, openai_api: Any, key: str, path: str, body: dict[str, Any]) -> httpx.Response:  # noqa: F811
+    """POST a non-streaming turn; while the model answers, kill the connections and refuse new ones."""
     result: dict[str, Any] = {}
 
     def ask() -> None:
         with httpx.Client(base_url=engine.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-            result["reply"] = client.post("/api/chat", json={"assistant_id": assistant, "message": "Explain",
-                                                             "stream": False})
+            result["reply"] = client.post(path, json=body)
 
     asking = threading.Thread(target=ask)
     asking.start()
@@ -116,9 +112,26 @@ def test_the_json_answer_says_when_the_reply_was_not_stored(engine, openai_api) 
         asking.join(30)
     finally:
         allow_connections(engine)
-    answer = result["reply"].json()
-    assert answer["content"] == ANSWER and answer["stored"] is False
+    return result["reply"]
+
+
+def test_the_json_answer_says_when_the_reply_was_not_stored(engine, openai_api) -> None:  # noqa: F811
+    openai_api.reply, openai_api.delay = ANSWER, 0.01
+    workspace, key, assistant = setup(engine)
+    reply = post_and_kill(engine, openai_api, key, "/api/chat",
+                          {"assistant_id": assistant, "message": "Explain", "stream": False})
+    answer = reply.json()
+    assert reply.status_code == 200 and answer["content"] == ANSWER and answer["stored"] is False
     assert answer["error"]["code"] == "store_failed"
+
+
+def test_the_openai_face_says_when_the_reply_was_not_stored(engine, openai_api) -> None:  # noqa: F811
+    openai_api.reply, openai_api.delay = ANSWER, 0.01
+    workspace, key, assistant = setup(engine)
+    reply = post_and_kill(engine, openai_api, key, "/api/v1/chat/completions",
+                          {"model": assistant, "messages": [{"role": "user", "content": "Explain"}]})
+    completion = reply.json()
+    assert completion["choices"][0]["message"]["content"] == ANSWER and completion["stored"] is False
 
 
 def test_finish_turn_with_the_same_id_stores_the_reply_once(engine) -> None:
@@ -157,21 +170,8 @@ def test_a_hung_embeddings_api_does_not_hold_the_turn(engine, openai_api, monkey
     assert last(events, "done")["status"] == "complete" and text_of(events) == "Hello from the model."
 
 
-@pytest.fixture
-def redis_proxy(engine: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A fault proxy in front of the Upstash REST stand-in, configured as the engine's Redis."""
-    import os
-
-    url = urlsplit(os.environ["UPSTASH_REDIS_REST_URL"])
-    proxy = FaultProxy(url.hostname or "127.0.0.1", url.port or 80)
-    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", f"{url.scheme}://127.0.0.1:{proxy.port}")
-    clear_caches()
-    yield proxy
-    proxy.stop()
-
-
-def test_a_stalled_redis_costs_a_turn_one_timeout_and_limits_fail_open(engine, openai_api, redis_proxy,  # noqa: F811
-                                                                        monkeypatch) -> None:
+def test_a_stalled_redis_costs_a_turn_one_timeout_and_limits_fail_open(engine, openai_api,  # noqa: F811
+                                                                        redis_proxy) -> None:  # noqa: F811
     workspace, key, assistant = setup(engine)
     redis_proxy.set_mode("blackhole")
     with httpx.Client(base_url=engine.url, headers={"Authorization": f"Bearer {key}"}, timeout=15) as client:
