@@ -171,7 +171,9 @@ def test_a_hung_embeddings_api_does_not_hold_the_turn(engine, openai_api, monkey
 
 
 def test_a_stalled_redis_costs_a_turn_one_timeout_and_limits_fail_open(engine, openai_api,  # noqa: F811
-                                                                        redis_proxy) -> None:  # noqa: F811
+                                                                        redis_proxy, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setenv("REDIS_BREAKER_S", "60")  # longer than any turn, however busy the machine
+    clear_caches()
     workspace, key, assistant = setup(engine)
     redis_proxy.set_mode("blackhole")
     with httpx.Client(base_url=engine.url, headers={"Authorization": f"Bearer {key}"}, timeout=15) as client:
