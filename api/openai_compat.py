@@ -150,7 +150,8 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result["content"], "refusal": None},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(result["usage"]), "system_fingerprint": None,
-            "conversation_id": result["conversation_id"], "citations": result["sources"]}, headers=headers)
+            "conversation_id": result["conversation_id"], "citations": result["sources"],
+            "stored": result["stored"]}, headers=headers)  # false: the reply is not in the conversation (store_failed)
     # Read ahead to the first text: a turn that fails before it answers a plain HTTP error, which
     # OpenAI clients understand (and may retry), instead of a 200 stream that carries only an error.
     ahead: list[chat.Event] = []

@@ -6,6 +6,12 @@ statement), all in one trip to the thread pool. `run` then yields events: `conve
 `error` (if any), `sources`, `done`. It abstains without a model call below the template's threshold,
 builds the prompt within budget, streams with failover and stores the reply: complete, partial (the
 client went away or the provider broke off; what was said is kept) or failed (the user message stays).
+
+Storing the reply survives a dropped database connection: the request's connection sat idle for the
+whole stream, so a failed store is retried on fresh connections (CHAT_STORE_ATTEMPTS), keyed by an id
+made before the first try, so an ambiguous commit can't store it twice. If it still can't be stored,
+the client is told (`error` store_failed, `done.stored` false with the full text), never `complete` alone.
+Clients see failover reasons as coarse codes; the provider's own error text stays in the database.
 """
 
 from __future__ import annotations
@@ -28,17 +34,22 @@ from starlette.concurrency import run_in_threadpool
 from shared import llm, pii, spend
 from shared.assistants import ResolvedAssistant, get_assistant
 from shared.auth import Principal
-from shared.conversations import HISTORY_LIMIT, Status, finish_turn, start_turn
-from shared.db import Row
-from shared.errors import AppError, Forbidden
+from shared.conversations import HISTORY_LIMIT, Status, finish_turn, new_message_id, start_turn
+from shared.db import Row, connect
+from shared.errors import AppError, Forbidden, ServiceUnavailable
 from shared.metrics import track_metric
 from shared.prompting import Prompt, build_prompt, citations, phrase
 from shared.ratelimit import check_chat
+from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.chat")
 Event = tuple[str, Any]
 HAS_WORDS = re.compile(r"\w")
 _AHEAD = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-ahead")
+STORE_BACKOFF_S = (0.05, 0.2, 0.5)  # between attempts to store a reply (then the last value again)
+STORE_CONNECT_TIMEOUT_S = 3
+STORE_FAILED = ("store_failed", "Your answer could not be saved, so it will be missing from this conversation's "
+                "history; the full text is in the `done` event. Please try again shortly.")
 
 
 async def _clock() -> float:
@@ -123,12 +134,15 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
                 history_full=given.history is None and len(start.history) >= HISTORY_LIMIT)
     if HAS_WORDS.search(given.model_message):
         began = time.perf_counter()
-        if query_vector is not None:
-            concurrent.futures.wait([query_vector])  # its failure is retrieval's to handle (keywords only)
+        vector = _vector_of(query_vector)
         try:
-            turn.passages = _retrieve(conn, assistant, given.model_message)
+            turn.passages = _retrieve(conn, assistant, given.model_message, vector)
         except AppError as exc:  # the user message is stored: end the turn cleanly instead of a bare 503
             turn.retrieval_error = exc
+        except psycopg.OperationalError as exc:  # the connection dropped after the message was stored: the
+            log.warning("retrieval failed: %s", type(exc).__name__)  # turn ends `failed`, stored afresh
+            turn.retrieval_error = ServiceUnavailable("The knowledge base could not be searched; please try again. "
+                                                      "Your message was kept.", code="retrieval_unavailable")
         turn.retrieval_ms = (time.perf_counter() - began) * 1000
     return turn
 
@@ -146,12 +160,27 @@ def _embed_ahead(assistant: ResolvedAssistant, message: str) -> concurrent.futur
     return _AHEAD.submit(embed_query, " ".join(message.split())[:MAX_QUERY_CHARS])
 
 
-def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query: str) -> list[Any]:
+def _vector_of(ahead: concurrent.futures.Future[Any] | None) -> list[float] | None:
+    """The embed-ahead result, or None (keyword retrieval) when it failed: retrieval never embeds again.
+    embed_query bounds itself by EMBEDDING_QUERY_TIMEOUT_S; the wait here is bounded too, in case the
+    pool was busy with other turns' embeddings."""
+    if ahead is None:
+        return None
+    try:
+        result: list[float] | None = ahead.result(timeout=get_settings().embedding_query_timeout_s + 0.5)
+        return result
+    except Exception as exc:  # an API error or timeout: keyword search still answers
+        log.warning("query embedding failed, keyword search only: %s", type(exc).__name__)
+        return None
+
+
+def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query: str,
+              vector: list[float] | None) -> list[Any]:
     from shared.retrieval import retrieve
 
     settings = assistant.config.retrieval
     return retrieve(conn, workspace_id=assistant.workspace_id, assistant_id=assistant.id, query=query,
-                    top_k=settings.top_k, min_score=settings.min_score, mode=settings.mode)
+                    top_k=settings.top_k, min_score=settings.min_score, mode=settings.mode, query_vector=vector)
 
 
 async def prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
@@ -168,6 +197,7 @@ def should_abstain(turn: Turn) -> bool:
 
 @dataclass
 class Reply:
+    id: str = field(default_factory=new_message_id)  # chosen before storing: retries can't store it twice
     parts: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     provider: str | None = None
@@ -175,6 +205,7 @@ class Reply:
     failover: list[dict[str, Any]] | None = None
     status: Status = "failed"
     error: tuple[str, str] | None = None  # (code, message) shown to the client
+    detail: str | None = None             # what went wrong, for admins (stored, never sent)
     sources: list[dict[str, Any]] = field(default_factory=list)
     engine_ms: float | None = None
     ttft_ms: float | None = None
@@ -225,10 +256,16 @@ async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]
             await asyncio.wait([summary_job], timeout=5)
     if reply.error:
         yield "error", {"code": reply.error[0], "message": reply.error[1]}
+    if message_id is None:
+        yield "error", {"code": STORE_FAILED[0], "message": STORE_FAILED[1]}
     yield "sources", reply.sources
-    yield "done", {"message_id": message_id, "status": reply.status, "provider": reply.provider,
-                   "model": reply.model, "usage": reply.usage, "timings": timings,
-                   "failover": reply.failover or []}
+    done: dict[str, Any] = {
+        "message_id": message_id, "status": reply.status, "provider": reply.provider, "model": reply.model,
+        "usage": reply.usage, "timings": timings, "failover": llm.public_failover(reply.failover),
+        "stored": message_id is not None}
+    if message_id is None:  # what the client needs to keep the answer (and to retry) without our copy
+        done.update(text=reply.text, error={"code": STORE_FAILED[0], "message": STORE_FAILED[1]})
+    yield "done", done
 
 
 def _plan(turn: Turn) -> tuple[Prompt, list[tuple[str, str]], llm.LLMRequest]:
@@ -268,21 +305,50 @@ async def _stream(turn: Turn, reply: Reply, order: list[tuple[str, str]], reques
                        "No model provider could answer right now; please try again. Your message was kept.")
     except llm.ProviderInterrupted as exc:
         reply.status = "partial" if reply.parts else "failed"
-        reply.error = ("provider_interrupted", f"The model stopped answering ({exc.error.reason}).")
+        reason = llm.public_reason(exc.error.reason)
+        reply.error = ("provider_interrupted", f"The model stopped answering ({reason}).")
+        reply.detail = f"{exc.error.provider}: {exc.error.reason}: {exc.error.message}"[:500]
     finally:
         await llm.close_quietly(items)
 
 
 async def _finish(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None]
                   ) -> str | None:
-    """Store the reply; shielded, so a client that went away still leaves its partial answer."""
+    """Store the reply; shielded, so a client that went away still leaves its partial answer.
+    Returns the message id, or None when it could not be stored (the caller tells the client)."""
     error = None if reply.error is None else f"{reply.error[0]}: {reply.error[1]}"
+    if reply.detail:
+        error = f"{error} [{reply.detail}]"
     _track(turn, reply, timings)
     with anyio.CancelScope(shield=True):
         try:
-            return await run_in_threadpool(_store_reply, conn, turn, reply, timings, error)
+            return await run_in_threadpool(_store_with_retries, conn, turn, reply, timings, error)
         except Exception:
             log.exception("storing the reply of conversation %s failed", turn.conversation_id)
+    return None
+
+
+def _store_with_retries(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None],
+                        error: str | None) -> str | None:
+    """The request's connection first; when it broke (it sat idle while the answer streamed), fresh ones.
+
+    Bounded by CHAT_STORE_ATTEMPTS with a short backoff. finish_turn is keyed by `reply.id`, so an
+    attempt whose commit happened but whose answer was lost is found again, not stored twice.
+    """
+    attempts = get_settings().chat_store_attempts
+    for attempt in range(attempts):
+        try:
+            if attempt == 0 and not conn.broken and not conn.closed:
+                return _store_reply(conn, turn, reply, timings, error)
+            with connect(connect_timeout=STORE_CONNECT_TIMEOUT_S) as fresh:
+                return _store_reply(fresh, turn, reply, timings, error)
+        except (psycopg.OperationalError, ServiceUnavailable) as exc:
+            log.warning("storing the reply of %s failed (attempt %d of %d): %s", turn.conversation_id,
+                        attempt + 1, attempts, type(exc).__name__)
+            if attempt + 1 < attempts:
+                time.sleep(STORE_BACKOFF_S[min(attempt, len(STORE_BACKOFF_S) - 1)])
+    log.error("the reply of conversation %s could not be stored (%s, %d characters)", turn.conversation_id,
+              reply.status, len(reply.text))
     return None
 
 
@@ -291,7 +357,7 @@ def _store_reply(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timing
     message_id = finish_turn(
         conn, workspace_id=turn.input.workspace_id, conversation_id=turn.conversation_id, content=reply.text,
         citations=reply.sources, model=reply.model, provider=reply.provider, failover=reply.failover,
-        usage=reply.usage, timings=timings, status=reply.status, error=error)
+        usage=reply.usage, timings=timings, status=reply.status, error=error, message_id=reply.id)
     if reply.usage:  # partial answers cost tokens too
         try:
             spend.record_usage(conn, turn.input.workspace_id, reply.usage.get("input_tokens", 0),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any, Literal, NamedTuple
 
 import psycopg
@@ -105,7 +106,7 @@ def start_turn(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id
     """
     row = fetch_one(conn, START_TURN, {
         "cid": conversation_id, "ws": workspace_id, "asst": assistant_id, "user": external_user_id,
-        "key": api_key_id, "meta": Jsonb(metadata or {}), "title": user_message[:80],
+        "key": api_key_id, "meta": Jsonb(metadata or {}), "title": (redacted_message or user_message)[:80],
         "create": create_if_missing, "owner_only": owner_only, "content": user_message,
         "redacted": redacted_message, "limit": history_limit})
     if row is None:
@@ -113,18 +114,29 @@ def start_turn(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id
     return TurnStart(row["conversation_id"], row["message_id"], row["history"], row["summary"])
 
 
+# Keyed by an id the caller chose before the first attempt: a retry after an ambiguous commit (the
+# connection dropped before the answer arrived) finds the row it already wrote instead of adding another.
 FINISH_TURN = """
 WITH m AS (
-    INSERT INTO messages (workspace_id, conversation_id, role, content, redacted_content, citations, model,
+    INSERT INTO messages (id, workspace_id, conversation_id, role, content, redacted_content, citations, model,
                           provider, failover, usage, timings, status, error)
-    SELECT c.workspace_id, c.id, %(role)s, %(content)s, %(redacted)s, %(citations)s, %(model)s, %(provider)s,
-           %(failover)s, %(usage)s, %(timings)s, %(status)s, %(error)s
+    SELECT coalesce(%(id)s::text, new_id('msg')), c.workspace_id, c.id, %(role)s, %(content)s, %(redacted)s,
+           %(citations)s, %(model)s, %(provider)s, %(failover)s, %(usage)s, %(timings)s, %(status)s, %(error)s
     FROM conversations c WHERE c.id = %(cid)s AND c.workspace_id = %(ws)s
+    ON CONFLICT (id) DO NOTHING
     RETURNING id, conversation_id
 ), touched AS (
     UPDATE conversations c SET updated_at = now() FROM m WHERE c.id = m.conversation_id
 )
-SELECT id FROM m"""
+SELECT id FROM m
+UNION ALL
+SELECT id FROM messages
+WHERE %(id)s::text IS NOT NULL AND id = %(id)s AND workspace_id = %(ws)s AND conversation_id = %(cid)s"""
+
+
+def new_message_id() -> str:
+    """A message id made before the row exists (the same shape as the database's new_id('msg'))."""
+    return f"msg_{uuid.uuid4().hex}"
 
 
 def add_message(conn: psycopg.Connection[Row], *, workspace_id: str, conversation_id: str,
@@ -133,10 +145,13 @@ def add_message(conn: psycopg.Connection[Row], *, workspace_id: str, conversatio
                 provider: str | None = None, failover: list[dict[str, Any]] | None = None,
                 usage: dict[str, Any] | None = None, timings: dict[str, Any] | None = None,
                 status: Status = "complete", error: str | None = None,
-                redacted_content: str | None = None) -> str:
-    """Append one message to a conversation of this workspace (NotFound otherwise); returns its id."""
+                redacted_content: str | None = None, message_id: str | None = None) -> str:
+    """Append one message to a conversation of this workspace (NotFound otherwise); returns its id.
+
+    With `message_id`, storing the same message again returns the id of the row already stored.
+    """
     row = fetch_one(conn, FINISH_TURN, {
-        "ws": workspace_id, "cid": conversation_id, "role": role, "content": content,
+        "id": message_id, "ws": workspace_id, "cid": conversation_id, "role": role, "content": content,
         "redacted": redacted_content, "citations": Jsonb(citations or []), "model": model,
         "provider": provider, "failover": Jsonb(failover) if failover is not None else None,
         "usage": Jsonb(usage or {}), "timings": Jsonb(timings or {}), "status": status, "error": error})
@@ -151,14 +166,17 @@ def finish_turn(conn: psycopg.Connection[Row], *, workspace_id: str, conversatio
                 provider: str | None = None, failover: list[dict[str, Any]] | None = None,
                 usage: dict[str, Any] | None = None, timings: dict[str, Any] | None = None,
                 status: Status = "complete", error: str | None = None,
-                redacted_content: str | None = None) -> str:
+                redacted_content: str | None = None, message_id: str | None = None) -> str:
     """Store the assistant's reply (complete, partial when the client left, or failed); one statement.
 
-    Raises NotFound when the conversation was deleted while the reply streamed.
+    Idempotent with `message_id` (from new_message_id(), made once per turn): retrying after a dropped
+    connection can't store the reply twice. Raises NotFound when the conversation was deleted while
+    the reply streamed.
     """
     return add_message(conn, workspace_id=workspace_id, conversation_id=conversation_id, role="assistant",
                        content=content, citations=citations, model=model, provider=provider, failover=failover,
-                       usage=usage, timings=timings, status=status, error=error, redacted_content=redacted_content)
+                       usage=usage, timings=timings, status=status, error=error, redacted_content=redacted_content,
+                       message_id=message_id)
 
 
 def create_conversation(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,

@@ -39,10 +39,13 @@ def _connect_kwargs() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def connect() -> Iterator[psycopg.Connection[Row]]:
+def connect(connect_timeout: float | None = None) -> Iterator[psycopg.Connection[Row]]:
     """A connection in autocommit mode; use `with conn.transaction():` for several statements."""
+    kwargs = _connect_kwargs()
+    if connect_timeout is not None:  # a retry inside a request can't wait the default 10 s
+        kwargs["connect_timeout"] = max(1, round(connect_timeout))
     try:
-        conn = psycopg.connect(**_connect_kwargs())
+        conn = psycopg.connect(**kwargs)
     except psycopg.OperationalError as exc:
         log.error("database unreachable: %s", type(exc).__name__)
         raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")

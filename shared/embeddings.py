@@ -1,4 +1,9 @@
-"""OpenAI embeddings: batched to the API limits, retried by the SDK, query vectors cached in Redis."""
+"""OpenAI embeddings: batched to the API limits, query vectors cached in Redis.
+
+Two clients: ingestion's waits long and lets the SDK retry (a job can afford it and is retried as a
+whole anyway); the query path (a chat turn or a search waiting for its first byte) has one budget,
+EMBEDDING_QUERY_TIMEOUT_S, for everything: SDK retries off, our own second attempt only if time is left.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import base64
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from functools import lru_cache
@@ -20,7 +26,9 @@ log = logging.getLogger("dialog_engine.embeddings")
 # OpenAI's limits: 2,048 inputs and 300,000 tokens summed per request, 8,192 tokens per input.
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 250_000  # headroom under 300k: our count is an estimate, not tiktoken
-MAX_RETRIES = 4                   # the SDK retries 429/5xx/timeouts with backoff, honouring Retry-After
+MAX_RETRIES = 4                   # ingestion: the SDK retries 429/5xx/timeouts with backoff, honouring Retry-After
+QUERY_ATTEMPTS = 2                # the query path: a second try only within EMBEDDING_QUERY_TIMEOUT_S
+MIN_ATTEMPT_S = 0.3               # ... and only if at least this much of the budget is left
 QUERY_CACHE_TTL_S = 24 * 3600
 LOCAL_CACHE_SIZE = 256            # per warm instance: a repeated question skips even the Redis round trip
 
@@ -39,6 +47,7 @@ def embeddings_enabled() -> bool:
 def clear_caches() -> None:
     """Forget the client and the local query cache (tests switch servers and keys)."""
     _client.cache_clear()
+    _query_client.cache_clear()
     _recent.clear()
 
 
@@ -50,6 +59,17 @@ def _client() -> Any:
     return OpenAI(api_key=settings.openai_api_key or "unused",
                   base_url=settings.embedding_base_url or settings.openai_base_url or None,
                   max_retries=MAX_RETRIES, timeout=60.0)
+
+
+@lru_cache
+def _query_client() -> Any:
+    from openai import OpenAI
+
+    settings = get_settings()
+    # max_retries=0: the SDK's retries (with its backoff) would run inside our budget loop, unbounded by it.
+    return OpenAI(api_key=settings.openai_api_key or "unused",
+                  base_url=settings.embedding_base_url or settings.openai_base_url or None,
+                  max_retries=0, timeout=settings.embedding_query_timeout_s)
 
 
 def estimate_tokens(text: str) -> int:
@@ -132,15 +152,38 @@ def embed_query(text: str) -> list[float] | None:
                 return _remember(key, _unpack(cached))
         except Exception as exc:  # the cache is an optimisation: never fail a turn over it
             log.warning("query embedding cache read failed: %s", type(exc).__name__)
-    vectors = embed_texts([text])
-    assert vectors is not None
-    vector = vectors[0]
+    vector = _embed_one(text)
     if kv is not None:
         try:
             kv.set(key, _pack(vector), ttl=QUERY_CACHE_TTL_S)
         except Exception as exc:  # as above
             log.warning("query embedding cache write failed: %s", type(exc).__name__)
     return _remember(key, vector)
+
+
+def _embed_one(text: str) -> list[float]:
+    """One query's vector within EMBEDDING_QUERY_TIMEOUT_S; raises the last error when the budget is spent."""
+    settings = get_settings()
+    deadline = time.monotonic() + settings.embedding_query_timeout_s
+    for attempt in range(QUERY_ATTEMPTS):
+        remaining = deadline - time.monotonic()
+        try:
+            reply = _query_client().with_options(timeout=max(remaining, 0.05)).embeddings.create(
+                input=[text or " "], model=settings.embedding_model, dimensions=settings.embedding_dimensions)
+            return list(reply.data[0].embedding)
+        except Exception as exc:
+            left = deadline - time.monotonic()
+            if attempt + 1 >= QUERY_ATTEMPTS or left < MIN_ATTEMPT_S or not _retryable(exc):
+                raise
+            log.warning("query embedding failed (%s); trying once more", type(exc).__name__)
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: Exception) -> bool:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status == 429 or status >= 500
+    return "Timeout" in type(exc).__name__ or "Connection" in type(exc).__name__
 
 
 def _remember(key: str, vector: list[float]) -> list[float]:

@@ -1,13 +1,18 @@
 """Redis for cache, counters and dedup: Upstash over REST in production, plain REDIS_URL for self-hosting.
 
 Both clients are created on first use (they cost import time) and wrapped in the few operations we use,
-so the rest of the code never cares which one is behind.
+so the rest of the code never cares which one is behind. Every call is bounded by REDIS_TIMEOUT_S (the
+Upstash SDK would wait forever), and after a failed call Redis is skipped for REDIS_BREAKER_S: callers
+get ServiceUnavailable at once and degrade (limits fail open, caches miss), so a Redis that is down
+costs a turn one timeout, not one per call.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -21,9 +26,12 @@ COMMAND_ERRORS = {"UpstashError", "ResponseError"}  # Redis answered, and refuse
 class KV:
     """The operations we use, over either client. Values are strings; *_json helpers encode JSON."""
 
-    def __init__(self, client: Any, upstash: bool) -> None:
+    def __init__(self, client: Any, upstash: bool, breaker_s: float = 0.0) -> None:
         self.client = client
         self.upstash = upstash
+        self.breaker_s = breaker_s
+        self._down_until = 0.0
+        self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
         return self._call(self.client.get, key)
@@ -73,12 +81,17 @@ class KV:
         self.set(key, json.dumps(value, default=str, separators=(",", ":")), ttl)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise ServiceUnavailable("Redis is unreachable; try again shortly.", code="redis_unavailable")
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # both clients raise their own transport errors
             if type(exc).__name__ in COMMAND_ERRORS:
                 raise  # a command Redis refused is our bug, not an outage
             log.warning("redis call failed: %s", type(exc).__name__)
+            if self.breaker_s > 0:
+                with self._lock:
+                    self._down_until = time.monotonic() + self.breaker_s
             raise ServiceUnavailable("Redis is unreachable; try again shortly.", code="redis_unavailable") from exc
 
 
@@ -89,13 +102,28 @@ def get_kv() -> KV:
     if settings.upstash_redis_rest_url and settings.upstash_redis_rest_token:
         from upstash_redis import Redis
 
+        # rest_retries=0: one attempt within REDIS_TIMEOUT_S; the breaker, not a retry, handles an outage.
         client = Redis(url=settings.upstash_redis_rest_url, token=settings.upstash_redis_rest_token,
-                       rest_retries=1, rest_retry_interval=0.2, allow_telemetry=False)
-        return KV(client, upstash=True)
+                       rest_retries=0, allow_telemetry=False)
+        _bound_upstash(client, settings.redis_timeout_s)
+        return KV(client, upstash=True, breaker_s=settings.redis_breaker_s)
     if settings.redis_url:
         import redis
 
-        return KV(redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
-                                       socket_connect_timeout=2), upstash=False)
+        timeout = settings.redis_timeout_s
+        plain = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=timeout,
+                                     socket_connect_timeout=timeout)
+        return KV(plain, upstash=False, breaker_s=settings.redis_breaker_s)
     raise ServiceUnavailable("Set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN (or REDIS_URL).",
                              code="redis_not_configured")
+
+
+def _bound_upstash(client: Any, timeout_s: float) -> None:
+    """Give the Upstash SDK's httpx client a timeout: its constructor (upstash-redis 1.8) has no option
+    for one and makes `httpx.Client(timeout=None)`, so a stalled REST endpoint would hold a turn forever."""
+    import httpx
+
+    http = getattr(getattr(client, "_http", None), "_client", None)
+    if not isinstance(http, httpx.Client):  # a future SDK changed its insides: fail loudly in tests
+        raise RuntimeError("upstash_redis.Redis no longer keeps its httpx client at ._http._client")
+    http.timeout = httpx.Timeout(timeout_s)

@@ -34,6 +34,7 @@ COMMON_SHARE = 0.5          # a word in more than half of all chunks is treated 
 COMMON_POSTINGS = 10_000    # ... and so is one in more than this many (its posting list costs milliseconds)
 COMMON_TTL_S = 600
 MAX_COMMON = 500
+EMBED = object()            # retrieve()'s default: embed the query itself
 # Per database: (expires at, lexemes). Statistics, not user data, so sharing them across requests is safe.
 _common: dict[tuple[str, int, str], tuple[float, list[str]]] = {}
 
@@ -67,8 +68,13 @@ def query_words(query: str) -> list[str]:
 
 
 def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str, query: str,
-             top_k: int = 5, min_score: float = 0.0, mode: Mode = "hybrid") -> list[Passage]:
-    """The best `top_k` passages of one assistant for `query`, best first, each scoring at least `min_score`."""
+             top_k: int = 5, min_score: float = 0.0, mode: Mode = "hybrid",
+             query_vector: list[float] | None | object = EMBED) -> list[Passage]:
+    """The best `top_k` passages of one assistant for `query`, best first, each scoring at least `min_score`.
+
+    `query_vector`: the query's vector when the caller embedded it already, None when that failed (keyword
+    search only: never a second wait for an embeddings API that just failed or timed out).
+    """
     query = " ".join(query.split())[:MAX_QUERY_CHARS]
     if not query or top_k < 1:
         return []
@@ -79,7 +85,7 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
     use_keyword = mode in ("keyword", "hybrid")
     vector_cte = EMPTY_VECTOR
     if mode in ("vector", "hybrid"):
-        found = _vector_cte(workspace_id, assistant_id, query, pool, params)
+        found = _vector_cte(workspace_id, assistant_id, query, pool, params, query_vector)
         if found is None:  # embedding failed: answer from keywords rather than fail the turn
             use_keyword = True
         else:
@@ -116,15 +122,20 @@ def common_lexemes(conn: psycopg.Connection[Row]) -> list[str]:
     return lexemes
 
 
-def _vector_cte(workspace_id: str, assistant_id: str, query: str, pool: int, params: dict[str, Any]) -> str | None:
+def _vector_cte(workspace_id: str, assistant_id: str, query: str, pool: int, params: dict[str, Any],
+                query_vector: list[float] | None | object = EMBED) -> str | None:
     from shared.embeddings import embed_query
     from shared.vectors import get_vector_store
 
-    try:
-        vector = embed_query(query)
-    except Exception as exc:  # any provider error: keyword search still answers
-        log.warning("query embedding failed, keyword search only: %s", type(exc).__name__)
-        return None
+    vector: list[float] | None
+    if query_vector is EMBED:
+        try:
+            vector = embed_query(query)
+        except Exception as exc:  # any provider error: keyword search still answers
+            log.warning("query embedding failed, keyword search only: %s", type(exc).__name__)
+            return None
+    else:
+        vector = query_vector  # type: ignore[assignment]  # list or None, per the signature
     if vector is None:
         return None
     store = get_vector_store()

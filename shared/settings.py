@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 20.0
     llm_total_timeout_s: float = 120.0
+    embedding_query_timeout_s: float = Field(default=2.5, gt=0, description=(
+        "All a chat turn waits for its query embedding (attempts included); then keyword retrieval"))
+    chat_store_attempts: int = Field(default=3, ge=1, le=10, description=(
+        "Tries to store a reply, on a fresh connection after the first; then done says store_failed"))
+    redis_timeout_s: float = Field(default=1.0, gt=0, description="Per Redis call (Upstash REST or REDIS_URL)")
+    redis_breaker_s: float = Field(default=3.0, ge=0, description=(
+        "After a Redis call failed, calls fail at once for this long (0 = off), so an outage costs one timeout"))
 
     # Limits.
     max_body_bytes: int = Field(default=1_000_000, description="Largest JSON body a route accepts (413 above)")

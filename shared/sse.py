@@ -86,7 +86,8 @@ async def ui_message_chunks(events: AsyncIterator[Event]) -> AsyncIterator[dict[
         elif name == "done":
             yield {"type": "finish", "messageMetadata": {
                 "message_id": data["message_id"], "status": data["status"], "provider": data["provider"],
-                "model": data["model"], "usage": data["usage"], "timings": data["timings"]}}
+                "model": data["model"], "usage": data["usage"], "timings": data["timings"],
+                "stored": data.get("stored", True)}}
 
 
 def source_chunk(source: dict[str, Any]) -> dict[str, Any]:

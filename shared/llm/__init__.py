@@ -208,6 +208,33 @@ async def close_quietly(resource: Any) -> None:
         await (resource.aclose() if hasattr(resource, "aclose") else resource.close())
 
 
+# What clients see of a failover: the provider and one of these codes. The provider's own error text
+# (hostnames, masked keys, request ids) stays in the stored message's `failover` for admins.
+PUBLIC_REASONS = {"http_429": "rate_limited", "rate_limit_error": "rate_limited", "http_529": "overloaded",
+                  "overloaded_error": "overloaded", "http_408": "timeout", "timeout": "timeout",
+                  "first_token_timeout": "timeout", "total_timeout": "timeout", "connection_error": "unreachable",
+                  "http_401": "auth_error", "http_403": "auth_error", "authentication_error": "auth_error",
+                  "permission_error": "auth_error", "api_error": "server_error", "client_error": "internal_error"}
+
+
+def public_reason(reason: str) -> str:
+    """A provider failure reason as a coarse code: rate_limited, overloaded, timeout, unreachable,
+    auth_error, server_error, request_rejected or internal_error."""
+    if reason in PUBLIC_REASONS:
+        return PUBLIC_REASONS[reason]
+    if reason.startswith("http_5"):
+        return "server_error"
+    if reason.startswith("http_4"):
+        return "request_rejected"
+    return "server_error" if reason.endswith("_error") else "internal_error"
+
+
+def public_failover(failures: list[dict[str, Any]] | None) -> list[dict[str, str]]:
+    """Failover records as clients may see them: [{provider, reason}] with coarse reasons."""
+    return [{"provider": str(f.get("provider")), "reason": public_reason(str(f.get("reason", "")))}
+            for f in failures or []]
+
+
 def classify(provider: str, exc: Exception) -> ProviderError:
     """An SDK exception (openai and anthropic share the class names) as a ProviderError."""
     kind = type(exc).__name__

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from scripts._serve import serve_in_thread
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.fault_proxy import FaultProxy
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -69,6 +70,20 @@ def anthropic_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeAnthropic
     monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
     _conftest().clear_caches()
     return fake
+
+
+@pytest.fixture
+def redis_proxy(engine: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A FaultProxy in front of the Upstash REST stand-in, configured as the engine's Redis."""
+    import os
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ["UPSTASH_REDIS_REST_URL"])
+    proxy = FaultProxy(url.hostname or "127.0.0.1", url.port or 80)
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", f"{url.scheme}://127.0.0.1:{proxy.port}")
+    _conftest().clear_caches()
+    yield proxy
+    proxy.stop()
 
 
 def make_assistant(conn: Any, workspace_id: str, name: str = "Helper", allowed_origins: list[str] | None = None,

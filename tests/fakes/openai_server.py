@@ -3,13 +3,16 @@
 Each test scripts what the next requests get: `fail(status)` (an OpenAI error body), `hang(seconds)`
 (no answer at all: a timeout before the first token), `break_after(n)` (n chunks, then the connection
 drops). Otherwise it streams `reply` (a string, or a function of the request body) in small pieces,
-`delay` seconds apart. `requests` records every body it was sent.
+`delay` seconds apart. `requests` records every body it was sent. `faults` (a FaultPlan) makes every
+request fail at random instead, for the fault suite. Embeddings: `embedding_status` (every request
+answers it) and `embedding_hang` (seconds before answering); `embedding_attempts` counts every call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +26,25 @@ from starlette.routing import Route
 Reply = str | Callable[[dict[str, Any]], str]
 
 
+class FaultPlan:
+    """Random failures with a seeded RNG: each request fails with probability `rate`, as one of `kinds`
+    ("5xx", "529", "429", "drop": the stream breaks off after a few chunks)."""
+
+    def __init__(self, seed: int, rate: float, kinds: tuple[str, ...] = ("5xx", "529", "429", "drop")) -> None:
+        self.random = random.Random(seed)
+        self.rate, self.kinds = rate, kinds
+        self._lock = threading.Lock()
+
+    def draw(self) -> tuple[str, Any]:
+        with self._lock:
+            if self.random.random() >= self.rate:
+                return "ok", None
+            kind = self.random.choice(self.kinds)
+            if kind == "drop":
+                return "break", self.random.randint(1, 4)
+            return "status", {"5xx": self.random.choice([500, 502, 503]), "529": 529, "429": 429}[kind]
+
+
 class Script:
     """The per-test behaviour both model stand-ins share."""
 
@@ -34,6 +56,7 @@ class Script:
         self.delay = 0.0
         self._plan: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
+        self.faults: FaultPlan | None = None
 
     def reset(self) -> None:
         with self._lock:
@@ -42,6 +65,10 @@ class Script:
             self.headers.clear()
             self._plan.clear()
         self.reply, self.chunk_chars, self.delay = "Hello from the model.", 6, 0.0
+        self.faults = None
+        self.embedding_status: int | None = None
+        self.embedding_hang = 0.0
+        self.embedding_attempts = 0
 
     def fail(self, status: int, times: int = 1) -> None:
         self._plan += [("status", status)] * times
@@ -56,7 +83,9 @@ class Script:
         with self._lock:
             self.requests.append(body)
             self.headers.append(dict(request.headers))
-            return self._plan.pop(0) if self._plan else ("ok", None)
+            if self._plan:
+                return self._plan.pop(0)
+        return self.faults.draw() if self.faults is not None else ("ok", None)
 
     def text_for(self, body: dict[str, Any]) -> str:
         return self.reply(body) if callable(self.reply) else self.reply
@@ -70,6 +99,9 @@ class FakeOpenAI(Script):
         super().__init__()
         self.api_key = api_key
         self.embedding_requests: list[list[str]] = []
+        self.embedding_status: int | None = None
+        self.embedding_hang = 0.0
+        self.embedding_attempts = 0
         self.app = Starlette(routes=[Route("/v1/chat/completions", self.completions, methods=["POST"]),
                                      Route("/v1/embeddings", self.embeddings, methods=["POST"])])
 
@@ -121,6 +153,11 @@ class FakeOpenAI(Script):
         from tests.fakes.embeddings_server import embed
 
         body = await request.json()
+        self.embedding_attempts += 1
+        if self.embedding_hang:
+            await asyncio.sleep(self.embedding_hang)
+        if self.embedding_status is not None:
+            return error(self.embedding_status, "The embeddings service had an error.", "server_error")
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         self.embedding_requests.append(inputs)
         dims = body.get("dimensions") or 1536
