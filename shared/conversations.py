@@ -18,7 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared.db import Row, fetch_all, fetch_one
-from shared.errors import NotFound, ServiceUnavailable
+from shared.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
 from shared.kv import get_kv
 from shared.metrics import count_cache
 
@@ -62,18 +62,22 @@ HISTORY_ROWS = """
 
 START_TURN = """
 WITH ins AS (
-    INSERT INTO conversations AS c (id, workspace_id, assistant_id, external_user_id, api_key_id, metadata, title)
-    SELECT coalesce(%(cid)s::text, new_id('conv')), %(ws)s, %(asst)s, %(user)s, %(key)s, %(meta)s, %(title)s
+    INSERT INTO conversations AS c (id, workspace_id, assistant_id, external_user_id, api_key_id, visitor_id,
+                                    metadata, title)
+    SELECT coalesce(%(cid)s::text, new_id('conv')), %(ws)s, %(asst)s, %(user)s, %(key)s, %(visitor)s, %(meta)s,
+           %(title)s
     WHERE %(cid)s::text IS NULL OR %(create)s::boolean
     ON CONFLICT (id) DO UPDATE SET updated_at = now(), metadata = c.metadata || EXCLUDED.metadata
         WHERE c.workspace_id = EXCLUDED.workspace_id AND c.assistant_id = EXCLUDED.assistant_id
-          AND (NOT %(owner_only)s::boolean OR c.api_key_id IS NOT DISTINCT FROM EXCLUDED.api_key_id)
+          AND (NOT %(owner_only)s::boolean OR (c.api_key_id IS NOT DISTINCT FROM EXCLUDED.api_key_id
+                                               AND c.visitor_id IS NOT DISTINCT FROM EXCLUDED.visitor_id))
     RETURNING c.id, c.summary, c.summary_through
 ), upd AS (
     UPDATE conversations c SET updated_at = now(), metadata = c.metadata || %(meta)s
     WHERE %(cid)s::text IS NOT NULL AND NOT %(create)s::boolean
       AND c.id = %(cid)s AND c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s
-      AND (NOT %(owner_only)s::boolean OR c.api_key_id IS NOT DISTINCT FROM %(key)s::text)
+      AND (NOT %(owner_only)s::boolean OR (c.api_key_id IS NOT DISTINCT FROM %(key)s::text
+                                           AND c.visitor_id IS NOT DISTINCT FROM %(visitor)s::text))
     RETURNING c.id, c.summary, c.summary_through
 ), conv AS (
     SELECT * FROM ins UNION ALL SELECT * FROM upd
@@ -93,24 +97,61 @@ FROM conv, msg"""
 def start_turn(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,
                conversation_id: str | None, user_message: str, external_user_id: str | None = None,
                metadata: dict[str, Any] | None = None, api_key_id: str | None = None,
-               owner_only: bool = False, create_if_missing: bool = False,
+               owner_only: bool = False, create_if_missing: bool = False, visitor_id: str | None = None,
                redacted_message: str | None = None, history_limit: int = HISTORY_LIMIT) -> TurnStart:
     """Store the user's message and return what the prompt needs, in ONE statement.
 
     `conversation_id=None` starts a conversation (titled after the first message). An id of another
-    workspace or assistant, or (with `owner_only`, for chat keys) one another key started, raises
-    NotFound; so does an unknown id unless `create_if_missing` (the AI SDK names new chats itself).
-    `metadata` is merged into the conversation's. `redacted_message` is what models may see when PII
-    was removed. The returned history excludes the new message and anything the summary covers.
+    workspace or assistant, or (with `owner_only`, for chat keys) one another key or another visitor
+    (`visitor_id`) started, raises NotFound; so does an unknown id unless `create_if_missing` (the AI
+    SDK names new chats itself). `metadata` (bounded: check_metadata) is merged into the conversation's.
+    `redacted_message` is what models may see when PII was removed. The returned history excludes the
+    new message and anything the summary covers.
     """
+    check_metadata(metadata)
+    if metadata and conversation_id:
+        _check_merged_metadata(conn, workspace_id, conversation_id, metadata,
+                               (api_key_id, visitor_id) if owner_only else None)
     row = fetch_one(conn, START_TURN, {
         "cid": conversation_id, "ws": workspace_id, "asst": assistant_id, "user": external_user_id,
-        "key": api_key_id, "meta": Jsonb(metadata or {}), "title": user_message[:80],
+        "key": api_key_id, "visitor": visitor_id, "meta": Jsonb(metadata or {}), "title": user_message[:80],
         "create": create_if_missing, "owner_only": owner_only, "content": user_message,
         "redacted": redacted_message, "limit": history_limit})
     if row is None:
         raise NotFound("No such conversation for this assistant.", code="conversation_not_found")
     return TurnStart(row["conversation_id"], row["message_id"], row["history"], row["summary"])
+
+
+# A conversation's metadata is kept forever and sent by public keys: keep it small.
+MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_BYTES = 20, 64, 4096
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> None:
+    """Refuse metadata past the bounds: 413 for its size, 422 for too many or too long keys."""
+    if not metadata:
+        return
+    long_keys = [k for k in metadata if len(k) > MAX_METADATA_KEY_CHARS]
+    if len(metadata) > MAX_METADATA_KEYS or long_keys:
+        raise Unprocessable(f"metadata may have at most {MAX_METADATA_KEYS} keys of at most "
+                            f"{MAX_METADATA_KEY_CHARS} characters.", code="metadata_invalid",
+                            details=[{"field": "metadata", "problem": "too many or too long keys",
+                                      "max_keys": MAX_METADATA_KEYS, "keys": len(metadata)}])
+    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise PayloadTooLarge(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}.",
+                              code="metadata_too_large", details={"max_bytes": MAX_METADATA_BYTES, "bytes": size})
+
+
+def _check_merged_metadata(conn: psycopg.Connection[Row], workspace_id: str, conversation_id: str,
+                           metadata: dict[str, Any], owner: tuple[str | None, str | None] | None) -> None:
+    # Turn after turn, new keys would pile up: the merged result must fit the same bounds.
+    key, visitor = owner or (None, None)
+    row = fetch_one(conn, """SELECT metadata FROM conversations WHERE id = %s AND workspace_id = %s
+                             AND (NOT %s OR (api_key_id IS NOT DISTINCT FROM %s::text
+                                             AND visitor_id IS NOT DISTINCT FROM %s::text))""",
+                    (conversation_id, workspace_id, owner is not None, key, visitor))
+    if row is not None:
+        check_metadata({**row["metadata"], **metadata})
 
 
 FINISH_TURN = """
