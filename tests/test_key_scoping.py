@@ -115,8 +115,8 @@ def test_migration_scopes_existing_chat_keys_to_the_assistants_they_used(stack) 
                 conn.execute("INSERT INTO assistants (id, workspace_id, name, template_id) "
                              "VALUES (%s, 'ws_1', %s, 'default')", (assistant, assistant))
             for key, scope in (("key_widget", "chat"), ("key_unused", "chat"), ("key_admin", "admin")):
-                conn.execute("INSERT INTO api_keys (id, workspace_id, prefix, hash, scope) VALUES (%s, 'ws_1', 'p', %s, %s)",
-                             (key, key, scope))
+                conn.execute("INSERT INTO api_keys (id, workspace_id, prefix, hash, scope) "
+                             "VALUES (%s, 'ws_1', 'p', %s, %s)", (key, key, scope))
             conn.execute("INSERT INTO conversations (workspace_id, assistant_id, api_key_id) "
                          "VALUES ('ws_1', 'asst_public', 'key_widget')")
             _apply(conn, "0003")

@@ -28,12 +28,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tests.fakes.chat_fixtures import make_assistant
-
 from scripts.__main__ import main as cli
 from scripts._serve import serve_in_thread
 from shared.auth import AnyKey
 from shared.http import create_app
+from tests.fakes.chat_fixtures import make_assistant
 
 FAKES = Path(__file__).parent / "fakes"
 REAL = json.loads((FAKES / "nextauth_tokens.json").read_text())

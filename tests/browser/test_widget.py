@@ -219,9 +219,10 @@ def test_widget_sends_a_signed_user_id_and_anonymous_visitors_keep_their_own_tok
     admin, assistant, _ = setup_assistant(engine, page_server.url)
     created = admin.post("/api/keys", json={"scope": "chat", "assistant_ids": [assistant["id"]]}).json()
     user_hash = hmac.new(created["identity_secret"].encode(), b"cust-7", hashlib.sha256).hexdigest()
-    signed_tag = (f'<script src="{engine.url}/widget.js" data-assistant="{assistant["id"]}" data-key="{created["key"]}" '
-                  f'data-user-id="cust-7" data-user-hash="{user_hash}"></script>')
-    page_server.html = PAGE.format(api=engine.url, assistant="", key="").split("<script")[0] + signed_tag + "</body></html>"
+    signed_tag = (f'<script src="{engine.url}/widget.js" data-assistant="{assistant["id"]}" '
+                  f'data-key="{created["key"]}" data-user-id="cust-7" data-user-hash="{user_hash}"></script>')
+    host = PAGE.format(api=engine.url, assistant="", key="").split("<script")[0]
+    page_server.html = host + signed_tag + "</body></html>"
     page = browser().new_page()
     page.goto(page_server.url + "/")
     page.get_by_role("button", name="Chat öffnen").click()

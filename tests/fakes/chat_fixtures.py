@@ -148,4 +148,5 @@ def signed_in(secret: str, user_id: str) -> dict[str, str]:
     import hashlib
     import hmac
 
-    return {"x-user-id": user_id, "x-user-hash": hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()}
+    signature = hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+    return {"x-user-id": user_id, "x-user-hash": signature}

@@ -37,7 +37,8 @@ class Records:
     secrets: list[str] = field(default_factory=list)
 
     def ids(self) -> dict[str, str]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, str) and v and k not in ("admin_key", "chat_key", "visitor_token")}
+        secret = ("admin_key", "chat_key", "visitor_token")
+        return {k: v for k, v in vars(self).items() if isinstance(v, str) and v and k not in secret}
 
 
 def _ok(reply: Any, *statuses: int) -> dict[str, Any]:
