@@ -118,7 +118,7 @@ async def chat_turn(request: Request, started: Started, principal: AnyKey, conn:
         error = result["error"] or {"code": "failed", "message": "The turn failed."}
         return json_error(503, error["code"], error["message"], details={
             "conversation_id": result["conversation_id"], "user_message_id": result["user_message_id"],
-            "message_id": result["message_id"]})
+            "message_id": result["message_id"]}, headers=_headers(prepared))
     return JSONResponse(result, headers=_headers(prepared))
 
 

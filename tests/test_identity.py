@@ -224,3 +224,9 @@ def test_metadata_from_public_keys_is_bounded(engine) -> None:
     assert len(stored["metadata"]) == 15 and stored["message_count"] == 2
     fits = turn(client, assistant, conversation_id=conversation, metadata={"a1": "changed", "b1": 1})
     assert fits.status_code == 200
+
+
+def test_identity_secrets_never_reach_the_logs() -> None:
+    from shared.observability import scrub
+
+    assert "abcdefghij" not in scrub("rotated to de_idsec_abcdefghij1234")
