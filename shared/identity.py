@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.auth import Principal
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, Unauthorized, Unprocessable
 
 TOKEN_VERSION = "vt1"
+MAX_USER_ID_CHARS = 200
 VISITOR_TOKEN_HEADER = "x-visitor-token"
 
 
@@ -65,7 +66,8 @@ def visitor_from_token(principal: Principal, token: str | None) -> str | None:
     if len(parts) != 3 or parts[0] != TOKEN_VERSION or not parts[1]:
         return None
     expected = _sign(principal.visitor_secret, principal.key_id or "", parts[1])
-    return f"anon:{parts[1]}" if hmac.compare_digest(expected, parts[2]) else None
+    # Bytes: compare_digest refuses non-ASCII str, and a header may carry anything.
+    return f"anon:{parts[1]}" if hmac.compare_digest(expected.encode(), parts[2].encode()) else None
 
 
 def resolve_visitor(principal: Principal, *, user_id: str | None, user_hash_given: str | None,
@@ -79,7 +81,11 @@ def resolve_visitor(principal: Principal, *, user_id: str | None, user_hash_give
                             "before sending user_hash.", code="identity_verification_not_enabled")
         if not user_id:
             raise Unauthorized("user_hash was sent without the user_id it signs.", code="user_id_required")
-        if not hmac.compare_digest(user_hash(principal.identity_secret, user_id), user_hash_given.strip().lower()):
+        if len(user_id) > MAX_USER_ID_CHARS:
+            raise Unprocessable(f"user_id may be at most {MAX_USER_ID_CHARS} characters.", code="user_id_too_long",
+                                details=[{"field": "user_id", "problem": "too long", "max_chars": MAX_USER_ID_CHARS}])
+        expected = user_hash(principal.identity_secret, user_id).encode()
+        if not hmac.compare_digest(expected, user_hash_given.strip().lower().encode()):
             raise Unauthorized("user_hash does not match user_id: compute hex HMAC-SHA256(identity secret, user_id) "
                                "on your server.", code="invalid_user_hash")
         return Visitor(id=f"user:{user_id}", verified=True, user_id=user_id)

@@ -230,3 +230,19 @@ def test_identity_secrets_never_reach_the_logs() -> None:
     from shared.observability import scrub
 
     assert "abcdefghij" not in scrub("rotated to de_idsec_abcdefghij1234")
+
+
+def test_odd_identity_headers_get_clear_answers_never_500(engine) -> None:
+    _, _, assistant, created = setup(engine)
+    secret = created["identity_secret"]
+    client = engine.client(created["key"])
+    odd_hash = client.get("/api/conversations/conv_x", headers={"x-user-id": "u1", "x-user-hash": "ä".encode()})
+    assert odd_hash.status_code == 401 and odd_hash.json()["error"]["code"] == "invalid_user_hash"
+    odd_token = client.get("/api/conversations/conv_x", headers={"x-visitor-token": "vt1.a.ä".encode()})
+    assert odd_token.status_code == 404
+    long_id = "u" * 201
+    too_long = client.get("/api/conversations/conv_x", headers={"x-user-id": long_id,
+                                                                "x-user-hash": sign(secret, long_id)})
+    assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "user_id_too_long"
+    no_id = turn(client, assistant, user_hash=sign(secret, "u1"))
+    assert no_id.status_code == 401 and no_id.json()["error"]["code"] == "user_id_required"
