@@ -140,6 +140,7 @@ def read(assistant_id: str, principal: AdminKey, conn: Db) -> AssistantPublic:
 @app.get("/api/assistants/{assistant_id}/public", response_model=AssistantWidget,
          summary="Name, greeting, suggested questions and language (any key)")
 def read_public(assistant_id: str, principal: AnyKey, conn: Db, request: Request) -> AssistantWidget:
+    principal.check_assistant(assistant_id)  # a chat key reaches only the assistants it was made for
     assistant = assistants.get_assistant(conn, principal.workspace_id, assistant_id)
     origin = request.headers.get("origin")
     if origin and assistant.allowed_origins and origin.rstrip("/").lower() not in assistant.allowed_origins:

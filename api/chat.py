@@ -23,6 +23,7 @@ from shared.auth import AnyKey, Db, Principal
 from shared.chat import Started
 from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
 from shared.http import create_app, json_error
+from shared.identity import visitor_for_request, visitor_headers, with_visitor_token
 from shared.settings import get_settings
 from shared.sse import (
     SSE_HEADERS,
@@ -46,7 +47,10 @@ class ChatRequest(BaseModel):
     conversation_id: Id | None = Field(default=None, description="Continue this conversation; omit to start one")
     message: str = Field(min_length=1)
     user_id: str | None = Field(default=None, max_length=200, description="Your id for the end user")
-    metadata: dict[str, Any] | None = Field(default=None, description="Merged into the conversation's metadata")
+    user_hash: str | None = Field(default=None, max_length=128,
+                                  description="Chat keys: hex HMAC-SHA256(identity secret, user_id) from your server")
+    metadata: dict[str, Any] | None = Field(default=None, description="Merged into the conversation's metadata "
+                                                                      "(at most 20 keys, 4 KB)")
     stream: bool = Field(default=True, description="false: one JSON answer instead of SSE")
 
 
@@ -75,6 +79,7 @@ class UIChatRequest(BaseModel):
     trigger: str | None = None
     assistant_id: Id | None = None
     user_id: str | None = Field(default=None, max_length=200)
+    user_hash: str | None = Field(default=None, max_length=128)
     metadata: dict[str, Any] | None = None
 
 
@@ -95,25 +100,30 @@ async def chat_turn(request: Request, started: Started, principal: AnyKey, conn:
                                 code="assistant_id_required", details=[{"field": "assistant_id",
                                                                         "problem": "missing"}])
         turn = _turn_input(request, principal, started, assistant_id=assistant_id, message=_last_user_text(ui),
-                           conversation_id=ui.id, user_id=ui.user_id, metadata=ui.metadata)
+                           conversation_id=ui.id, user_id=ui.user_id, user_hash=ui.user_hash, metadata=ui.metadata)
         turn.create_if_missing = True
         prepared = await chat.prepare(conn, turn)
         return EventStreamResponse(relay(chat.run(conn, prepared), ui_message_stream),
-                                   headers={**UI_STREAM_HEADERS, "x-conversation-id": prepared.conversation_id})
+                                   headers={**UI_STREAM_HEADERS, **_headers(prepared)})
     req = _parse(ChatRequest, body)
     turn = _turn_input(request, principal, started, assistant_id=req.assistant_id, message=req.message,
-                       conversation_id=req.conversation_id, user_id=req.user_id, metadata=req.metadata)
+                       conversation_id=req.conversation_id, user_id=req.user_id, user_hash=req.user_hash,
+                       metadata=req.metadata)
     prepared = await chat.prepare(conn, turn)
     if req.stream:
-        return EventStreamResponse(relay(chat.run(conn, prepared), native_events),
-                                   headers={**SSE_HEADERS, "x-conversation-id": prepared.conversation_id})
-    result = await chat.collect(chat.run(conn, prepared))
+        return EventStreamResponse(relay(with_visitor_token(chat.run(conn, prepared), turn.visitor), native_events),
+                                   headers={**SSE_HEADERS, **_headers(prepared)})
+    result = await chat.collect(with_visitor_token(chat.run(conn, prepared), turn.visitor))
     if result["status"] == "failed":
         error = result["error"] or {"code": "failed", "message": "The turn failed."}
         return json_error(503, error["code"], error["message"], details={
             "conversation_id": result["conversation_id"], "user_message_id": result["user_message_id"],
-            "message_id": result["message_id"]})
-    return JSONResponse(result, headers={"x-conversation-id": prepared.conversation_id})
+            "message_id": result["message_id"]}, headers=_headers(prepared))
+    return JSONResponse(result, headers=_headers(prepared))
+
+
+def _headers(prepared: chat.Turn) -> dict[str, str]:
+    return {"x-conversation-id": prepared.conversation_id, **visitor_headers(prepared.input.visitor)}
 
 
 @app.get("/api/chat/{chat_id}/stream", status_code=204, summary="AI SDK stream resumption: nothing to resume")
@@ -123,7 +133,8 @@ def resume(chat_id: str, principal: AnyKey) -> Response:
 
 
 def _turn_input(request: Request, principal: Principal, started: float, *, assistant_id: str, message: str,
-                conversation_id: str | None, user_id: str | None, metadata: dict[str, Any] | None) -> chat.TurnInput:
+                conversation_id: str | None, user_id: str | None, user_hash: str | None,
+                metadata: dict[str, Any] | None) -> chat.TurnInput:
     limit = get_settings().max_message_chars
     if len(message) > limit:
         raise PayloadTooLarge(f"The message is {len(message)} characters long; the limit is {limit}.",
@@ -131,10 +142,12 @@ def _turn_input(request: Request, principal: Principal, started: float, *, assis
     if not message.strip():
         raise Unprocessable("The message is empty.", code="empty_message",
                             details=[{"field": "message", "problem": "empty"}])
+    # Chat keys: only a verified user id names the end user; otherwise the engine's visitor id does.
+    visitor = visitor_for_request(request, principal, user_id=user_id, user_hash_given=user_hash)
     return chat.TurnInput(workspace_id=principal.workspace_id, assistant_id=assistant_id, message=message,
-                          conversation_id=conversation_id, external_user_id=user_id, metadata=metadata,
-                          api_key_id=principal.owner, owner_only=principal.scope == "chat",
-                          principal=principal, client_ip=chat.client_ip(request),
+                          conversation_id=conversation_id, external_user_id=visitor.user_id if visitor else user_id,
+                          metadata=metadata, api_key_id=principal.owner, owner_only=principal.scope == "chat",
+                          principal=principal, client_ip=chat.client_ip(request), visitor=visitor,
                           origin=request.headers.get("origin"), host=request.headers.get("host"), started=started)
 
 

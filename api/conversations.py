@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Query
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
 from pydantic import BaseModel, Field
@@ -18,6 +18,7 @@ from shared.conversations import delete_conversation
 from shared.db import Row
 from shared.errors import Unprocessable
 from shared.http import create_app
+from shared.identity import visitor_for_request
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 
 app = create_app("conversations", description="Stored conversations: read, export and delete them.")
@@ -77,13 +78,17 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def _owned(principal: Principal) -> str | None:
-    """Chat keys read only the conversations they started; admin keys read the whole workspace."""
-    return None if principal.is_admin else principal.owner or ""
+def _get(conn: Db, request: Request, principal: Principal, conversation_id: str) -> Row:
+    """Chat keys read only their own visitor's conversations with their assistants; admin keys read all."""
+    if principal.is_admin:
+        return transcripts.get_conversation(conn, principal.workspace_id, conversation_id)
+    visitor = visitor_for_request(request, principal)
+    return transcripts.get_conversation(conn, principal.workspace_id, conversation_id, principal.owner or "",
+                                        visitor.id if visitor else None, principal.assistant_ids)
 
 
-def _full(conn: Db, principal: Principal, conversation_id: str) -> ConversationWithMessages:
-    row = transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
+def _full(conn: Db, request: Request, principal: Principal, conversation_id: str) -> ConversationWithMessages:
+    row = _get(conn, request, principal, conversation_id)
     messages = [MessagePublic(**m)
                 for m in transcripts.get_messages(conn, conversation_id, original=principal.is_admin)]
     return ConversationWithMessages(messages=messages, **public(row).model_dump())
@@ -110,16 +115,16 @@ def list_conversations(
 
 
 @app.get("/api/conversations/{conversation_id}", response_model=ConversationWithMessages,
-         summary="Read a conversation with its messages (chat keys: only those they started)")
-def read(conversation_id: str, principal: AnyKey, conn: Db) -> ConversationWithMessages:
-    return _full(conn, principal, conversation_id)
+         summary="Read a conversation with its messages (chat keys: only their visitor's)")
+def read(conversation_id: str, request: Request, principal: AnyKey, conn: Db) -> ConversationWithMessages:
+    return _full(conn, request, principal, conversation_id)
 
 
 @app.get("/api/conversations/{conversation_id}/messages", response_model=MessagesPublic,
          summary="A conversation's messages in order, page by page")
-def messages(conversation_id: str, principal: AnyKey, conn: Db, limit: Limit = 100,
+def messages(conversation_id: str, request: Request, principal: AnyKey, conn: Db, limit: Limit = 100,
              cursor: Cursor = None) -> MessagesPublic:
-    transcripts.get_conversation(conn, principal.workspace_id, conversation_id, _owned(principal))
+    _get(conn, request, principal, conversation_id)
     after = decode_cursor(cursor, "int")[0] if cursor else 0
     rows, next_cursor = page(transcripts.get_messages(conn, conversation_id, after_seq=after, limit=limit + 1,
                                                           original=principal.is_admin),
@@ -129,9 +134,9 @@ def messages(conversation_id: str, principal: AnyKey, conn: Db, limit: Limit = 1
 
 @app.get("/api/conversations/{conversation_id}/export", summary="Download as JSON or Markdown",
          responses={200: {"content": {"application/json": {}, "text/markdown": {}}}})
-def export(conversation_id: str, principal: AnyKey, conn: Db,
+def export(conversation_id: str, request: Request, principal: AnyKey, conn: Db,
            format: Literal["json", "markdown"] = "json") -> Response:
-    full = _full(conn, principal, conversation_id)
+    full = _full(conn, request, principal, conversation_id)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", full.id)  # client-chosen ids must not break the header
     if format == "markdown":
         body = transcripts.to_markdown(full.model_dump(), [m.model_dump() for m in full.messages])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,7 @@ from shared.auth import AdminKey, AnyKey, Db
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound, Unprocessable
 from shared.http import create_app
+from shared.identity import visitor_for_request
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 
 app = create_app("feedback", description="What end users thought of the answers.")
@@ -57,12 +58,17 @@ def public(row: Row) -> FeedbackPublic:
 
 @app.post("/api/feedback", status_code=201, response_model=FeedbackPublic,
           summary="Rate a reply (one rating per message: sending again replaces it)")
-def give(body: FeedbackCreate, principal: AnyKey, conn: Db, response: Response) -> FeedbackPublic:
-    # Chat keys may rate only replies in conversations they started.
+def give(body: FeedbackCreate, request: Request, principal: AnyKey, conn: Db, response: Response) -> FeedbackPublic:
+    # Chat keys may rate only replies in their own visitor's conversations, with their own assistants.
+    owner = None if principal.is_admin else principal.owner
+    visitor = None if principal.is_admin else visitor_for_request(request, principal)
+    reachable = list(principal.assistant_ids) if principal.assistant_ids is not None else None
     message = fetch_one(conn, """
         SELECT m.id, m.role, c.assistant_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
-        WHERE m.id = %s AND m.workspace_id = %s AND (%s::text IS NULL OR c.api_key_id = %s::text)""",
-        (body.message_id, principal.workspace_id, *([None] * 2 if principal.is_admin else [principal.owner] * 2)))
+        WHERE m.id = %s AND m.workspace_id = %s
+          AND (%s::text IS NULL OR (c.api_key_id = %s::text AND c.visitor_id IS NOT DISTINCT FROM %s::text))
+          AND (%s::text[] IS NULL OR c.assistant_id = ANY(%s::text[]))""",
+        (body.message_id, principal.workspace_id, owner, owner, visitor.id if visitor else None, reachable, reachable))
     if message is None:
         raise NotFound("No such message in this workspace.", code="message_not_found")
     if message["role"] != "assistant":

@@ -24,11 +24,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from shared import chat
-from shared.auth import AnyKey, Db
+from shared.auth import AnyKey, Db, Principal
 from shared.chat import Started
 from shared.db import fetch_all
 from shared.errors import AppError, BadRequest, NotFound
 from shared.http import HTTP_CODES, create_app
+from shared.identity import VISITOR_TOKEN_HEADER, visitor_for_request, visitor_headers
 from shared.llm import close_quietly
 from shared.settings import get_settings
 from shared.sse import SSE_HEADERS, EventStreamResponse, data_line, relay
@@ -39,8 +40,9 @@ app = create_app("OpenAI-compatible", description=(
     "to continue a stored conversation; answers carry `conversation_id` and `citations` "
     "([{index, title, url, chunk_id, quote, score}]) on the completion or on the stream's finishing chunk."))
 app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_methods=["GET", "POST", "OPTIONS"],
-                   allow_headers=["authorization", "content-type", "x-api-key", "x-conversation-id"],
-                   expose_headers=["x-conversation-id"], max_age=600)
+                   allow_headers=["authorization", "content-type", "x-api-key", "x-conversation-id", "x-user-id",
+                                  "x-user-hash", VISITOR_TOKEN_HEADER],
+                   expose_headers=["x-conversation-id", VISITOR_TOKEN_HEADER], max_age=600)
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -103,6 +105,8 @@ class CompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=1, description="One choice only")
     user: str | None = Field(default=None, max_length=200)
+    user_hash: str | None = Field(default=None, max_length=128,
+                                  description="Extra, chat keys: hex HMAC-SHA256(identity secret, user)")
     metadata: dict[str, Any] | None = None
     conversation_id: Id | None = Field(default=None, description="Extra: continue this stored conversation")
 
@@ -125,11 +129,12 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
     conversation_id = body.conversation_id or request.headers.get("x-conversation-id") or None
     history = None if conversation_id else [
         {"role": m.role, "content": m.text()} for m in body.messages[:-1] if m.role in ("user", "assistant")]
+    visitor = visitor_for_request(request, principal, user_id=body.user, user_hash_given=body.user_hash)
     turn = chat.TurnInput(
         workspace_id=principal.workspace_id, assistant_id=body.model, message=last.text(),
-        conversation_id=conversation_id, external_user_id=body.user, metadata=body.metadata,
-        api_key_id=principal.owner, owner_only=principal.scope == "chat", principal=principal,
-        client_ip=chat.client_ip(request), history=history,
+        conversation_id=conversation_id, external_user_id=visitor.user_id if visitor else body.user,
+        metadata=body.metadata, api_key_id=principal.owner, owner_only=principal.scope == "chat",
+        principal=principal, client_ip=chat.client_ip(request), history=history, visitor=visitor,
         temperature=body.temperature, max_output_tokens=body.max_completion_tokens or body.max_tokens,
         origin=request.headers.get("origin"), host=request.headers.get("host"), started=started)
     try:
@@ -138,7 +143,7 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
         if exc.code == "assistant_not_found":
             return openai_error(404, f"The model '{body.model}' does not exist.", "model_not_found", "model")
         raise
-    headers = {"x-conversation-id": prepared.conversation_id}
+    headers = {"x-conversation-id": prepared.conversation_id, **visitor_headers(visitor)}
     events = chat.run(conn, prepared)
     completion_id, created = f"chatcmpl-{prepared.user_message_id}", int(time.time())
     if not body.stream:
@@ -235,21 +240,24 @@ class ModelsPublic(BaseModel):
     data: list[ModelPublic]
 
 
-def _models(conn: Any, workspace_id: str, model_id: str | None = None) -> list[ModelPublic]:
+def _models(conn: Any, principal: Principal, model_id: str | None = None) -> list[ModelPublic]:
+    # A chat key lists only the assistants it was made for.
+    reachable = list(principal.assistant_ids) if principal.assistant_ids is not None else None
     rows = fetch_all(conn, """SELECT id, name, created_at FROM assistants WHERE workspace_id = %s
-                              AND (%s::text IS NULL OR id = %s) ORDER BY created_at, id""",
-                     (workspace_id, model_id, model_id))
+                              AND (%s::text IS NULL OR id = %s) AND (%s::text[] IS NULL OR id = ANY(%s::text[]))
+                              ORDER BY created_at, id""",
+                     (principal.workspace_id, model_id, model_id, reachable, reachable))
     return [ModelPublic(id=r["id"], created=int(r["created_at"].timestamp()), name=r["name"]) for r in rows]
 
 
 @app.get("/api/v1/models", response_model=ModelsPublic, summary="The workspace's assistants, as models")
 def list_models(principal: AnyKey, conn: Db) -> ModelsPublic:
-    return ModelsPublic(data=_models(conn, principal.workspace_id))
+    return ModelsPublic(data=_models(conn, principal))
 
 
 @app.get("/api/v1/models/{model_id}", response_model=ModelPublic, summary="One assistant, as a model")
 def get_model(model_id: str, principal: AnyKey, conn: Db) -> Response | ModelPublic:
-    found = _models(conn, principal.workspace_id, model_id)
+    found = _models(conn, principal, model_id)
     if not found:
         return openai_error(404, f"The model '{model_id}' does not exist.", "model_not_found", "model")
     return found[0]

@@ -6,8 +6,11 @@
 
   function status(text) { $("status").textContent = text || ""; }
 
+  // With a chat key the engine issues an anonymous visitor token; conversations belong to it, so send it back.
+  let visitorToken = null;
   function headers() {
-    return { "Authorization": `Bearer ${state.key}`, "Content-Type": "application/json" };
+    return { "Authorization": `Bearer ${state.key}`, "Content-Type": "application/json",
+      ...(visitorToken ? { "X-Visitor-Token": visitorToken } : {}) };
   }
 
   async function api(path, options = {}) {
@@ -130,6 +133,7 @@
       const body = { assistant_id: state.assistant, message: text };
       if (state.conversation) body.conversation_id = state.conversation;
       const res = await fetch("/api/chat", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+      visitorToken = res.headers.get("X-Visitor-Token") || visitorToken;
       if (!res.ok) {
         const err = await res.json().catch(() => null);
         throw new Error(err?.error?.message || `HTTP ${res.status}`);
@@ -175,7 +179,7 @@
 
   $("key").value = state.key;
   $("save-key").onclick = () => {
-    state.key = $("key").value.trim();
+    state.key = $("key").value.trim(); visitorToken = null;
     localStorage.setItem("de.key", state.key);
     loadAssistants();
   };

@@ -1,6 +1,8 @@
 /* Dialog Engine chat widget. One tag, no dependencies:
    <script src="https://host/widget.js" data-assistant="asst_…" data-key="de_chat_…" [data-api="https://host"]
-           [data-lang="de"] [data-open="true"]></script>
+           [data-lang="de"] [data-open="true"] [data-user-id="…" data-user-hash="…"]></script>
+   data-user-id / data-user-hash: a signed-in user, signed by your server (README: Security). Without them
+   the engine issues an anonymous visitor token, which the widget keeps and sends back.
    Everything lives in a shadow root, so the page's CSS and ours never meet. */
 (() => {
   "use strict";
@@ -9,7 +11,16 @@
   const cfg = script.dataset;
   const API = (cfg.api || new URL(script.src, location.href).origin).replace(/\/+$/, "");
   const ASSISTANT = cfg.assistant;
-  const STORE = `dialog-engine:${API}:${ASSISTANT}`;
+  // A verified user (the page's server signed the id) or an anonymous visitor with the engine's token.
+  const USER = cfg.userId && cfg.userHash ? { id: cfg.userId, hash: cfg.userHash } : null;
+  // One store per user: someone else signing in on this browser doesn't see the last user's chat.
+  const STORE = `dialog-engine:${API}:${ASSISTANT}` + (USER ? `:user:${USER.id}` : "");
+  const TOKEN_STORE = `dialog-engine:${API}:visitor:${(cfg.key || "").slice(0, 16)}`;
+  const storage = (value) => {
+    try { return value === undefined ? localStorage.getItem(TOKEN_STORE) : localStorage.setItem(TOKEN_STORE, value); } catch { return null; }
+  };
+  let visitorToken = USER ? null : storage();
+  const keepToken = (token) => { if (token && !USER && token !== visitorToken) { visitorToken = token; storage(token); } };
   // English, baked in so the widget never shows a bare key; other languages come from /i18n/<lang>.json.
   const EN = {
     "widget.open": "Open chat", "widget.close": "Close chat", "widget.title": "Chat",
@@ -70,8 +81,11 @@
   let info = null, infoError = "widget.unreachable", busy = false, ui = null;
 
   async function api(path, options = {}) {
-    const headers = { Authorization: `Bearer ${cfg.key}`, ...(options.body ? { "Content-Type": "application/json" } : {}) };
-    return fetch(API + path, { ...options, headers, credentials: "omit" });
+    const headers = { Authorization: `Bearer ${cfg.key}`, ...(options.body ? { "Content-Type": "application/json" } : {}),
+      ...(USER ? { "X-User-Id": USER.id, "X-User-Hash": USER.hash } : visitorToken ? { "X-Visitor-Token": visitorToken } : {}) };
+    const res = await fetch(API + path, { ...options, headers, credentials: "omit" });
+    keepToken(res.headers.get("X-Visitor-Token"));
+    return res;
   }
 
   async function init() {
@@ -288,7 +302,7 @@
     const paint = () => { frame = 0; update(reply); ui.log.scrollTop = ui.log.scrollHeight; };
     try {
       await readEvents(res, (name, data) => {
-        if (name === "conversation") { state.c = data.conversation_id; save(); }
+        if (name === "conversation") { keepToken(data.visitor_token); state.c = data.conversation_id; save(); }
         else if (name === "delta") { reply.text += data.text; if (!frame) frame = requestAnimationFrame(paint); }
         else if (name === "error") reply.error = data.code === "providers_unavailable" ? "widget.unavailable" : data.code === "provider_interrupted" ? "widget.interrupted" : "widget.failed";
         else if (name === "sources") reply.sources = data || [];

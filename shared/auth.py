@@ -11,7 +11,7 @@ import psycopg
 from fastapi import Depends, Request
 
 from shared.db import Row, fetch_one, get_db
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, NotFound, Unauthorized
 
 Scope = Literal["admin", "chat"]
 KEY_PREFIX = {"admin": "de_admin_", "chat": "de_chat_"}
@@ -26,6 +26,12 @@ class Principal:
     key_id: str | None = None
     allowed_origins: tuple[str, ...] = field(default=())
     actor: str = ""
+    # Chat keys: the assistants the key was made for (None: every assistant of the workspace, admin keys
+    # and console sessions), identity verification (secrets never in reprs or logs).
+    assistant_ids: tuple[str, ...] | None = None
+    require_identity: bool = False
+    identity_secret: str | None = field(default=None, repr=False)
+    visitor_secret: str = field(default="", repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -35,6 +41,14 @@ class Principal:
     def owner(self) -> str:
         """What marks the conversations this caller started: its key, or its signed-in user."""
         return self.key_id or self.actor
+
+    def reaches(self, assistant_id: str) -> bool:
+        return self.assistant_ids is None or assistant_id in self.assistant_ids
+
+    def check_assistant(self, assistant_id: str) -> None:
+        """A chat key made for other assistants gets the same 404 as for an assistant that doesn't exist."""
+        if not self.reaches(assistant_id):
+            raise NotFound("No such assistant in this workspace.", code="assistant_not_found")
 
 
 def hash_key(key: str) -> str:
@@ -48,17 +62,30 @@ def new_key(scope: Scope) -> tuple[str, str, str]:
     return key, key[: len(KEY_PREFIX[scope]) + 6], hash_key(key)
 
 
+KEY_COLUMNS = ("id, name, prefix, scope, allowed_origins, assistant_ids, require_identity, "
+               "identity_secret IS NOT NULL AS has_identity_secret, created_at, last_used_at, revoked_at")
+
+
+def new_identity_secret() -> str:
+    return "de_idsec_" + secrets.token_urlsafe(32)
+
+
 def create_key(conn: psycopg.Connection[Row], workspace_id: str, scope: Scope, name: str = "",
-               allowed_origins: list[str] | None = None) -> tuple[str, Row]:
-    """Store a new key; returns the key (to show once) and its public row."""
+               allowed_origins: list[str] | None = None, assistant_ids: list[str] | None = None,
+               require_identity: bool = False) -> tuple[str, Row]:
+    """Store a new key; returns the key (to show once) and its public row. A chat key also gets an
+    identity secret, returned once in the row as `identity_secret`."""
     key, prefix, digest = new_key(scope)
-    row = fetch_one(conn, """
-        INSERT INTO api_keys (workspace_id, name, prefix, hash, scope, allowed_origins)
-        VALUES (%s, %s, %s, %s, %s, %s)
-        RETURNING id, name, prefix, scope, allowed_origins, created_at, last_used_at, revoked_at""",
-        (workspace_id, name, prefix, digest, scope, allowed_origins or []))
+    identity_secret = new_identity_secret() if scope == "chat" else None
+    row = fetch_one(conn, f"""
+        INSERT INTO api_keys (workspace_id, name, prefix, hash, scope, allowed_origins, assistant_ids,
+                              identity_secret, require_identity)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        RETURNING {KEY_COLUMNS}""",
+        (workspace_id, name, prefix, digest, scope, allowed_origins or [],
+         (assistant_ids or []) if scope == "chat" else [], identity_secret, require_identity and scope == "chat"))
     assert row is not None
-    return key, row
+    return key, {**row, "identity_secret": identity_secret}
 
 
 def create_workspace(conn: psycopg.Connection[Row], name: str) -> tuple[Row, str]:
@@ -80,15 +107,21 @@ def bearer_token(request: Request) -> str | None:
 def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
     # One statement; last_used_at is written at most once a minute, so most requests only read.
     row = fetch_one(conn, """
-        WITH k AS (SELECT id, workspace_id, scope, allowed_origins, last_used_at FROM api_keys
+        WITH k AS (SELECT id, workspace_id, scope, allowed_origins, assistant_ids, require_identity,
+                          identity_secret, visitor_secret, last_used_at FROM api_keys
                    WHERE hash = %s AND revoked_at IS NULL),
              touched AS (UPDATE api_keys a SET last_used_at = now() FROM k WHERE a.id = k.id
                          AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds'))
-        SELECT id, workspace_id, scope, allowed_origins FROM k""", (hash_key(key),))
+        SELECT id, workspace_id, scope, allowed_origins, assistant_ids, require_identity, identity_secret,
+               visitor_secret FROM k""", (hash_key(key),))
     if row is None:
         raise Unauthorized("The API key is not valid or has been revoked.", code="invalid_api_key")
+    chat = row["scope"] == "chat"
     return Principal(workspace_id=row["workspace_id"], scope=row["scope"], key_id=row["id"],
-                     allowed_origins=tuple(row["allowed_origins"]), actor=f"key:{row['id']}")
+                     allowed_origins=tuple(row["allowed_origins"]), actor=f"key:{row['id']}",
+                     assistant_ids=tuple(row["assistant_ids"]) if chat else None,
+                     require_identity=chat and row["require_identity"], identity_secret=row["identity_secret"],
+                     visitor_secret=row["visitor_secret"])
 
 
 def credentials_present(request: Request) -> None:

@@ -37,6 +37,7 @@ from shared.auth import Principal
 from shared.conversations import HISTORY_LIMIT, Status, finish_turn, new_message_id, start_turn
 from shared.db import Row, connect
 from shared.errors import AppError, Forbidden, ServiceUnavailable
+from shared.identity import Visitor
 from shared.metrics import track_metric
 from shared.prompting import Prompt, build_prompt, citations, phrase
 from shared.ratelimit import check_chat
@@ -80,6 +81,7 @@ class TurnInput:
     host: str | None = None              # our own Host header: the chat page on our origin is always allowed
     principal: Principal | None = None   # for rate limits and the token budget (None: not counted)
     client_ip: str | None = None         # the per-user limit's fallback when there is no user id
+    visitor: Visitor | None = None       # chat keys: the verified or issued end user (limits, ownership)
     started: float = field(default_factory=time.perf_counter)
     model_message: str = ""              # what models and retrieval see: the message, PII redacted if asked
 
@@ -112,11 +114,15 @@ def check_origin(assistant: ResolvedAssistant, origin: str | None, host: str | N
 
 
 def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
+    if given.principal is not None:
+        given.principal.check_assistant(given.assistant_id)  # a chat key reaches only its own assistants
     assistant = get_assistant(conn, given.workspace_id, given.assistant_id)
     check_origin(assistant, given.origin, given.host)
+    visitor = given.visitor
     if given.principal is not None:
         # Before anything is stored or sent to a model: over a limit or the budget, the turn never starts.
-        check_chat(given.principal, assistant.limits, given.external_user_id, client_ip=given.client_ip)
+        check_chat(given.principal, assistant.limits, visitor.id if visitor else given.external_user_id,
+                   client_ip=given.client_ip, anonymous=visitor is not None and visitor.anonymous)
     redacted = None
     if assistant.config.pii_redaction:
         # Models, logs, retrieval and non-admin readers see placeholders; the stored original is for admins.
@@ -128,6 +134,7 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
                        conversation_id=given.conversation_id, user_message=given.message,
                        external_user_id=given.external_user_id, metadata=given.metadata,
                        api_key_id=given.api_key_id, owner_only=given.owner_only,
+                       visitor_id=visitor.id if visitor else None,
                        create_if_missing=given.create_if_missing, redacted_message=redacted)
     history = start.history if given.history is None or given.conversation_id else given.history
     turn = Turn(given, assistant, start.conversation_id, start.user_message_id, history, start.summary, [], 0.0,
@@ -368,8 +375,10 @@ def _store_reply(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timing
 
 
 def client_ip(request: Any) -> str | None:
-    """The caller's address behind Vercel's proxy (x-real-ip), else the socket peer."""
-    return request.headers.get("x-real-ip") or (request.client.host if request.client else None)
+    """The caller's address: forwarded headers only where the platform sets them (shared.identity)."""
+    from shared.identity import client_ip as trusted_client_ip
+
+    return trusted_client_ip(request)
 
 
 def _track(turn: Turn, reply: Reply, timings: dict[str, float | None]) -> None:

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared.db import Row, fetch_all, fetch_one
-from shared.errors import NotFound, ServiceUnavailable
+from shared.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
 from shared.kv import get_kv
 from shared.metrics import count_cache
 
@@ -61,20 +61,32 @@ HISTORY_ROWS = """
       AND m.status <> 'failed' AND m.content <> '' {after}
     ORDER BY m.seq DESC LIMIT {limit}"""
 
+# The conversations this caller may continue: its workspace and assistant, and for chat keys its key and visitor.
+MAY_CONTINUE = """c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s
+      AND (NOT %(owner_only)s::boolean OR (c.api_key_id IS NOT DISTINCT FROM %(key)s::text
+                                           AND c.visitor_id IS NOT DISTINCT FROM %(visitor)s::text))"""
+
 START_TURN = """
-WITH ins AS (
-    INSERT INTO conversations AS c (id, workspace_id, assistant_id, external_user_id, api_key_id, metadata, title)
-    SELECT coalesce(%(cid)s::text, new_id('conv')), %(ws)s, %(asst)s, %(user)s, %(key)s, %(meta)s, %(title)s
-    WHERE %(cid)s::text IS NULL OR %(create)s::boolean
+WITH fits AS (
+    -- Metadata merged turn after turn must stay within the bounds: otherwise nothing changes (422).
+    SELECT NOT EXISTS (
+        SELECT 1 FROM conversations c
+        WHERE %(meta)s <> '{}'::jsonb AND c.id = %(cid)s AND """ + MAY_CONTINUE + """
+          AND ((SELECT count(*) FROM jsonb_object_keys(c.metadata || %(meta)s)) > %(max_keys)s
+               OR octet_length((c.metadata || %(meta)s)::text) > %(max_bytes)s)) AS ok
+), ins AS (
+    INSERT INTO conversations AS c (id, workspace_id, assistant_id, external_user_id, api_key_id, visitor_id,
+                                    metadata, title)
+    SELECT coalesce(%(cid)s::text, new_id('conv')), %(ws)s, %(asst)s, %(user)s, %(key)s, %(visitor)s, %(meta)s,
+           %(title)s
+    WHERE (%(cid)s::text IS NULL OR %(create)s::boolean) AND (SELECT ok FROM fits)
     ON CONFLICT (id) DO UPDATE SET updated_at = now(), metadata = c.metadata || EXCLUDED.metadata
-        WHERE c.workspace_id = EXCLUDED.workspace_id AND c.assistant_id = EXCLUDED.assistant_id
-          AND (NOT %(owner_only)s::boolean OR c.api_key_id IS NOT DISTINCT FROM EXCLUDED.api_key_id)
+        WHERE """ + MAY_CONTINUE + """
     RETURNING c.id, c.summary, c.summary_through
 ), upd AS (
     UPDATE conversations c SET updated_at = now(), metadata = c.metadata || %(meta)s
-    WHERE %(cid)s::text IS NOT NULL AND NOT %(create)s::boolean
-      AND c.id = %(cid)s AND c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s
-      AND (NOT %(owner_only)s::boolean OR c.api_key_id IS NOT DISTINCT FROM %(key)s::text)
+    WHERE %(cid)s::text IS NOT NULL AND NOT %(create)s::boolean AND (SELECT ok FROM fits)
+      AND c.id = %(cid)s AND """ + MAY_CONTINUE + """
     RETURNING c.id, c.summary, c.summary_through
 ), conv AS (
     SELECT * FROM ins UNION ALL SELECT * FROM upd
@@ -84,34 +96,64 @@ WITH ins AS (
     RETURNING id
 )
 -- The history subquery sees the table as it was before this statement: without the new message.
-SELECT conv.id AS conversation_id, conv.summary, msg.id AS message_id,
+SELECT fits.ok AS metadata_fits, conv.id AS conversation_id, conv.summary, msg.id AS message_id,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.seq), '[]')
         FROM (""" + HISTORY_ROWS.format(conversation="conv.id", after="AND m.seq > conv.summary_through",
                                         limit="%(limit)s") + """) h) AS history
-FROM conv, msg"""
+FROM fits LEFT JOIN (conv CROSS JOIN msg) ON true"""
 
 
 def start_turn(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,
                conversation_id: str | None, user_message: str, external_user_id: str | None = None,
                metadata: dict[str, Any] | None = None, api_key_id: str | None = None,
-               owner_only: bool = False, create_if_missing: bool = False,
+               owner_only: bool = False, create_if_missing: bool = False, visitor_id: str | None = None,
                redacted_message: str | None = None, history_limit: int = HISTORY_LIMIT) -> TurnStart:
     """Store the user's message and return what the prompt needs, in ONE statement.
 
     `conversation_id=None` starts a conversation (titled after the first message). An id of another
-    workspace or assistant, or (with `owner_only`, for chat keys) one another key started, raises
-    NotFound; so does an unknown id unless `create_if_missing` (the AI SDK names new chats itself).
-    `metadata` is merged into the conversation's. `redacted_message` is what models may see when PII
-    was removed. The returned history excludes the new message and anything the summary covers.
+    workspace or assistant, or (with `owner_only`, for chat keys) one another key or another visitor
+    (`visitor_id`) started, raises NotFound; so does an unknown id unless `create_if_missing` (the AI
+    SDK names new chats itself). `metadata` (bounded: check_metadata) is merged into the conversation's.
+    `redacted_message` is what models may see when PII was removed. The returned history excludes the
+    new message and anything the summary covers.
     """
+    check_metadata(metadata)
     row = fetch_one(conn, START_TURN, {
         "cid": conversation_id, "ws": workspace_id, "asst": assistant_id, "user": external_user_id,
-        "key": api_key_id, "meta": Jsonb(metadata or {}), "title": (redacted_message or user_message)[:80],
+        "key": api_key_id, "visitor": visitor_id, "meta": Jsonb(metadata or {}),
+        "title": (redacted_message or user_message)[:80],
         "create": create_if_missing, "owner_only": owner_only, "content": user_message,
-        "redacted": redacted_message, "limit": history_limit})
-    if row is None:
+        "redacted": redacted_message, "limit": history_limit, "max_keys": MAX_METADATA_KEYS,
+        "max_bytes": MAX_METADATA_BYTES})
+    assert row is not None
+    if not row["metadata_fits"]:
+        raise Unprocessable(f"The conversation's metadata would grow past {MAX_METADATA_KEYS} keys or "
+                            f"{MAX_METADATA_BYTES} bytes.", code="metadata_invalid",
+                            details=[{"field": "metadata", "problem": "merged metadata too large",
+                                      "max_keys": MAX_METADATA_KEYS, "max_bytes": MAX_METADATA_BYTES}])
+    if row["conversation_id"] is None:
         raise NotFound("No such conversation for this assistant.", code="conversation_not_found")
     return TurnStart(row["conversation_id"], row["message_id"], row["history"], row["summary"])
+
+
+# A conversation's metadata is kept forever and sent by public keys: keep it small.
+MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_BYTES = 20, 64, 4096
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> None:
+    """Refuse metadata past the bounds: 413 for its size, 422 for too many or too long keys."""
+    if not metadata:
+        return
+    long_keys = [k for k in metadata if len(k) > MAX_METADATA_KEY_CHARS]
+    if len(metadata) > MAX_METADATA_KEYS or long_keys:
+        raise Unprocessable(f"metadata may have at most {MAX_METADATA_KEYS} keys of at most "
+                            f"{MAX_METADATA_KEY_CHARS} characters.", code="metadata_invalid",
+                            details=[{"field": "metadata", "problem": "too many or too long keys",
+                                      "max_keys": MAX_METADATA_KEYS, "keys": len(metadata)}])
+    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise PayloadTooLarge(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}.",
+                              code="metadata_too_large", details={"max_bytes": MAX_METADATA_BYTES, "bytes": size})
 
 
 # Keyed by an id the caller chose before the first attempt: a retry after an ambiguous commit (the

@@ -209,9 +209,10 @@ def _too_large(limit: int) -> JSONResponse:
 WIDGET_PATHS = re.compile(r"^/api/(chat|feedback|conversations/[^/]+(/[^/]+)?|assistants/[^/]+/public)$"
                           r"|^/i18n/[A-Za-z0-9_-]+\.json$")
 CORS_HEADERS = {"access-control-allow-methods": "GET, POST, OPTIONS",
-                "access-control-allow-headers": "authorization, content-type, x-api-key, x-assistant-id",
+                "access-control-allow-headers": "authorization, content-type, x-api-key, x-assistant-id, "
+                                                "x-user-id, x-user-hash, x-visitor-token",
                 "access-control-max-age": "600"}
-CORS_EXPOSE = b"retry-after, x-conversation-id"
+CORS_EXPOSE = b"retry-after, x-conversation-id, x-visitor-token"
 
 
 class WidgetCorsMiddleware:

@@ -15,7 +15,7 @@ FILTERED = "[Filtered]"
 # (pattern, replacement): what a secret looks like wherever it turns up in text.
 PATTERNS = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), rf"\1 {FILTERED}"),
-    (re.compile(r"\bde_(admin|chat)_[A-Za-z0-9_-]{6,}"), rf"de_\1_{FILTERED}"),  # our API keys
+    (re.compile(r"\bde_(admin|chat|idsec)_[A-Za-z0-9_-]{6,}"), rf"de_\1_{FILTERED}"),  # our API keys, identity secrets
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), f"sk-{FILTERED}"),  # OpenAI / Anthropic keys
     (re.compile(r"\beyJ[A-Za-z0-9_=-]{10,}(?:\.[A-Za-z0-9_=-]+)*"), FILTERED),  # JWTs, QStash tokens (base64 JSON)
     (re.compile(r"\bsig_[A-Za-z0-9]{10,}"), f"sig_{FILTERED}"),  # QStash signing keys

@@ -37,6 +37,7 @@ class AssistantLimits(BaseModel):
 
     chat_per_key_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
     chat_per_user_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
+    chat_per_ip_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
     daily_token_budget: int | None = Field(default=None, ge=0, le=10**12)
 
 
@@ -61,8 +62,15 @@ def resolve(name: str, default: int, *overrides: Mapping[str, Any] | None) -> in
 
 
 def chat_limits(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,
-                client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None) -> list[Limit]:
-    """The limits one chat turn counts against: per key (or signed-in user) and per end user."""
+                client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None,
+                anonymous: bool = False) -> list[Limit]:
+    """The limits one chat turn counts against: per key (or signed-in user), per end user, and for
+    `anonymous` visitors also per client IP.
+
+    `external_user_id` must be an id the caller cannot choose freely: a verified user id, an engine-issued
+    visitor id, or one an admin key (the customer's backend) sends. An anonymous visitor can always drop
+    its visitor token and get a new id, so its IP is limited too: new ids don't buy new turns.
+    """
     settings = get_settings()
     per_key = resolve("chat_per_key_per_minute", settings.rate_chat_per_key_per_minute,
                       assistant_limits, workspace_settings)
@@ -76,18 +84,23 @@ def chat_limits(principal: Principal, assistant_limits: Mapping[str, Any] | None
     if user:
         limits.append(Limit("user", f"chat:{principal.workspace_id}:{user}", per_user, 60,
                             "chat requests for this user"))
+    if anonymous and client_ip:
+        per_ip = resolve("chat_per_ip_per_minute", settings.rate_chat_per_ip_per_minute,
+                         assistant_limits, workspace_settings)
+        limits.append(Limit("ip", f"chat:{principal.workspace_id}:addr:{client_ip}", per_ip, 60,
+                            "chat requests from this address"))
     return [limit for limit in limits if limit.max_requests > 0]
 
 
 def check_chat(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,
                *, client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None,
-               budget: bool = True) -> None:
+               budget: bool = True, anonymous: bool = False) -> None:
     """Count one chat turn; raise RateLimited (429) over a limit or past the daily token budget.
 
     One Redis round trip covers both rate limits and (with `budget`) the workspace's token counter,
     so the chat engine need not also call spend.check_budget.
     """
-    limits = chat_limits(principal, assistant_limits, external_user_id, client_ip, workspace_settings)
+    limits = chat_limits(principal, assistant_limits, external_user_id, client_ip, workspace_settings, anonymous)
     extra: list[list[Any]] = []
     token_budget = 0
     if budget:

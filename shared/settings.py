@@ -94,10 +94,15 @@ class Settings(BaseSettings):
     # What the crawler may reach besides public hosts: "false" (production), "loopback" (127.0.0.1 / ::1 only,
     # what `make dev` and the tests use) or "true" (every private range too). Compare with ==, never truthiness.
     allow_private_hosts: Literal["false", "loopback", "true"] = "false"
+    # Client IPs for limits: forwarded headers are trusted only where the platform sets them (Vercel sets
+    # VERCEL=1); None = trust them exactly when VERCEL=1. Elsewhere the socket peer is the client.
+    vercel: bool = False
+    trust_forwarded_ip: bool | None = None
 
     # Rate limits and spend caps (0 = off); each assistant's `limits` may override the chat ones.
     rate_chat_per_key_per_minute: int = Field(default=60, ge=0)
     rate_chat_per_user_per_minute: int = Field(default=20, ge=0)
+    rate_chat_per_ip_per_minute: int = Field(default=60, ge=0)  # anonymous widget visitors, per client IP
     rate_ingest_per_workspace_per_hour: int = Field(default=100, ge=0)
     rate_upload_per_workspace_per_hour: int = Field(default=50, ge=0)
     daily_token_budget: int = Field(default=1_000_000, ge=0, description="Tokens in + out per workspace per UTC day")

@@ -38,12 +38,18 @@ def list_conversations(conn: psycopg.Connection[Row], workspace_id: str, *, limi
 
 
 def get_conversation(conn: psycopg.Connection[Row], workspace_id: str, conversation_id: str,
-                     api_key_id: str | None = None) -> Row:
-    """One conversation of the workspace; with `api_key_id`, only if that key started it (else NotFound)."""
+                     api_key_id: str | None = None, visitor_id: str | None = None,
+                     assistant_ids: tuple[str, ...] | None = None) -> Row:
+    """One conversation of the workspace; with `api_key_id`, only if that key and visitor started it, with
+    one of `assistant_ids` (else NotFound)."""
     row = fetch_one(conn, f"""SELECT {CONVERSATION_COLUMNS} FROM conversations c
                               WHERE c.id = %s AND c.workspace_id = %s
-                                AND (%s::text IS NULL OR c.api_key_id = %s::text)""",
-                    (conversation_id, workspace_id, api_key_id, api_key_id))
+                                AND (%s::text IS NULL OR (c.api_key_id = %s::text
+                                                          AND c.visitor_id IS NOT DISTINCT FROM %s::text))
+                                AND (%s::text[] IS NULL OR c.assistant_id = ANY(%s::text[]))""",
+                    (conversation_id, workspace_id, api_key_id, api_key_id, visitor_id,
+                     list(assistant_ids) if assistant_ids is not None else None,
+                     list(assistant_ids) if assistant_ids is not None else None))
     if row is None:
         raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
     return row

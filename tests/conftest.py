@@ -144,6 +144,13 @@ class Engine:
         if key:
             all_headers["Authorization"] = f"Bearer {key}"
         client = httpx.Client(base_url=self.url, headers=all_headers, timeout=30)
+
+        def keep_visitor_token(response: httpx.Response) -> None:
+            # As the widget does: keep the anonymous visitor token the engine issues and send it back.
+            if response.headers.get("x-visitor-token"):
+                client.headers["x-visitor-token"] = response.headers["x-visitor-token"]
+
+        client.event_hooks["response"].append(keep_visitor_token)
         self._clients.append(client)
         return client
 

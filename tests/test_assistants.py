@@ -8,6 +8,7 @@ import os
 from shared.assistants import cache_key, get_assistant, load_assistant, to_json
 from shared.kv import get_kv
 from shared.settings import get_settings
+from tests.fakes.chat_fixtures import new_chat_key
 
 
 def make_assistant(client, **fields):
@@ -151,7 +152,7 @@ def test_chat_keys_read_only_the_public_view(engine) -> None:
     client = engine.client(admin)
     assistant = make_assistant(client, overrides={"greeting": "Hi", "suggested_questions": ["Prices?"]},
                                allowed_origins=["https://shop.example.com"])
-    chat_key = client.post("/api/keys", json={"scope": "chat"}).json()["key"]
+    chat_key = new_chat_key(engine, admin, assistant["id"])["key"]
     chat = engine.client(chat_key)
     widget = chat.get(f"/api/assistants/{assistant['id']}/public")
     assert widget.status_code == 200

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from shared.audit import record
 from shared.auth import Principal
+from tests.fakes.chat_fixtures import new_chat_key
 
 
 def test_admin_actions_are_listed_newest_first_with_actor(engine) -> None:
     ws, admin_key = engine.workspace()
     admin = engine.client(admin_key)
-    created = admin.post("/api/keys", json={"name": "widget", "scope": "chat"}).json()
+    created = new_chat_key(engine, admin_key, name="widget")
     assert admin.delete(f"/api/keys/{created['id']}").status_code == 200
     with engine.db() as conn:
         admin_key_id = conn.execute("SELECT id FROM api_keys WHERE workspace_id = %s AND scope = 'admin'",
@@ -59,8 +60,8 @@ def test_audit_is_admin_only_and_workspace_scoped(engine) -> None:
     _, admin_key = engine.workspace("A")
     _, other_key = engine.workspace("B")
     admin = engine.client(admin_key)
-    chat_key = admin.post("/api/keys", json={"scope": "chat"}).json()["key"]
-    engine.client(other_key).post("/api/keys", json={"name": "theirs"})
+    chat_key = new_chat_key(engine, admin_key)["key"]
+    engine.client(other_key).post("/api/keys", json={"name": "theirs", "scope": "admin"})
 
     reply = engine.client(chat_key).get("/api/audit")
     assert reply.status_code == 403 and reply.json()["error"]["code"] == "admin_key_required"

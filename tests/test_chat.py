@@ -182,7 +182,8 @@ def test_origins_of_chat_keys_and_assistants(engine: Any, openai_api: Any) -> No
     from shared.auth import create_key
 
     with engine.db() as conn:
-        chat_key, _ = create_key(conn, workspace, "chat", allowed_origins=["https://shop.example"])
+        chat_key, _ = create_key(conn, workspace, "chat", allowed_origins=["https://shop.example"],
+                                 assistant_ids=[open_assistant, shop_assistant])
     shop = engine.client(chat_key, origin="https://shop.example")
     evil = engine.client(chat_key, origin="https://evil.example")
     assert shop.post("/api/chat", json={"assistant_id": shop_assistant, "message": "Hi"}).status_code == 200
@@ -208,10 +209,11 @@ def test_chat_key_continues_only_its_own_conversations(engine: Any, openai_api: 
 
     with engine.db() as conn:
         assistant = make_assistant(conn, workspace)
-        key_a, _ = create_key(conn, workspace, "chat")
-        key_b, _ = create_key(conn, workspace, "chat")
-    conversation_id = chat(engine.client(key_a), assistant_id=assistant, message="Hi")[0][1]["conversation_id"]
-    assert chat(engine.client(key_a), assistant_id=assistant, conversation_id=conversation_id, message="Again")
+        key_a, _ = create_key(conn, workspace, "chat", assistant_ids=[assistant])
+        key_b, _ = create_key(conn, workspace, "chat", assistant_ids=[assistant])
+    widget_a = engine.client(key_a)  # one visitor: keeps the visitor token the engine issued
+    conversation_id = chat(widget_a, assistant_id=assistant, message="Hi")[0][1]["conversation_id"]
+    assert chat(widget_a, assistant_id=assistant, conversation_id=conversation_id, message="Again")
     reply = engine.client(key_b).post("/api/chat", json={"assistant_id": assistant, "conversation_id": conversation_id,
                                                           "message": "Hijack"})
     assert reply.status_code == 404

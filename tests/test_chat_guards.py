@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.chat_fixtures import chat, clear_caches, last, make_assistant, messages, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import (  # noqa: F401
+    chat,
+    clear_caches,
+    last,
+    make_assistant,
+    messages,
+    new_chat_key,
+    openai_api,
+)
 from tests.fakes.fixtures import add_page
 
 
@@ -61,10 +69,10 @@ def test_pii_is_redacted_before_the_model_and_restored_only_for_admins(engine, o
     with engine.db() as conn:
         stored = messages(conn, conversation)
     assert stored[0]["redacted_content"].startswith("Mail me at [EMAIL_1]")
-    chat_key = engine.client(key).post("/api/keys", json={"scope": "chat"}).json()["key"]
-    own = chat(engine.client(chat_key), assistant_id=assistant, message="My mail is max@example.org")
+    widget = engine.client(new_chat_key(engine, key, assistant)["key"])  # keeps its visitor token
+    own = chat(widget, assistant_id=assistant, message="My mail is max@example.org")
     own_id = last(own, "conversation")["conversation_id"]
-    widget_view = engine.client(chat_key).get(f"/api/conversations/{own_id}").json()["messages"]
+    widget_view = widget.get(f"/api/conversations/{own_id}").json()["messages"]
     assert "max@example.org" not in json.dumps(widget_view) and "[EMAIL_1]" in widget_view[0]["content"]
 
 

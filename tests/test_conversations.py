@@ -18,6 +18,7 @@ from shared.conversations import (
     start_turn,
 )
 from shared.errors import NotFound
+from tests.fakes.chat_fixtures import signed_in
 
 CITATION = {"index": 2, "title": "Pricing", "url": "https://example.com/pricing", "chunk_id": "chk_1",
             "quote": "Plans start at 9 EUR.", "score": 0.82}
@@ -151,8 +152,10 @@ def seed(engine, workspace_id, assistant_id, user, turns=1, api_key_id=None):
     with engine.db() as conn:
         cid = None
         for n in range(turns):
+            # Through a chat key, the conversation belongs to the verified user (visitor "user:<id>").
             started, _ = chat_turn(conn, workspace_id, assistant_id, cid, f"Question {n}", f"Answer {n} [1]",
-                                   external_user_id=user, api_key_id=api_key_id)
+                                   external_user_id=user, api_key_id=api_key_id,
+                                   visitor_id=f"user:{user}" if api_key_id else None)
             cid = started.conversation_id
     return cid
 
@@ -267,11 +270,12 @@ def test_another_workspace_conversation_is_not_found_on_every_route(engine) -> N
 def test_chat_keys_read_only_their_own_conversations(engine) -> None:
     workspace_id, admin, assistant_id = setup_workspace(engine)
     client = engine.client(admin)
-    keys = [client.post("/api/keys", json={"scope": "chat"}).json() for _ in range(2)]
+    keys = [client.post("/api/keys", json={"scope": "chat", "assistant_ids": [assistant_id]}).json()
+            for _ in range(2)]
     mine = seed(engine, workspace_id, assistant_id, user="u1", api_key_id=keys[0]["id"])
-    theirs = seed(engine, workspace_id, assistant_id, user="u2", api_key_id=keys[1]["id"])
-    by_admin = seed(engine, workspace_id, assistant_id, user="u3")
-    chat = engine.client(keys[0]["key"])
+    theirs = seed(engine, workspace_id, assistant_id, user="u1", api_key_id=keys[1]["id"])  # same user, other key
+    by_admin = seed(engine, workspace_id, assistant_id, user="u1")
+    chat = engine.client(keys[0]["key"], **signed_in(keys[0]["identity_secret"], "u1"))
     assert chat.get(f"/api/conversations/{mine}").json()["messages"][0]["content"] == "Question 0"
     assert chat.get(f"/api/conversations/{mine}/messages").status_code == 200
     assert chat.get(f"/api/conversations/{mine}/export", params={"format": "markdown"}).status_code == 200

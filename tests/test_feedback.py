@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from shared.conversations import finish_turn, start_turn
+from tests.fakes.chat_fixtures import signed_in
 
 
-def answered(engine, workspace_id, assistant_id, api_key_id=None):
+def answered(engine, workspace_id, assistant_id, api_key_id=None, visitor_id=None):
     """A stored turn; returns (user message id, assistant message id)."""
     with engine.db() as conn:
         turn = start_turn(conn, workspace_id=workspace_id, assistant_id=assistant_id, conversation_id=None,
-                          user_message="How do I reset my password?", api_key_id=api_key_id)
+                          user_message="How do I reset my password?", api_key_id=api_key_id, visitor_id=visitor_id)
         reply = finish_turn(conn, workspace_id=workspace_id, conversation_id=turn.conversation_id,
                             content="Use the link on the sign-in page [1].")
     return turn.user_message_id, reply
@@ -75,10 +76,11 @@ def test_listed_per_assistant_and_rating(engine) -> None:
 
 def test_chat_keys_rate_only_their_own_conversations_and_cannot_list(engine) -> None:
     workspace_id, client, assistant_id = setup(engine)
-    keys = [client.post("/api/keys", json={"scope": "chat"}).json() for _ in range(2)]
-    _, my_reply = answered(engine, workspace_id, assistant_id, api_key_id=keys[0]["id"])
-    _, their_reply = answered(engine, workspace_id, assistant_id, api_key_id=keys[1]["id"])
-    chat = engine.client(keys[0]["key"])
+    keys = [client.post("/api/keys", json={"scope": "chat", "assistant_ids": [assistant_id]}).json()
+            for _ in range(2)]
+    _, my_reply = answered(engine, workspace_id, assistant_id, api_key_id=keys[0]["id"], visitor_id="user:u1")
+    _, their_reply = answered(engine, workspace_id, assistant_id, api_key_id=keys[1]["id"], visitor_id="user:u1")
+    chat = engine.client(keys[0]["key"], **signed_in(keys[0]["identity_secret"], "u1"))
     assert chat.post("/api/feedback", json={"message_id": my_reply, "rating": "up"}).status_code == 201
     assert chat.post("/api/feedback", json={"message_id": their_reply, "rating": "down"}).status_code == 404
     assert chat.get("/api/feedback").status_code == 403

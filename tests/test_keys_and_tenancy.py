@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from tests.fakes.chat_fixtures import make_assistant, new_chat_key
+
 
 def test_created_key_is_shown_once_and_stored_as_hash(engine) -> None:
-    _, admin = engine.workspace()
-    created = engine.client(admin).post("/api/keys", json={"name": "widget", "scope": "chat"})
+    workspace, admin = engine.workspace()
+    with engine.db() as conn:
+        assistant = make_assistant(conn, workspace)
+    created = engine.client(admin).post("/api/keys", json={"name": "widget", "scope": "chat",
+                                                           "assistant_ids": [assistant]})
     assert created.status_code == 201
     key = created.json()["key"]
     assert key.startswith("de_chat_") and created.json()["prefix"] == key[: len(created.json()["prefix"])]
@@ -34,7 +39,7 @@ def test_missing_key_gets_401_in_the_json_shape(engine) -> None:
 
 def test_chat_key_cannot_call_admin_routes(engine) -> None:
     _, admin = engine.workspace()
-    chat_key = engine.client(admin).post("/api/keys", json={"scope": "chat"}).json()["key"]
+    chat_key = new_chat_key(engine, admin)["key"]
     for method, path in [("GET", "/api/keys"), ("POST", "/api/keys")]:
         reply = engine.client(chat_key).request(method, path, json={"scope": "admin"})
         assert reply.status_code == 403, path
@@ -53,8 +58,7 @@ def test_workspace_a_cannot_see_or_revoke_workspace_b_keys(engine) -> None:
 
 def test_chat_key_limited_to_origins(engine) -> None:
     _, admin = engine.workspace()
-    chat_key = engine.client(admin).post(
-        "/api/keys", json={"scope": "chat", "allowed_origins": ["https://shop.example"]}).json()["key"]
+    chat_key = new_chat_key(engine, admin, allowed_origins=["https://shop.example"])["key"]
     other = engine.client(chat_key, origin="https://evil.example").get("/api/keys")
     assert other.status_code == 403 and other.json()["error"]["code"] == "origin_not_allowed"
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from api import health, keys
+from tests.fakes.chat_fixtures import make_assistant
 
 SECURITY_HEADERS = {"x-frame-options": "DENY", "x-content-type-options": "nosniff",
                     "referrer-policy": "strict-origin-when-cross-origin"}
@@ -76,9 +77,11 @@ def test_health_answers_through_lambda_handler(engine) -> None:
 
 
 def test_keys_create_and_list_through_lambda_handler(engine) -> None:
-    _, admin = engine.workspace()
+    workspace, admin = engine.workspace()
+    with engine.db() as conn:
+        assistant = make_assistant(conn, workspace)
     status, headers, created = invoke(keys.lambda_handler, http_event(
-        "POST", "/api/keys", key=admin, body={"name": "widget", "scope": "chat"}))
+        "POST", "/api/keys", key=admin, body={"name": "widget", "scope": "chat", "assistant_ids": [assistant]}))
     assert status == 201, created
     assert created["key"].startswith("de_chat_") and created["scope"] == "chat"
     assert_security_headers(headers)

@@ -325,7 +325,7 @@ def test_text_postgres_cannot_store_gets_422_wherever_it_is_sent(engine: Any, es
         ("PATCH", f"/api/templates/{rec.template_id}", {"greeting": "hi BAD"}),
         ("POST", "/api/assistants", {"name": "aBAD"}),
         ("PATCH", f"/api/assistants/{rec.assistant_id}", {"name": "aBAD"}),
-        ("POST", "/api/keys", {"name": "kBAD"}),
+        ("POST", "/api/keys", {"name": "kBAD", "scope": "admin"}),
         ("POST", "/api/feedback", {"message_id": rec.message_id, "rating": "up", "comment": "cBAD"}),
         ("POST", "/api/sources", {"assistant_id": rec.assistant_id, "kind": "text", "content": "cBAD"}),
         ("PATCH", f"/api/sources/{rec.source_id}", {"title": "tBAD"}),

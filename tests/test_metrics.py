@@ -10,6 +10,7 @@ from typing import Any
 
 from shared import metrics
 from tests.conftest import ROOT
+from tests.fakes.chat_fixtures import new_chat_key
 
 
 def wait_for_rows(engine: Any, sql: str, at_least: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
@@ -137,7 +138,7 @@ def test_a_workspace_sees_only_its_own_metrics(engine) -> None:
 def test_metrics_route_checks_keys_and_parameters(engine) -> None:
     _, key = engine.workspace()
     assert engine.client().get("/api/metrics").status_code == 401
-    chat_key = engine.client(key).post("/api/keys", json={"scope": "chat"}).json()["key"]
+    chat_key = new_chat_key(engine, key)["key"]
     assert engine.client(chat_key).get("/api/metrics").status_code == 403
     client = engine.client(key)
     bad_bucket = client.get("/api/metrics", params={"name": "x", "bucket": "7x"})

@@ -32,6 +32,7 @@ from scripts.__main__ import main as cli
 from scripts._serve import serve_in_thread
 from shared.auth import AnyKey
 from shared.http import create_app
+from tests.fakes.chat_fixtures import make_assistant
 
 FAKES = Path(__file__).parent / "fakes"
 REAL = json.loads((FAKES / "nextauth_tokens.json").read_text())
@@ -149,7 +150,10 @@ def test_real_v4_and_v5_tokens_reach_admin_routes_as_bearer_and_cookie(engine, w
 def test_tokens_encoded_here_work_and_admin_actions_are_audited_as_the_user(engine, ws) -> None:
     for token in (encode_v4(), encode_v5(), encode_v5(salt="__Secure-authjs.session-token")):
         assert get_keys(engine, token).status_code == 200
-    created = httpx.post(f"{engine.url}/api/keys", json={"name": "widget", "scope": "chat"},
+    with engine.db() as conn:
+        assistant = make_assistant(conn, ws)
+    created = httpx.post(f"{engine.url}/api/keys", json={"name": "widget", "scope": "chat",
+                                                         "assistant_ids": [assistant]},
                          headers={"Authorization": f"Bearer {encode_v5()}"}, timeout=10)
     assert created.status_code == 201, created.text
     with engine.db() as conn:
@@ -260,7 +264,7 @@ def test_cookie_sessions_refuse_other_origins_on_writes(engine, ws, monkeypatch)
     evil = httpx.post(f"{engine.url}/api/keys", json={"name": "x"}, timeout=10,
                       headers={**cookie, "Origin": "https://evil.example"})
     assert evil.status_code == 403 and code(evil) == "origin_not_allowed"
-    ok = httpx.post(f"{engine.url}/api/keys", json={"name": "x"}, timeout=10,
+    ok = httpx.post(f"{engine.url}/api/keys", json={"name": "x", "scope": "admin"}, timeout=10,
                     headers={**cookie, "Origin": "https://app.example.com"})
     assert ok.status_code == 201, ok.text
 

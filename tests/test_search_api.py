@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.fakes.chat_fixtures import new_chat_key
 from tests.fakes.fixtures import add_page, embeddings_api, load_corpus, make_assistant  # noqa: F401
 
 
@@ -56,7 +57,7 @@ def test_search_needs_an_admin_key_and_a_valid_body(engine) -> None:
     workspace_id, admin = engine.workspace()
     with engine.db() as conn:
         assistant_id = make_assistant(conn, workspace_id)
-    chat_key = engine.client(admin).post("/api/keys", json={"scope": "chat"}).json()["key"]
+    chat_key = new_chat_key(engine, admin, assistant_id)["key"]
     assert engine.client(chat_key).post("/api/search", json={"assistant_id": assistant_id,
                                                              "query": "x"}).status_code == 403
     assert engine.client().post("/api/search", json={"assistant_id": assistant_id, "query": "x"}).status_code == 401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.fakes.chat_fixtures import new_chat_key
+
 
 def create_template(client, **fields):
     reply = client.post("/api/templates", json={"name": "Support", **fields})
@@ -118,7 +120,7 @@ def test_another_workspace_template_is_not_found_on_every_route(engine) -> None:
 def test_templates_need_an_admin_key_and_changes_are_audited(engine) -> None:
     workspace_id, admin = engine.workspace()
     client = engine.client(admin)
-    chat_key = client.post("/api/keys", json={"scope": "chat"}).json()["key"]
+    chat_key = new_chat_key(engine, admin)["key"]
     assert engine.client(chat_key).get("/api/templates").status_code == 403
     assert engine.client(chat_key).post("/api/templates", json={"name": "x"}).status_code == 403
     template = create_template(client)

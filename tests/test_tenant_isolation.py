@@ -39,6 +39,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/assistants/{assistant_id}"): {"name": "taken over"},
     ("PATCH", "/api/sources/{source_id}"): {"title": "taken over", "sync_interval_hours": 1},
     ("POST", "/api/sources/{source_id}/resync"): None,
+    ("PATCH", "/api/keys/{key_id}"): {"name": "taken over", "allowed_origins": ["https://evil.example"]},
+    ("POST", "/api/keys/{key_id}/identity-secret"): None,
 }
 
 # Body-taking routes without path ids: requests (with B's key) that name A's records in the body or query.
@@ -68,11 +70,13 @@ def body_references(a: Records, b: Records) -> list[tuple[str, str, str, Any, di
         ("feedback on A's user message", "POST", "/api/feedback",
          {"message_id": a.user_message_id, "rating": "down"}, {}, 404),
         ("sources of A's assistant", "GET", "/api/sources", None, {"assistant_id": a.assistant_id}, 404),
+        ("chat key for A's assistant", "POST", "/api/keys", {"scope": "chat", "assistant_ids": [a.assistant_id]},
+         {}, 422),
     ]
 
 
 # Body-taking routes whose bodies name no record of any workspace (nothing to point at another workspace).
-NO_REFERENCES = {("POST", "/api/templates"), ("POST", "/api/keys")}
+NO_REFERENCES = {("POST", "/api/templates")}
 
 # What a chat-scope key may call; everything else must answer 403.
 CHAT_ROUTES = {
@@ -257,7 +261,7 @@ def test_list_routes_never_show_another_workspaces_records(engine: Any, two: Any
 
 def test_chat_key_reaches_only_chat_its_conversations_and_feedback(engine: Any, two: Any) -> None:
     a, _ = two
-    widget = engine.client(a.chat_key)
+    widget = engine.client(a.chat_key, x_visitor_token=a.visitor_token)  # the visitor who started it
     engine.wait_for_queue()
     flush_metrics()
     before = snapshot(engine, a.workspace_id)

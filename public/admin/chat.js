@@ -2,7 +2,9 @@
 import { api, h, notify, t } from "./core.js";
 
 export async function chatWith(assistant) {
-  let chat = JSON.parse(sessionStorage.getItem("de.admin.chat") || "null");
+  // Chat keys reach only the assistants they were made for: one key per assistant and session.
+  const slot = `de.admin.chat.${assistant.id}`;
+  let chat = JSON.parse(sessionStorage.getItem(slot) || "null");
   if (chat) {
     // Someone may have revoked it under "API keys" since.
     const { data } = await api("/api/keys");
@@ -10,9 +12,9 @@ export async function chatWith(assistant) {
   }
   if (!chat) {
     const created = await api("/api/keys", { method: "POST", body: {
-      name: t("chat.key_name"), scope: "chat", allowed_origins: [location.origin] } });
+      name: t("chat.key_name"), scope: "chat", allowed_origins: [location.origin], assistant_ids: [assistant.id] } });
     chat = { key: created.key, id: created.id, prefix: created.prefix };
-    sessionStorage.setItem("de.admin.chat", JSON.stringify(chat));
+    sessionStorage.setItem(slot, JSON.stringify(chat));
   }
   document.querySelectorAll("dialog-engine-widget, script[data-console-widget]").forEach((el) => el.remove());
   const script = h("script", { src: "/widget.js", "data-assistant": assistant.id, "data-key": chat.key,

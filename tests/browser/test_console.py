@@ -139,6 +139,9 @@ def test_console_templates_versions_diff_keys_conversations_and_metrics(engine, 
     page.get_by_role("button", name="Create key").click()
     created = page.locator("#created-key").input_value()
     assert created.startswith("de_chat_")
+    # A chat key comes with its identity secret (shown once) and reaches only the assistant chosen.
+    assert page.locator("#created-identity-secret").input_value().startswith("de_idsec_")
+    expect(page.get_by_role("row", name=re.compile("Website"))).to_contain_text(assistant["name"])
     with_key = {"Authorization": f"Bearer {created}"}
     assert httpx.get(f"{engine.url}/api/conversations/none", headers=with_key).status_code == 404
     page.on("dialog", lambda dialog: dialog.accept())

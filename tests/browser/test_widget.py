@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.browser.helpers import screenshot
@@ -52,8 +55,9 @@ def setup_assistant(engine: Any, origin: str, **overrides: Any) -> tuple[Any, di
     assert source.status_code == 202, source.text
     engine.wait_for_queue()
     assert admin.get(f"/api/sources/{source.json()['id']}").json()["status"] == "ready"
-    key = admin.post("/api/keys", json={"scope": "chat", "name": "site", "allowed_origins": [origin]}).json()["key"]
-    return admin, assistant, key
+    created = admin.post("/api/keys", json={"scope": "chat", "name": "site", "allowed_origins": [origin],
+                                            "assistant_ids": [assistant["id"]]}).json()
+    return admin, assistant, created["key"]
 
 
 def widget(page: Any) -> Any:
@@ -211,9 +215,49 @@ def test_widget_shows_the_answer_while_it_streams(engine, browser, page_server, 
     expect(answer.locator("a.cite")).to_have_count(2)
 
 
+def test_widget_sends_a_signed_user_id_and_anonymous_visitors_keep_their_own_token(engine, browser, page_server):
+    admin, assistant, _ = setup_assistant(engine, page_server.url)
+    created = admin.post("/api/keys", json={"scope": "chat", "assistant_ids": [assistant["id"]]}).json()
+    user_hash = hmac.new(created["identity_secret"].encode(), b"cust-7", hashlib.sha256).hexdigest()
+    signed_tag = (f'<script src="{engine.url}/widget.js" data-assistant="{assistant["id"]}" '
+                  f'data-key="{created["key"]}" data-user-id="cust-7" data-user-hash="{user_hash}"></script>')
+    host = PAGE.format(api=engine.url, assistant="", key="").split("<script")[0]
+    page_server.html = host + signed_tag + "</body></html>"
+    page = browser().new_page()
+    page.goto(page_server.url + "/")
+    page.get_by_role("button", name="Chat öffnen").click()
+    page.get_by_role("textbox", name="Ihre Nachricht").fill("Was kostet das Profipaket?")
+    page.keyboard.press("Enter")
+    answer = page.locator("dialog-engine-widget .msg.assistant:not(.greeting)").last
+    expect(answer).to_contain_text("Profipaket kostet 50 Euro")
+    assert [c["user_id"] for c in admin.get("/api/conversations").json()["data"]] == ["cust-7"]
+
+    # Two anonymous visitors of one site: each gets its own token and conversation, neither sees the other's.
+    page_server.html = PAGE.format(api=engine.url, assistant=assistant["id"], key=created["key"])
+    tokens = []
+    for question in ("Was kostet das Basispaket?", "Ist das Paket monatlich kündbar?"):
+        visitor = browser().new_page()
+        visitor.goto(page_server.url + "/")
+        visitor.get_by_role("button", name="Chat öffnen").click()
+        visitor.get_by_role("textbox", name="Ihre Nachricht").fill(question)
+        visitor.keyboard.press("Enter")
+        expect(visitor.locator("dialog-engine-widget .msg.assistant:not(.greeting)").last).to_have_attribute(
+            "aria-busy", "false")
+        tokens.append(visitor.evaluate("Object.keys(localStorage).filter(k => k.includes(':visitor:'))"
+                                       ".map(k => localStorage.getItem(k))[0]"))
+    assert all(t and t.startswith("vt1.") for t in tokens) and tokens[0] != tokens[1]
+    conversations = admin.get("/api/conversations").json()["data"]
+    assert len(conversations) == 3
+    other = next(c["id"] for c in conversations if c["title"].startswith("Was kostet das Basis"))
+    reply = httpx.get(f"{engine.url}/api/conversations/{other}", headers={
+        "Authorization": f"Bearer {created['key']}", "x-visitor-token": tokens[1]})
+    assert reply.status_code == 404
+
+
 def test_a_key_for_another_site_is_refused_with_a_clear_message(engine, browser, page_server):
     admin, assistant, _ = setup_assistant(engine, page_server.url)
-    key = admin.post("/api/keys", json={"scope": "chat", "allowed_origins": ["https://shop.example"]}).json()["key"]
+    key = admin.post("/api/keys", json={"scope": "chat", "allowed_origins": ["https://shop.example"],
+                                        "assistant_ids": [assistant["id"]]}).json()["key"]
     page_server.html = PAGE.format(api=engine.url, assistant=assistant["id"], key=key)
     page = browser(locale="de-DE").new_page()  # the assistant's language is not readable: the browser's it is
     page.goto(page_server.url + "/")

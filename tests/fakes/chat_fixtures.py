@@ -140,3 +140,28 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def new_chat_key(engine: Any, admin_key: str, *assistant_ids: str, **fields: Any) -> dict[str, Any]:
+    """A chat key made for these assistants (for a new one when none is named); the created key's JSON,
+    with its identity secret."""
+    if not assistant_ids:
+        from shared.auth import hash_key
+
+        with engine.db() as conn:
+            workspace = conn.execute("SELECT workspace_id FROM api_keys WHERE hash = %s",
+                                     (hash_key(admin_key),)).fetchone()["workspace_id"]
+            assistant_ids = (make_assistant(conn, workspace, name="Widget helper"),)
+    created = httpx.post(f"{engine.url}/api/keys", headers={"Authorization": f"Bearer {admin_key}"}, timeout=30,
+                         json={"scope": "chat", "assistant_ids": list(assistant_ids), **fields})
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+def signed_in(secret: str, user_id: str) -> dict[str, str]:
+    """Headers of a verified end user: user id and its HMAC, as the customer's backend computes it."""
+    import hashlib
+    import hmac
+
+    signature = hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+    return {"x-user-id": user_id, "x-user-hash": signature}

@@ -33,10 +33,12 @@ class Records:
     chat_key_id: str = ""
     chat_conversation_id: str = ""     # started with the chat key
     chat_message_id: str = ""          # the assistant's reply there
+    visitor_token: str = ""            # the widget visitor who started it (conversations belong to one visitor)
     secrets: list[str] = field(default_factory=list)
 
     def ids(self) -> dict[str, str]:
-        return {k: v for k, v in vars(self).items() if isinstance(v, str) and v and k not in ("admin_key", "chat_key")}
+        secret = ("admin_key", "chat_key", "visitor_token")
+        return {k: v for k, v in vars(self).items() if isinstance(v, str) and v and k not in secret}
 
 
 def _ok(reply: Any, *statuses: int) -> dict[str, Any]:
@@ -74,12 +76,14 @@ def seed(engine: Any, name: str = "Acme") -> Records:
     rec.message_id = answer["message_id"]
     rec.feedback_id = _ok(admin.post("/api/feedback", json={"message_id": rec.message_id, "rating": "up",
                                                             "comment": "clear"}), 201)["id"]
-    created = _ok(admin.post("/api/keys", json={"name": "widget", "scope": "chat"}), 201)
+    created = _ok(admin.post("/api/keys", json={"name": "widget", "scope": "chat",
+                                                "assistant_ids": [rec.assistant_id]}), 201)
     rec.chat_key, rec.chat_key_id = created["key"], created["id"]
     widget = turn(engine.client(rec.chat_key), rec.assistant_id, "Do you refund shipping?")
     rec.chat_conversation_id, rec.chat_message_id = widget["conversation_id"], widget["message_id"]
+    rec.visitor_token = widget["visitor_token"]
     engine.wait_for_queue()  # summaries and the like: nothing may still be writing when a test snapshots
-    rec.secrets = [admin_key, rec.chat_key]
+    rec.secrets = [admin_key, rec.chat_key, created["identity_secret"]]
     return rec
 
 
