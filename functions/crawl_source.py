@@ -119,9 +119,12 @@ def _start_firecrawl(conn: Any, source: Row, generation: int) -> dict[str, Any]:
             metadata={"source_id": source["id"], "workspace_id": source["workspace_id"],
                       "generation": str(generation)})
         claimed = conn.execute("""UPDATE sources SET crawl_id = %s, updated_at = now()
-                                  WHERE id = %s AND sync_generation = %s AND crawl_id IS NULL""",
+                                  WHERE id = %s AND sync_generation = %s AND crawl_id IS NULL
+                                    AND status IN ('queued', 'crawling')""",
                                (crawl_id, source["id"], generation)).rowcount
-        if not claimed:  # a duplicate delivery started the sync's crawl meanwhile: one crawl is enough
+        # Not claimed: a duplicate delivery started this sync's crawl meanwhile (maybe one that has already
+        # ended: its crawl_id is cleared but the status moved on). One crawl per sync is enough.
+        if not claimed:
             firecrawl.cancel(crawl_id)
             return {"skipped": "a duplicate delivery started the crawl"}
     publish("poll_crawl", {"workspace_id": source["workspace_id"], "source_id": source["id"],

@@ -22,7 +22,8 @@ def test_cleanup_rolls_old_metrics_into_hourly_points_and_keeps_recent_ones(engi
     assert cleanup.run({}) == {"jobs_deleted": 0, "metric_rollups_written": 2}
     assert cleanup.run({})["metric_rollups_written"] == 0  # rollups are never rolled again
     with engine.db() as conn:
-        rows = conn.execute("""SELECT value, metadata FROM performance_metrics ORDER BY "timestamp" """).fetchall()
+        rows = conn.execute("""SELECT value, metadata FROM performance_metrics WHERE name = 'chat.ttft_ms'
+                                   ORDER BY "timestamp" """).fetchall()
     assert [(r["value"], r["metadata"].get("count")) for r in rows] == [(20.0, 3), (5.0, 1), (99.0, None)]
     assert rows[0]["metadata"]["rollup"] == "1h" and rows[0]["metadata"]["max"] == 30.0
 

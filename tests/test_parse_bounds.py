@@ -119,10 +119,10 @@ def test_a_bomb_within_the_size_limit_is_stopped_by_the_memory_cap(engine, bomb,
     before = peak_mb()
     reply = upload(client, assistant_id, "bomb.docx", bomb)
     assert_refused(reply, 422, "parse_out_of_memory", "PARSE_MAX_MEMORY_MB", "bomb.docx")
-    child = peak_mb(resource.RUSAGE_CHILDREN)
-    print(f"\npeak RSS: API process +{peak_mb() - before:.0f} MB, largest child {child:.0f} MB")
+    print(f"\npeak RSS: API process +{peak_mb() - before:.0f} MB")
+    # (RUSAGE_CHILDREN is the largest of every child this test process ever had, e.g. the browser's in a
+    # full run, so it can't bound this child; the parse_out_of_memory refusal shows the cap stopped it.)
     assert peak_mb() - before < 200
-    assert peak_mb(resource.RUSAGE_CHILDREN) < 400
     assert no_sources(engine)
 
 
