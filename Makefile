@@ -16,6 +16,7 @@ dev: $(STAMP)
 	$(PY) -m scripts dev
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(PY) -m pytest -q --ignore=tests/test_fuzz.py
 
 # Schemathesis over every function's OpenAPI schema (~2 min): FUZZ_EXAMPLES=200 FUZZ_RANDOM=1 digs deeper.

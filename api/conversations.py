@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared import transcripts
+from shared import llm, transcripts
 from shared.audit import record
 from shared.auth import AdminKey, AnyKey, Db, Principal
 from shared.conversations import delete_conversation
@@ -87,9 +87,19 @@ def _get(conn: Db, request: Request, principal: Principal, conversation_id: str)
                                         visitor.id if visitor else None, principal.assistant_ids)
 
 
+def _message(row: Row, principal: Principal) -> MessagePublic:
+    """Admins see what failed in the providers' own words; public keys the coarse reasons the chat stream
+    gives (provider error texts can name accounts, models and limits)."""
+    if principal.is_admin:
+        return MessagePublic(**row)
+    error = row["error"].split(" [", 1)[0] if row["error"] else None  # "[...]" holds the provider's detail
+    failover = row["failover"] if isinstance(row["failover"], list) else None
+    return MessagePublic(**{**row, "error": error, "failover": llm.public_failover(failover) if failover else None})
+
+
 def _full(conn: Db, request: Request, principal: Principal, conversation_id: str) -> ConversationWithMessages:
     row = _get(conn, request, principal, conversation_id)
-    messages = [MessagePublic(**m)
+    messages = [_message(m, principal)
                 for m in transcripts.get_messages(conn, conversation_id, original=principal.is_admin)]
     return ConversationWithMessages(messages=messages, **public(row).model_dump())
 
@@ -101,7 +111,7 @@ def list_conversations(
         offset: Annotated[int, Query(ge=0, le=100_000, description="Alternative to cursor")] = 0,
         assistant_id: Annotated[str | None, Query(max_length=100)] = None,
         user_id: Annotated[str | None, Query(max_length=200, description="The external user id")] = None,
-        since: Annotated[datetime | None, Query(description="Active at or after (ISO date or time; UTC if bare)")] = None,
+        since: Annotated[datetime | None, Query(description="Active at or after (ISO, UTC if bare)")] = None,
         until: Annotated[datetime | None, Query(description="Last active before")] = None) -> ConversationsPublic:
     if cursor and offset:
         raise Unprocessable("Use either cursor or offset, not both.",
@@ -129,7 +139,7 @@ def messages(conversation_id: str, request: Request, principal: AnyKey, conn: Db
     rows, next_cursor = page(transcripts.get_messages(conn, conversation_id, after_seq=after, limit=limit + 1,
                                                           original=principal.is_admin),
                              limit, "seq")
-    return MessagesPublic(data=[MessagePublic(**r) for r in rows], count=len(rows), next_cursor=next_cursor)
+    return MessagesPublic(data=[_message(r, principal) for r in rows], count=len(rows), next_cursor=next_cursor)
 
 
 @app.get("/api/conversations/{conversation_id}/export", summary="Download as JSON or Markdown",

@@ -19,6 +19,7 @@ from tests.fakes.chat_fixtures import (  # noqa: F401
     last,
     make_assistant,
     messages,
+    new_chat_key,
     openai_api,
     parse_sse,
     redis_proxy,
@@ -195,6 +196,27 @@ def test_clients_see_coarse_failover_reasons_and_never_the_providers_words(engin
     with engine.db() as conn:
         stored = conn.execute("SELECT failover FROM messages WHERE id = %s", (done["message_id"],)).fetchone()
     assert "Scripted failure 503." in stored["failover"][0]["message"]  # kept for admins
+
+
+def test_a_chat_key_reading_the_conversation_back_sees_coarse_reasons_only(engine, openai_api,  # noqa: F811
+                                                                          anthropic_api) -> None:  # noqa: F811
+    openai_api.fail(503)
+    anthropic_api.fail(529)
+    workspace, admin_key, assistant = setup(engine)
+    client = engine.client(new_chat_key(engine, admin_key, assistant)["key"])
+    events = parse_sse(client.post("/api/chat", json={"assistant_id": assistant, "message": "Hi"}).text)
+    assert last(events, "done")["status"] == "failed"
+    conversation_id = last(events, "conversation")["conversation_id"]
+
+    seen_by_widget = client.get(f"/api/conversations/{conversation_id}")
+    assert seen_by_widget.status_code == 200, seen_by_widget.text
+    reply = seen_by_widget.json()["messages"][-1]
+    assert reply["failover"] == [{"provider": "openai", "reason": "server_error"},
+                                 {"provider": "anthropic", "reason": "overloaded"}]
+    assert reply["error"].startswith("providers_unavailable: ")
+    assert "Scripted" not in seen_by_widget.text  # the stand-ins' own error text
+    seen_by_admin = engine.client(admin_key).get(f"/api/conversations/{conversation_id}").json()
+    assert "Scripted failure 503." in seen_by_admin["messages"][-1]["failover"][0]["message"]
 
 
 def test_the_title_of_a_redacting_assistant_holds_no_pii(engine, openai_api) -> None:  # noqa: F811

@@ -17,8 +17,9 @@ from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, PageServer
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does this)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+        # Never a skip: `make test` installs it (scripts/ensure-chromium), so a missing browser is an error.
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run scripts/ensure-chromium (make test does)")
+    from playwright import sync_api  # requirements-dev.txt
     with sync_api.sync_playwright() as p:
         yield p
 
