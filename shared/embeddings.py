@@ -120,6 +120,7 @@ def embed_texts(texts: list[str]) -> list[list[float]] | None:
         return None
     if not texts:
         return []
+    _verify_store()  # before paying for vectors the store would refuse
     settings = get_settings()
     client = _client()
     vectors: list[list[float]] = []
@@ -206,7 +207,8 @@ def _embed_one(text: str) -> list[float]:
 
 
 def _verify_store() -> None:
-    """Stored vectors of another size than EMBEDDING_DIMENSIONS: a named error (search answers from keywords)."""
+    """Stored vectors of another size than EMBEDDING_DIMENSIONS: a named error (ingestion fails the page with it,
+    search answers from keywords)."""
     try:
         verify_store(get_settings().embedding_dimensions)
     except EmbeddingDimensionsMismatch as exc:

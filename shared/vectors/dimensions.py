@@ -72,7 +72,7 @@ def ensure_column(conn: psycopg.Connection[Any], dimensions: int) -> str | None:
     return f"chunks.embedding resized to {dimensions} dimensions (EMBEDDING_DIMENSIONS)"
 
 
-def resize_column(conn: psycopg.Connection[Any], dimensions: int) -> None:
+def resize_column(conn: psycopg.Connection[Any], dimensions: int, *, build_index: bool = True) -> None:
     """Drop every pgvector vector and give chunks.embedding `dimensions` (autocommit `conn`).
 
     DROP COLUMN and ADD COLUMN (nullable, no default) change only the catalog, so even a large table is not
@@ -83,7 +83,7 @@ def resize_column(conn: psycopg.Connection[Any], dimensions: int) -> None:
         conn.execute("UPDATE chunks SET vector_id = NULL WHERE embedding IS NOT NULL")
         conn.execute("ALTER TABLE chunks DROP COLUMN embedding")
         conn.execute(f"ALTER TABLE chunks ADD COLUMN embedding vector({int(dimensions)})")
-    if dimensions <= HNSW_MAX_DIMENSIONS:
+    if build_index and dimensions <= HNSW_MAX_DIMENSIONS:
         conn.execute(HNSW_INDEX)
     forget_verified()
 
