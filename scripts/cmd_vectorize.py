@@ -69,7 +69,7 @@ def _resize(args: argparse.Namespace) -> bool:
     with connect() as conn:
         column = column_dimensions(conn)
         if column == setting:
-            print(f"chunks.embedding already has {setting} dimensions: embedding what is left to do")
+            print(f"chunks.embedding already has {setting} dimensions (EMBEDDING_DIMENSIONS): no resize needed")
             return False
         print(f"resizing chunks.embedding from {column} to {setting} dimensions (EMBEDDING_DIMENSIONS); "
               "the stored vectors are dropped: search is keyword-only until this run ends", flush=True)

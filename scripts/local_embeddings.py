@@ -44,34 +44,50 @@ def load_model() -> Any:
     return _model
 
 
-def _load() -> Any:
+def import_wordllama() -> Any:
+    """The wordllama package, imported without its side effect on logging."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     import wordllama
-    from wordllama import WordLlama
 
     # wordllama's inference module calls logging.basicConfig() on import: undo it, logging is ours to set.
     root.setLevel(level)
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
+    return wordllama
+
+
+def _load() -> Any:
+    wordllama = import_wordllama()
+    from wordllama import WordLlama
+
     # The loader looks for a bundled tokenizer in wordllama/tokenizer/, but the wheel ships it in
     # wordllama/tokenizers/ (the cache layout): pointing the cache at the package finds both files there.
     package = Path(wordllama.__file__).parent
     return WordLlama.load(CONFIG, cache_dir=package, dim=NATIVE_DIMENSIONS, disable_download=True)
 
 
-def embed(texts: list[str], dimensions: int = NATIVE_DIMENSIONS) -> list[Any]:
-    """Unit vectors (numpy float32 rows), `dimensions` long."""
+def embed(texts: list[str], dimensions: int = NATIVE_DIMENSIONS) -> tuple[Any, int]:
+    """(unit vectors as a float32 array of `dimensions` columns, tokens read).
+
+    WordLlama's own embed(), with the tokenizer run once for both the vectors and the token count: a
+    text's vector is the mean of its tokens' vectors (the attention mask leaves out the batch's padding).
+    """
     import numpy as np
 
-    vectors = load_model().embed(texts, norm=False, batch_size=BATCH)[:, :dimensions]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return list(vectors / np.where(norms == 0, 1.0, norms))
-
-
-def count_tokens(texts: list[str]) -> int:
-    # The tokenizer pads a batch to its longest text: count the attention mask, not the ids.
-    return sum(sum(e.attention_mask) for e in load_model().tokenizer.encode_batch(texts, add_special_tokens=False))
+    model = load_model()
+    table = model.embedding
+    vectors = np.empty((len(texts), dimensions), dtype=np.float32)
+    tokens = 0
+    for start in range(0, len(texts), BATCH):
+        encoded = model.tokenize(texts[start:start + BATCH])
+        ids = np.clip(np.array([e.ids for e in encoded], dtype=np.int64), 0, table.shape[0] - 1)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.float32)
+        pooled = model.avg_pool(table[ids], mask)[:, :dimensions]
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        vectors[start:start + len(encoded)] = pooled / np.where(norms == 0, 1.0, norms)
+        tokens += int(mask.sum())
+    return vectors, tokens
 
 
 def create_app() -> Starlette:
@@ -118,7 +134,7 @@ async def embeddings(request: Request) -> JSONResponse:
     # The model is numpy work that releases the event loop only between requests: run it in a thread.
     from starlette.concurrency import run_in_threadpool
 
-    vectors, tokens = await run_in_threadpool(_embed_request, inputs, dimensions)
+    vectors, tokens = await run_in_threadpool(embed, inputs, dimensions)
     data = []
     for index, vector in enumerate(vectors):
         value: Any = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if encoding == "base64"
@@ -126,10 +142,6 @@ async def embeddings(request: Request) -> JSONResponse:
         data.append({"object": "embedding", "index": index, "embedding": value})
     return JSONResponse({"object": "list", "data": data, "model": MODEL_NAME,
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
-
-
-def _embed_request(inputs: list[str], dimensions: int) -> tuple[list[Any], int]:
-    return embed(inputs, dimensions), count_tokens(inputs)
 
 
 def _error(status: int, message: str, param: str | None) -> JSONResponse:

@@ -15,7 +15,7 @@ import pytest
 from shared.migrate import MigrationError, migrate
 from tests.conftest import ROOT
 from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
-from tests.fakes.fixtures import local_model  # noqa: F401
+from tests.fakes.fixtures import embeddings_api, local_model, pinecone_api  # noqa: F401
 
 PAGES = [
     ("Account security", "To reset your password, open Settings, choose Security and click Reset password. "
@@ -114,3 +114,22 @@ def engine_caches() -> None:
     from tests.conftest import clear_caches
 
     clear_caches()
+
+
+def test_a_pinecone_index_of_another_dimension_is_named_too(engine, embeddings_api, pinecone_api,
+                                                             monkeypatch) -> None:
+    from shared.vectors import get_vector_store
+    from shared.vectors.dimensions import EmbeddingDimensionsMismatch
+    from shared.vectors.indexing import index_chunks
+    from tests.fakes.fixtures import add_page, make_assistant
+
+    monkeypatch.setenv("EMBEDDING_DIMENSIONS", "512")  # the stand-in's index has 1536
+    engine_caches()
+    workspace_id, _ = engine.workspace()
+    with engine.db() as conn:
+        chunks = add_page(conn, workspace_id, make_assistant(conn, workspace_id), "Billing", [("Invoices", "Monthly.")])
+        with pytest.raises(EmbeddingDimensionsMismatch, match="EMBEDDING_DIMENSIONS is 512 but the Pinecone index "
+                                                              "dialog-engine has dimension 1536"):
+            index_chunks(conn, chunks)
+    with pytest.raises(EmbeddingDimensionsMismatch, match="EMBEDDING_DIMENSIONS is 512"):
+        get_vector_store().health()

@@ -11,6 +11,7 @@ Ingestion and search check the same thing once per process, so a mismatch is a c
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -22,8 +23,11 @@ HNSW_MAX_DIMENSIONS = 2000  # pgvector indexes `vector` columns up to this size;
 HNSW_INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS chunks_embedding ON chunks "
               "USING hnsw (embedding vector_cosine_ops)")
 
-_verified: set[tuple[str, int]] = set()         # (connection dsn, dimensions)
-_verified_urls: set[tuple[str, int]] = set()    # (DATABASE_URL, dimensions): the query path's check
+# Checked sizes and until when: a resize by `vectorize all --resize` reaches running instances within a minute
+# (they then answer from keywords with a named error instead of failing inside the search statement).
+VERIFIED_TTL_S = 60.0
+_verified: dict[tuple[str, int], float] = {}        # (connection dsn, dimensions) -> expiry
+_verified_urls: dict[tuple[str, int], float] = {}   # (DATABASE_URL, dimensions) -> expiry: the query path's
 _verified_lock = threading.Lock()
 
 
@@ -89,33 +93,33 @@ def resize_column(conn: psycopg.Connection[Any], dimensions: int, *, build_index
 
 
 def verify(conn: psycopg.Connection[Any], dimensions: int) -> None:
-    """Raise EmbeddingDimensionsMismatch unless chunks.embedding has `dimensions`; checked once per process
-    and database (a catalog read), since only a migration or `vectorize all --resize` changes it."""
+    """Raise EmbeddingDimensionsMismatch unless chunks.embedding has `dimensions`; a catalog read at most once
+    a minute per process and database, since only a migration or `vectorize all --resize` changes it."""
     key = (conn.info.dsn, dimensions)
-    if key in _verified:
+    if _verified.get(key, 0.0) > time.monotonic():
         return
     column = column_dimensions(conn)
     if column is not None and column != dimensions:
         raise column_mismatch(dimensions, column)
     with _verified_lock:
-        _verified.add(key)
+        _verified[key] = time.monotonic() + VERIFIED_TTL_S
 
 
 def verify_store(dimensions: int) -> None:
-    """The query path's check, before a vector goes into a search: on pgvector once per process and database
-    (it needs a connection of its own the first time); Pinecone names its own dimension errors."""
+    """The query and ingestion paths' check, before anything is embedded: on pgvector at most once a minute per
+    process and database (a connection of its own then); Pinecone's errors are named at upsert."""
     from shared.settings import get_settings
 
     settings = get_settings()
     key = (settings.database_url, dimensions)
-    if settings.resolved_vector_backend != "pgvector" or key in _verified_urls:
+    if settings.resolved_vector_backend != "pgvector" or _verified_urls.get(key, 0.0) > time.monotonic():
         return
     from shared.db import connect
 
     with connect() as conn:
         verify(conn, dimensions)
     with _verified_lock:
-        _verified_urls.add(key)
+        _verified_urls[key] = time.monotonic() + VERIFIED_TTL_S
 
 
 def verify_vector(values: list[float], dimensions: int) -> None:
