@@ -43,7 +43,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     dotenv = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}  # model keys and more
     data = Path(args.data)
     stack = LocalStack(data, public_url=f"http://localhost:{args.port}")
-    print("starting PostgreSQL, Redis and the Upstash/QStash stand-ins ...", flush=True)
+    print("starting PostgreSQL, Redis, the Upstash/QStash stand-ins and the local embedding model ...", flush=True)
     env = stack.start()
     os.environ.update(dev_environment(env, shell, dotenv, local_embeddings=stack.embeddings_env()))
     if kept := [name for name in (*SHELL_WINS, "REDIS_URL") if shell.get(name)]:

@@ -133,3 +133,15 @@ def test_a_pinecone_index_of_another_dimension_is_named_too(engine, embeddings_a
             index_chunks(conn, chunks)
     with pytest.raises(EmbeddingDimensionsMismatch, match="EMBEDDING_DIMENSIONS is 512"):
         get_vector_store().health()
+
+
+def test_the_query_cache_never_serves_a_vector_of_the_old_size(engine, local_model, monkeypatch) -> None:
+    from shared.embeddings import embed_query
+
+    question = "How do I reset my password?"
+    assert len(embed_query(question)) == 256  # now cached in Redis and in this process
+    monkeypatch.setenv("EMBEDDING_DIMENSIONS", "64")
+    engine_caches()
+    assert migrate(engine.dsn) == ["chunks.embedding resized to 64 dimensions (EMBEDDING_DIMENSIONS)"]  # no vectors
+    again = embed_query(question)
+    assert len(again) == 64 and len(engine.stack.local.redis.keys("emb:q:*")) == 2  # one entry per size
