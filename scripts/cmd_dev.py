@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +25,9 @@ def register(groups: argparse._SubParsersAction) -> None:
     dev = groups.add_parser("dev", help="start PostgreSQL, Redis, the stand-ins and every function locally")
     dev.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     dev.add_argument("--data", default=str(ROOT / ".data"), help="where the local data lives")
+    dev.add_argument("--revectorize", action="store_true",
+                     help="stored vectors of another size (another embeddings model): drop them and embed every "
+                          "chunk again with this run's model before serving")
     dev.set_defaults(func=cmd_dev)
     serve = groups.add_parser("serve", help="serve every function and public/ (uses the environment as is)")
     serve.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
@@ -54,7 +57,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         from shared.migrate import migrate
 
-        applied = migrate()
+        applied = _migrate(migrate, args.revectorize)
         print("migrations: " + (", ".join(applied) if applied else "up to date"))
         key = _local_admin_key(data)
         print(f"\n  Dialog Engine on http://localhost:{args.port}  (chat page: /, health: /api/health)")
@@ -66,6 +69,27 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("stopping the local stack ...", flush=True)
         stack.stop()
     return 0
+
+
+def _migrate(migrate: Callable[[], list[str]], revectorize: bool) -> list[str]:
+    """Migrate; vectors stored by another model (another size) are re-embedded with --revectorize, else said
+    and left (search answers from keywords, health names the setting) rather than stopping `make dev`."""
+    from shared.migrate import EmbeddingColumnMismatch
+
+    try:
+        return migrate()
+    except EmbeddingColumnMismatch as exc:
+        if not revectorize:
+            print(f"warning: {exc}\n  in make dev: `python -m scripts dev --revectorize` re-embeds them with this "
+                  "run's model", flush=True)
+            return []
+    from scripts.cmd_vectorize import cmd_all
+
+    args = argparse.Namespace(workspace=None, assistant=None, source=None, batch=500, missing=False,
+                              restart=True, queue=False, reindex=True, resize=True)
+    if cmd_all(args):
+        raise SystemExit("re-embedding the stored vectors failed")
+    return migrate()
 
 
 def dev_environment(stack: Mapping[str, str], shell: Mapping[str, str], dotenv: Mapping[str, str],

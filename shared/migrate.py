@@ -35,6 +35,10 @@ class MigrationError(RuntimeError):
     """A migration can't be applied as written; the message says what to do."""
 
 
+class EmbeddingColumnMismatch(MigrationError):
+    """Every migration is applied, but stored vectors have another size than EMBEDDING_DIMENSIONS."""
+
+
 def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]]:
     found = []
     for path in sorted((directory or MIGRATIONS_DIR).glob("*.sql")):
@@ -84,7 +88,7 @@ def ensure_embedding_column(conn: psycopg.Connection) -> str | None:
     try:
         return ensure_column(conn, get_settings().embedding_dimensions)
     except EmbeddingDimensionsMismatch as exc:
-        raise MigrationError(exc.message) from None
+        raise EmbeddingColumnMismatch(exc.message) from None
 
 
 def is_no_transaction(sql: str) -> bool:
