@@ -4,8 +4,8 @@
 Pinecone deployment) and refuses, naming the setting, when vectors of another size are stored. Changing
 the size of stored vectors is `vectorize all --resize`: the old vectors are dropped (the column is dropped
 and added again: no table rewrite), the HNSW index is built again and every chunk is embedded anew.
-Ingestion and search check the same thing once per process, so a mismatch is a clear error, not
-"different vector dimensions" from deep inside a SQL statement.
+Ingestion and search check the same thing (a catalog read at most once a minute per process), so a
+mismatch is a clear error, not "different vector dimensions" from deep inside a SQL statement.
 """
 
 from __future__ import annotations
