@@ -35,6 +35,10 @@ class MigrationError(RuntimeError):
     """A migration can't be applied as written; the message says what to do."""
 
 
+class EmbeddingColumnMismatch(MigrationError):
+    """Every migration is applied, but stored vectors have another size than EMBEDDING_DIMENSIONS."""
+
+
 def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]]:
     found = []
     for path in sorted((directory or MIGRATIONS_DIR).glob("*.sql")):
@@ -69,9 +73,22 @@ def migrate(url: str | None = None, directory: Path | None = None) -> list[str]:
                 applied_now.append(path.name)
             if directory is None:  # another folder (tests) has no templates table
                 ensure_default_template(conn)
+                resized = ensure_embedding_column(conn)
+                applied_now += [resized] if resized else []
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
     return applied_now
+
+
+def ensure_embedding_column(conn: psycopg.Connection) -> str | None:
+    """chunks.embedding follows EMBEDDING_DIMENSIONS (a setting, so not a numbered migration): sized while it
+    holds no vectors, a MigrationError naming the setting when vectors of another size are stored."""
+    from shared.vectors.dimensions import EmbeddingDimensionsMismatch, ensure_column
+
+    try:
+        return ensure_column(conn, get_settings().embedding_dimensions)
+    except EmbeddingDimensionsMismatch as exc:
+        raise EmbeddingColumnMismatch(exc.message) from None
 
 
 def is_no_transaction(sql: str) -> bool:
