@@ -29,7 +29,7 @@ PG_CONFIGS = {"ar": "arabic", "ca": "catalan", "da": "danish", "de": "german", "
 
 # Code and links say nothing about a page's language (and look English to any detector).
 _NOT_PROSE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]*`|\]\([^)\s]*\)|https?://\S+|<[^>\n]*>", re.S)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # CLD2 refuses these
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # CLD2 refuses control characters
 _LETTER = re.compile(r"[^\W\d_]")
 
 
@@ -42,8 +42,12 @@ def detect(text: str) -> str | None:
 
     try:
         _, _, found = pycld2.detect(prose, isPlainText=True)
-    except pycld2.error:  # input CLD2 can't read is input it can't judge
-        return None
+    except (pycld2.error, UnicodeError):  # surrogates or noncharacters: judge the printable rest
+        try:
+            _, _, found = pycld2.detect("".join(c for c in prose if c.isprintable() or c.isspace()),
+                                        isPlainText=True)
+        except (pycld2.error, UnicodeError):
+            return None
     code = str(found[0][1]).lower()
     return None if code in ("un", "xxx", "") else code.split("-")[0]
 
