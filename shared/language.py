@@ -28,7 +28,9 @@ PG_CONFIGS = {"ar": "arabic", "ca": "catalan", "da": "danish", "de": "german", "
               "yi": "yiddish"}
 
 # Code and links say nothing about a page's language (and look English to any detector).
-_NOT_PROSE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]*`|\]\([^)\s]*\)|https?://\S+|<[^>\n]*>", re.S)
+# Bounded repeats: a page can't make the scan quadratic with a long line of "<" or "](".
+_NOT_PROSE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]{0,300}`|\]\([^()\[\]\s]{0,500}\)|https?://\S+|"
+                        r"<[^<>\n]{0,300}>", re.S)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # CLD2 refuses control characters
 _LETTER = re.compile(r"[^\W\d_]")
 
