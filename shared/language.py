@@ -1,11 +1,12 @@
 """Which language a text is in: each page at ingest (its full-text configuration, so German pages get German
 stemming) and each chat message (the language the answer and the fixed phrases are written in).
 
-The detector is CLD2 (pycld2): a C extension with its tables compiled in, so importing it costs a few
-milliseconds and there is no model file to load; a question takes ~20 µs, a page ~100 µs. py3langid was as
-accurate on whole pages but needs numpy and decompresses its model on first use (~2 s on a cold function,
-once per worker), which the chat path can't afford. bench/language_detect.py prints the figures. pycld2 is
-imported on first use only, so no api/ module pays for it at import time.
+The detector is CLD2 (pycld2): a C extension with its tables compiled in, so importing it costs ~2 ms and
+there is no model file to load; a question takes ~10-25 µs, a 6 kB page ~150-250 µs. py3langid was a little
+more accurate on short texts but imports numpy (~170-500 ms) and decompresses its model on first use
+(~0.5-2 s), once per cold worker, which the chat path can't afford; cld3 misread short English questions.
+bench/language_detect.py prints the figures. pycld2 is imported on first use only, so no api/ module pays
+for it at import time.
 """
 
 from __future__ import annotations
