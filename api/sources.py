@@ -73,8 +73,8 @@ class SourceCreate(CrawlSettings):
     title: str | None = Field(default=None, max_length=300)
     content: str | None = Field(default=None, description="The text of a text or markdown source")
     language: str | None = Field(default=None, max_length=64,
-                                 description="Full-text language (english, german, or an ISO code); default: the "
-                                             "template's language")
+                                 description="Full-text language (english, german, or an ISO code); default "
+                                             "'auto': each page's language is detected")
     sync_interval_hours: int | None = Field(default=None, ge=1, le=8760, description="Re-sync every N hours")
 
 
@@ -100,7 +100,8 @@ class SourcePublic(BaseModel):
     kind: str
     url: str | None
     title: str | None
-    language: str
+    language: str = Field(description="The text search configuration asked for, or 'auto' (detected per page)")
+    languages: list[str] = Field(description="The text search configurations its indexed pages use")
     status: Literal["queued", "crawling", "indexing", "ready", "failed"]
     pages_found: int
     pages_done: int

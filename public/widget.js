@@ -94,7 +94,8 @@
       if (res.ok) info = await res.json();
       else if (res.status < 500 && res.status !== 429) infoError = "widget.not_allowed";  // wrong key, site or id
     } catch { /* unreachable: the panel says so when opened */ }
-    const lang = langOf(cfg.lang || (info && info.language) || navigator.language || "en");
+    const pinned = info && info.language !== "auto" ? info.language : "";  // "auto": answers follow the user
+    const lang = langOf(cfg.lang || pinned || navigator.language || "en");
     if (lang !== "en" && /^[a-z]{2,3}$/.test(lang)) {
       try { const res = await fetch(`${API}/i18n/${lang}.json`, { credentials: "omit" }); if (res.ok) T = await res.json(); } catch { /* English it is */ }
     }

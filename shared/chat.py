@@ -38,6 +38,7 @@ from shared.conversations import HISTORY_LIMIT, Status, finish_turn, new_message
 from shared.db import Row, connect
 from shared.errors import AppError, Forbidden, ServiceUnavailable
 from shared.identity import Visitor
+from shared.language import AUTO, answer_language, message_language
 from shared.metrics import track_metric
 from shared.prompting import Prompt, build_prompt, citations, phrase
 from shared.ratelimit import check_chat
@@ -101,6 +102,8 @@ class Turn:
     retrieval_ms: float
     retrieval_error: AppError | None = None
     history_full: bool = False           # start_turn's window was full: older turns may be unsummarised
+    detected: str | None = None          # the user's language (ISO 639-1) when the template answers in it
+    language: str = "en"                 # the answer's language: the template's pinned one, else the user's
 
 
 def check_origin(assistant: ResolvedAssistant, origin: str | None, host: str | None) -> None:
@@ -139,6 +142,10 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     history = start.history if given.history is None or given.conversation_id else given.history
     turn = Turn(given, assistant, start.conversation_id, start.user_message_id, history, start.summary, [], 0.0,
                 history_full=given.history is None and len(start.history) >= HISTORY_LIMIT)
+    if assistant.config.language.strip().lower() == AUTO:  # a pinned language needs no detector
+        turn.detected = message_language(given.model_message,
+                                         [m.get("content") or "" for m in history if m.get("role") == "user"])
+    turn.language = answer_language(assistant.config.language, turn.detected)
     if HAS_WORDS.search(given.model_message):
         began = time.perf_counter()
         vector = _vector_of(query_vector)
@@ -233,7 +240,7 @@ async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]
             reply.error = (turn.retrieval_error.code, turn.retrieval_error.message)
         elif should_abstain(turn):
             config = turn.assistant.config
-            reply.parts.append(config.fallback_message or phrase("dont_know", config.language))
+            reply.parts.append(config.fallback_message or phrase("dont_know", turn.language))
             reply.status = "complete"
             yield "delta", {"text": reply.text}
         else:
@@ -280,11 +287,11 @@ def _plan(turn: Turn) -> tuple[Prompt, list[tuple[str, str]], llm.LLMRequest]:
     order = llm.provider_order(config.provider, config.model, config.providers)
     provider, model = order[0]
     prompt = build_prompt(config, question=turn.input.model_message, passages=turn.passages, history=turn.history,
-                          summary=turn.summary, provider=provider, model=model)
+                          summary=turn.summary, provider=provider, model=model, detected=turn.detected)
     max_out = min(turn.input.max_output_tokens or config.max_output_tokens, config.max_output_tokens)
     temperature = config.temperature if turn.input.temperature is None else turn.input.temperature
     request = llm.LLMRequest(model=model, system=prompt.system, messages=prompt.messages, temperature=temperature,
-                             max_output_tokens=max_out, language=config.language,
+                             max_output_tokens=max_out, language=turn.language,
                              question=turn.input.model_message,
                              passages=prompt.passages)
     return prompt, order, request

@@ -154,12 +154,14 @@ def _vector_cte(workspace_id: str, assistant_id: str, query: str, pool: int, par
     return EXTERNAL_VECTOR
 
 
-# Languages come from the assistant's sources (each chunk carries its source's text-search configuration,
-# validated against pg_ts_config when the source was added).
+# Languages come from the assistant's sources: the configuration a source names (validated against
+# pg_ts_config when it was added) and those its pages were indexed in (sources.languages, kept at ingest;
+# a source that names none, 'auto', has each page's language detected).
 KEYWORD = """
 langs AS (
-    SELECT DISTINCT s.language::regconfig AS cfg
-    FROM sources s WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s),
+    SELECT DISTINCT l.name::regconfig AS cfg
+    FROM sources s CROSS JOIN LATERAL unnest(s.languages || s.language) AS l(name)
+    WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s AND l.name <> 'auto'),
 tsq AS (
     SELECT l.cfg, cardinality(k.kept) > 1 AS several,
            plainto_tsquery(l.cfg, array_to_string(k.kept, ' ')) AS q_and,

@@ -39,7 +39,8 @@ class TemplateConfig(BaseModel):
     max_output_tokens: int = Field(default=800, ge=1, le=32_000)
     context_window_tokens: int = Field(default=16_000, ge=1_000, le=2_000_000)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    language: str = Field(default="en", min_length=2, max_length=10)
+    # 'auto': answer in the language of the user's message; an ISO 639-1 code ("en", "de") pins one.
+    language: str = Field(default="auto", min_length=2, max_length=10)
     abstain_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
     fallback_message: str | None = Field(default=None, max_length=2000)
     greeting: str = Field(default="", max_length=2000)

@@ -157,7 +157,7 @@ def test_chat_keys_read_only_the_public_view(engine) -> None:
     widget = chat.get(f"/api/assistants/{assistant['id']}/public")
     assert widget.status_code == 200
     assert widget.json() == {"id": assistant["id"], "name": "Helper", "greeting": "Hi",
-                             "suggested_questions": ["Prices?"], "language": "en"}
+                             "suggested_questions": ["Prices?"], "language": "auto"}
     from_shop = engine.client(chat_key, origin="https://shop.example.com")
     assert from_shop.get(f"/api/assistants/{assistant['id']}/public").status_code == 200
     elsewhere = engine.client(chat_key, origin="https://evil.example.net").get(f"/api/assistants/{assistant['id']}/public")

@@ -22,6 +22,7 @@ import psycopg
 from shared.chunking import CHUNKER_VERSION, chunk_markdown
 from shared.crawl import CrawlError
 from shared.db import Row, fetch_all, fetch_one
+from shared.language import AUTO, text_search_config
 
 log = logging.getLogger("dialog_engine.ingest")
 
@@ -67,6 +68,8 @@ def index_document(conn: psycopg.Connection[Row], doc: Row, *, generation: int, 
                                                 "empty": not markdown.strip(), "want": want_vectors})
         if unchanged is not None:
             return IndexResult(unchanged["chunks"], 0, 0, True, not want_vectors)
+    if language == AUTO:  # the source names no language: the page's own decides its stemming
+        language = text_search_config(title, markdown)
     existing = {r["id"]: r["vector_id"] for r in fetch_all(
         conn, "SELECT id, vector_id FROM chunks WHERE document_id = %s", (doc["id"],))}
 
@@ -148,12 +151,16 @@ def _write(conn: psycopg.Connection[Row], doc: Row, generation: int, seen: set[s
         conn.execute("""UPDATE documents SET title = %s, content_hash = %s, status = 'ready', error = NULL,
                         attempt_started_at = NULL, updated_at = now() WHERE id = %s""", (title, digest, doc["id"]))
         if delta or to_insert:
-            # The source's chunk count moves by what really changed; it says whether vectors were made.
+            # The source's chunk count moves by what really changed; it says whether vectors were made, and
+            # which text search configurations its pages use (retrieval parses queries in each of them).
             # Last in the transaction: every page job of the source needs this row lock, so hold it briefly.
+            language = to_insert[0]["language"] if to_insert else None
             conn.execute("""UPDATE sources SET chunks_count = greatest(0, chunks_count + %s),
-                                embeddings = CASE WHEN %s THEN embeddings WHEN %s THEN 'ready' ELSE 'keyword_only' END
+                                embeddings = CASE WHEN %s THEN embeddings WHEN %s THEN 'ready' ELSE 'keyword_only' END,
+                                languages = CASE WHEN %s::text IS NULL OR %s = ANY(languages) THEN languages
+                                                 ELSE languages || %s::text END
                             WHERE id = %s""",
-                         (delta, not to_insert, vectors is not None, doc["source_id"]))
+                         (delta, not to_insert, vectors is not None, language, language, language, doc["source_id"]))
     return True
 
 

@@ -12,33 +12,30 @@ from shared.crawl.pipeline import publish_crawl, remove_chunks
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound, Unprocessable
+from shared.language import AUTO, PG_CONFIGS
 
 WEB_KINDS = ("url", "site", "sitemap")
 CRAWL_KEYS = ("limit", "max_depth", "include_paths", "exclude_paths")
-# Template languages (ISO 639-1) -> PostgreSQL text search configurations; others get 'simple'.
-PG_LANGUAGES = {"ar": "arabic", "ca": "catalan", "da": "danish", "de": "german", "el": "greek", "en": "english",
-                "es": "spanish", "eu": "basque", "fi": "finnish", "fr": "french", "ga": "irish", "hi": "hindi",
-                "hu": "hungarian", "hy": "armenian", "id": "indonesian", "it": "italian", "lt": "lithuanian",
-                "ne": "nepali", "nl": "dutch", "no": "norwegian", "nb": "norwegian", "pt": "portuguese",
-                "ro": "romanian", "ru": "russian", "sr": "serbian", "sv": "swedish", "ta": "tamil", "tr": "turkish",
-                "yi": "yiddish"}
 # What the API shows: the stored content of text and file sources stays out of every response.
-PUBLIC_COLUMNS = """id, assistant_id, kind, url, title, language, status, pages_found, pages_done, pages_failed,
-    pages_kept, pages_removed, chunks_count, embeddings, error, config - 'content' AS config, sync_interval_hours,
-    sync_generation, last_synced_at, next_sync_at, created_at, updated_at"""
+PUBLIC_COLUMNS = """id, assistant_id, kind, url, title, language, languages, status, pages_found, pages_done,
+    pages_failed, pages_kept, pages_removed, chunks_count, embeddings, error, config - 'content' AS config,
+    sync_interval_hours, sync_generation, last_synced_at, next_sync_at, created_at, updated_at"""
 
 
 def field_error(field: str, message: str, code: str = "validation_error") -> Unprocessable:
     return Unprocessable(message, code=code, details=[{"field": field, "problem": message, "type": code}])
 
 
-def resolve_language(conn: psycopg.Connection[Row], requested: str | None, template_language: str) -> str:
-    """A PostgreSQL text search configuration: the one asked for (name or ISO code), else the template's."""
-    name = (requested or template_language or "en").strip().lower()
-    name = PG_LANGUAGES.get(name, name if requested else "simple")
+def resolve_language(conn: psycopg.Connection[Row], requested: str | None) -> str:
+    """A PostgreSQL text search configuration (name or ISO code), or 'auto' when none is named: then each
+    page's language is detected when it is indexed."""
+    name = (requested or AUTO).strip().lower()
+    if name == AUTO:
+        return AUTO
+    name = PG_CONFIGS.get(name, name)
     if fetch_one(conn, "SELECT 1 AS ok FROM pg_ts_config WHERE cfgname = %s", (name,)) is None:
         raise field_error("language", f"{requested!r} is not a language full-text search knows "
-                                      f"(use e.g. english, german, french, or an ISO code such as 'de').")
+                                      f"(use e.g. english, german, french, an ISO code such as 'de', or 'auto').")
     return name
 
 
@@ -83,7 +80,7 @@ def create_source(conn: psycopg.Connection[Row], workspace_id: str, values: dict
     interval = values.get("sync_interval_hours")
     if interval and kind not in WEB_KINDS:
         raise field_error("sync_interval_hours", "Only url, site and sitemap sources can be re-synced on a schedule.")
-    language = resolve_language(conn, values.get("language"), assistant.config.language)
+    language = resolve_language(conn, values.get("language"))
     row = fetch_one(conn, """
         INSERT INTO sources (workspace_id, assistant_id, kind, url, title, config, language, sync_generation,
                              sync_interval_hours)

@@ -291,3 +291,18 @@ def test_the_widget_routes_answer_cors_preflights_from_any_site_and_admin_routes
                            headers={"Origin": "https://shop.example", "Authorization": "Bearer de_chat_wrong"})
     assert feedback.status_code == 401
     assert feedback.headers.get("access-control-allow-origin") == "https://shop.example"
+
+
+def test_an_assistant_that_answers_in_the_users_language_shows_the_browsers(engine, browser, page_server):
+    """language 'auto' (the built-in template's): the widget speaks the browser's language, and so does the answer."""
+    _, assistant, key = setup_assistant(engine, page_server.url, language="auto")
+    page_server.html = PAGE.format(api=engine.url, assistant=assistant["id"], key=key)
+    page = browser(locale="de-DE").new_page()
+    page.goto(page_server.url + "/")
+    page.get_by_role("button", name="Chat öffnen").click()
+    page.get_by_role("textbox", name="Ihre Nachricht").fill("Was kostet das Profipaket?")
+    page.keyboard.press("Enter")
+    # No model key here: the offline answerer quotes the price list, introduced in German.
+    answer = page.get_by_role("dialog").locator(".msg.assistant").last
+    expect(answer).to_contain_text("Es ist kein Sprachmodell eingerichtet")
+    expect(answer).to_contain_text("50 Euro")
