@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
+from functions import JOBS
 from shared.auth import Db
 from shared.errors import BadRequest
 from shared.http import create_app, json_error
-from shared.jobs import JobRunning, NonRetryable, load, run_job
+from shared.jobs import JobRunning, NonRetryable, find, run_job
 from shared.queue import job_url, verify
 
 log = logging.getLogger("dialog_engine.jobs")
@@ -26,7 +28,7 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
     raw = await request.body()  # the exact bytes QStash signed
     # Verify before anything else: an unsigned call runs nothing and learns nothing.
     verify(request.headers.get("upstash-signature"), raw, job_url(name))
-    load(name)  # unknown job -> 404 (a typo in a publish call must not be retried forever)
+    find(JOBS, name)  # unknown job -> 404 (a typo in a publish call must not be retried forever)
     try:
         payload = json.loads(raw or b"{}")
     except ValueError:
@@ -34,10 +36,10 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
     retried_header = request.headers.get("upstash-retried", "0")
     retried = int(retried_header) if retried_header.isdigit() else 0
     try:
-        outcome = await run_in_threadpool(run_job, conn, name, payload,
+        outcome = await run_in_threadpool(run_job, conn, JOBS, name, payload,
                                           request.headers.get("upstash-message-id"), retried)
     except NonRetryable as exc:
-        return _not_retryable(exc.code, exc.message)
+        return _not_retryable(exc.code, exc.message, exc.details)
     except JobRunning as exc:  # another attempt holds the lease: come back after it (never a 2xx, see shared/jobs)
         return json_error(exc.status, exc.code, exc.message, headers=exc.headers)
     except BadRequest as exc:
@@ -48,8 +50,9 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
     return JSONResponse(outcome)
 
 
-def _not_retryable(code: str, message: str) -> JSONResponse:
-    return json_error(489, code, message, headers={"Upstash-NonRetryable-Error": "true"})
+def _not_retryable(code: str, message: str, details: Any = None) -> JSONResponse:
+    # 489 + this header is QStash's "do not retry": the message goes to the DLQ once instead of for a day.
+    return json_error(489, code, message, details, headers={"Upstash-NonRetryable-Error": "true"})
 
 
 lambda_handler = Mangum(app)

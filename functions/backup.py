@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.jobs import NonRetryable
+from shared.jobs import JobPayload, NonRetryable
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
+class Payload(JobPayload):
+    """Nothing to say: the cron queues {"cron": "backup"}."""
+
+
+def run(payload: Payload) -> dict[str, Any]:
     from shared import backup
 
     try:

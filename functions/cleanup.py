@@ -4,9 +4,10 @@ months stay cheap while recent data keeps every point."""
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import Field
 
 from shared.db import connect
+from shared.jobs import JobPayload
 
 JOB_RETENTION_DAYS = 30
 METRIC_RETENTION_DAYS = 30
@@ -23,11 +24,16 @@ SELECT name, avg(value), date_trunc('hour', "timestamp"),
 FROM old GROUP BY name, date_trunc('hour', "timestamp"), workspace_id"""
 
 
-def run(payload: dict[str, Any]) -> dict[str, int]:
+class Payload(JobPayload):
+    job_days: int = Field(JOB_RETENTION_DAYS, ge=1)
+    metric_days: int = Field(METRIC_RETENTION_DAYS, ge=1)
+
+
+def run(payload: Payload) -> dict[str, int]:
     with connect() as conn:
         jobs = conn.execute("""DELETE FROM jobs WHERE status <> 'running'
                                AND created_at < now() - make_interval(days => %s)""",
-                            (int(payload.get("job_days", JOB_RETENTION_DAYS)),)).rowcount
+                            (payload.job_days,)).rowcount
         with conn.transaction():
-            rolled = conn.execute(ROLL_UP, {"days": int(payload.get("metric_days", METRIC_RETENTION_DAYS))}).rowcount
+            rolled = conn.execute(ROLL_UP, {"days": payload.metric_days}).rowcount
     return {"jobs_deleted": jobs, "metric_rollups_written": rolled}

@@ -22,16 +22,18 @@ from shared.crawl.pipeline import (
 )
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row, connect, fetch_one
-from shared.jobs import NonRetryable
+from shared.jobs import JobPayload
 from shared.queue import publish
 from shared.settings import get_settings
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
-    try:
-        source_id, generation = str(payload["source_id"]), int(payload["generation"])
-    except (KeyError, TypeError, ValueError):
-        raise NonRetryable("crawl_source needs source_id and generation.") from None
+class Payload(JobPayload):
+    source_id: str
+    generation: int
+
+
+def run(payload: Payload) -> dict[str, Any]:
+    source_id, generation = payload.source_id, payload.generation
     with connect() as conn:
         source = load_source(conn, source_id)
         if source is None or source["sync_generation"] != generation:

@@ -8,25 +8,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from shared.crawl import Page
 from shared.crawl.ingest import process_page
 from shared.crawl.pipeline import load_source
 from shared.db import connect
-from shared.jobs import NonRetryable
+from shared.jobs import JobPayload
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
-    try:
-        source_id, generation, url = str(payload["source_id"]), int(payload["generation"]), str(payload["url"])
-        depth = int(payload.get("depth") or 0)
-    except (KeyError, TypeError, ValueError):
-        raise NonRetryable("ingest_pages needs source_id, generation and url.") from None
+class Payload(JobPayload):
+    source_id: str
+    generation: int
+    url: str
+    depth: int = Field(0, ge=0)
+    follow: bool = False
+    markdown: str | None = None  # the page as Firecrawl sent it (small pages only): nothing to fetch
+    title: str | None = None
+
+
+def run(payload: Payload) -> dict[str, Any]:
     page = None
-    if isinstance(payload.get("markdown"), str):
-        page = Page(url=url, title=str(payload.get("title") or ""), markdown=payload["markdown"])
+    if payload.markdown is not None:
+        page = Page(url=payload.url, title=payload.title or "", markdown=payload.markdown)
     with connect() as conn:
-        source = load_source(conn, source_id)
-        if source is None or source["sync_generation"] != generation:
+        source = load_source(conn, payload.source_id)
+        if source is None or source["sync_generation"] != payload.generation:
             return {"skipped": "the source was deleted or resynced"}
-        return process_page(conn, source, generation, url, depth=depth, follow=bool(payload.get("follow")),
-                            page=page)
+        return process_page(conn, source, payload.generation, payload.url, depth=payload.depth,
+                            follow=payload.follow, page=page)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from shared.db import connect
+from shared.jobs import JobPayload
 from shared.kv import get_kv
 
 
@@ -16,13 +19,18 @@ class PingFailure(RuntimeError):
     """The failure a ping was asked to simulate."""
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
+class Payload(JobPayload):
+    echo: Any = None
+    fail_attempts: int = Field(0, ge=0)
+
+
+def run(payload: Payload) -> dict[str, Any]:
     """Echo the payload and the database clock, so a caller sees the job really ran."""
-    fail_attempts = int(payload.get("fail_attempts", 0))
+    fail_attempts = payload.fail_attempts
     if fail_attempts:
-        delivery = get_kv().incr(f"ping:deliveries:{payload.get('echo')}", ttl=3600)
+        delivery = get_kv().incr(f"ping:deliveries:{payload.echo}", ttl=3600)
         if delivery <= fail_attempts:
             raise PingFailure(f"simulated failure {delivery} of {fail_attempts}")
     with connect() as conn:
         row = conn.execute("SELECT now() AS at").fetchone()
-    return {"pong": payload.get("echo"), "at": str(row["at"]) if row else None}
+    return {"pong": payload.echo, "at": str(row["at"]) if row else None}

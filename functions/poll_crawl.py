@@ -6,23 +6,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from shared.crawl import CrawlError, firecrawl
 from shared.crawl.ingest import queue_firecrawl_pages
 from shared.crawl.pipeline import fail_source, finalize, load_source, mark_incomplete
 from shared.db import connect
-from shared.jobs import NonRetryable
+from shared.jobs import JobPayload
 from shared.queue import publish
 
 MAX_POLLS = 240          # two hours at 30 s: then take what the crawl has and stop waiting
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
-    try:
-        source_id, generation = str(payload["source_id"]), int(payload["generation"])
-        crawl_id, poll = str(payload["crawl_id"]), int(payload.get("poll") or 0)
-    except (KeyError, TypeError, ValueError):
-        raise NonRetryable("poll_crawl needs source_id, generation and crawl_id.") from None
+class Payload(JobPayload):
+    source_id: str
+    generation: int
+    crawl_id: str
+    poll: int = Field(0, ge=0)
+
+
+def run(payload: Payload) -> dict[str, Any]:
+    source_id, generation, crawl_id, poll = payload.source_id, payload.generation, payload.crawl_id, payload.poll
     with connect() as conn:
         source = load_source(conn, source_id)
         if source is None or source["sync_generation"] != generation or source["crawl_id"] != crawl_id:
@@ -35,7 +40,7 @@ def run(payload: dict[str, Any]) -> dict[str, Any]:
             fail_source(conn, source_id, generation, f"{exc.code}: {exc.message}")
             return {"failed": exc.code}
         if status not in TERMINAL and poll < MAX_POLLS:
-            publish("poll_crawl", {**payload, "poll": poll + 1}, delay=firecrawl.POLL_DELAY_S,
+            publish("poll_crawl", {**payload.model_dump(), "poll": poll + 1}, delay=firecrawl.POLL_DELAY_S,
                     dedup_id=f"poll-{source_id}-g{generation}-{poll + 1}")
             return {"status": status, "pages_so_far": len(documents)}
         if status not in TERMINAL:

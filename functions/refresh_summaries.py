@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from shared.conversations import HISTORY_LIMIT
 from shared.db import connect, fetch_all
+from shared.jobs import JobPayload
 from shared.queue import publish
 
 ACTIVE_DAYS = 7       # older conversations are unlikely to continue
 MAX_PER_RUN = 500     # one cron run stays short; the rest waits for the next run
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
-    threshold = int(payload.get("min_messages", HISTORY_LIMIT))
+class Payload(JobPayload):
+    min_messages: int = Field(HISTORY_LIMIT, ge=1)
+
+
+def run(payload: Payload) -> dict[str, Any]:
+    threshold = payload.min_messages
     with connect() as conn:
         due = fetch_all(conn, """
             SELECT c.id, c.workspace_id, max(m.seq) AS last_seq

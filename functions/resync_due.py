@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.crawl.pipeline import finalize, mark_incomplete, publish_crawl, publish_page, start_sync
 from shared.db import connect, fetch_all
+from shared.jobs import JobPayload
 from shared.queue import publish
 
 log = logging.getLogger("dialog_engine.ingest")
@@ -19,7 +20,11 @@ STALLED = "30 minutes"      # no progress this long: queue the missing jobs agai
 ABANDONED = "3 hours"       # no progress this long: pending pages fail and the sync finishes
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
+class Payload(JobPayload):
+    """Nothing to say: the cron queues {"cron": "resync"}."""
+
+
+def run(payload: Payload) -> dict[str, Any]:
     with connect() as conn:
         # Claim due sources by moving next_sync_at, so an overlapping run does not start them twice.
         # Due: a scheduled sync, or the retry of a sync that was cut short (sources without a schedule too).

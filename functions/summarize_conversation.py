@@ -18,7 +18,7 @@ from shared.assistants import load_assistant
 from shared.conversations import HISTORY_LIMIT
 from shared.db import connect, fetch_all, fetch_one
 from shared.errors import NotFound
-from shared.jobs import NonRetryable
+from shared.jobs import JobPayload
 from shared.language import AUTO, DEFAULT_ANSWER_LANGUAGE
 from shared.llm.tokens import MESSAGE_OVERHEAD, estimate
 from shared.prompting import LANGUAGES, budget, keep_verbatim_tokens
@@ -30,10 +30,13 @@ LINE_CHARS = 200          # per message in the extractive digest
 DIGEST_TITLE = "Earlier in this conversation:"
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
-    workspace_id, conversation_id = payload.get("workspace_id"), payload.get("conversation_id")
-    if not isinstance(workspace_id, str) or not isinstance(conversation_id, str):
-        raise NonRetryable("The payload needs workspace_id and conversation_id.")
+class Payload(JobPayload):
+    workspace_id: str
+    conversation_id: str
+
+
+def run(payload: Payload) -> dict[str, Any]:
+    workspace_id, conversation_id = payload.workspace_id, payload.conversation_id
     with connect() as conn:
         conversation = fetch_one(conn, """SELECT id, assistant_id, summary, summary_through FROM conversations
                                           WHERE id = %s AND workspace_id = %s""", (conversation_id, workspace_id))

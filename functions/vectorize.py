@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from pydantic import Field
 
 from shared.db import Row, connect
-from shared.jobs import NonRetryable
+from shared.jobs import JobPayload, NonRetryable
 from shared.vectors.indexing import CHUNK_COLUMNS, index_chunks
 
 DEFAULT_BATCH = 500
@@ -50,31 +51,26 @@ def vectorize_batch(conn: psycopg.Connection[Row], payload: dict[str, Any], afte
     return len(rows), (rows[-1]["id"] if len(rows) == batch else None)
 
 
-def validate(payload: Any) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise NonRetryable("The vectorize payload must be an object.")
-    batch = payload.get("batch", DEFAULT_BATCH)
-    if not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
-        raise NonRetryable(f"batch must be an integer from 1 to {MAX_BATCH}.")
-    for key in ("workspace_id", "assistant_id", "source_id", "after"):
-        if payload.get(key) is not None and not isinstance(payload[key], str):
-            raise NonRetryable(f"{key} must be a string.")
-    return payload
+class Payload(JobPayload):
+    assistant_id: str | None = None
+    source_id: str | None = None
+    after: str | None = None     # the chunk id cursor: walk on from the chunk after it
+    batch: int = Field(DEFAULT_BATCH, ge=1, le=MAX_BATCH)
+    missing: bool = False        # only chunks without a vector
 
 
-def run(payload: dict[str, Any]) -> dict[str, Any]:
+def run(payload: Payload) -> dict[str, Any]:
     """One batch; publishes the next batch (deduplicated by cursor) until the scope is done."""
     from shared.embeddings import embeddings_enabled
 
-    payload = validate(payload)
     if not embeddings_enabled():
         raise NonRetryable("No embeddings API is configured (set OPENAI_API_KEY): nothing to vectorize.")
-    batch = payload.get("batch", DEFAULT_BATCH)
+    scope = payload.model_dump()
     with connect() as conn:
-        done, cursor = vectorize_batch(conn, payload, payload.get("after"), batch)
+        done, cursor = vectorize_batch(conn, scope, payload.after, payload.batch)
     if cursor is not None:
         from shared.queue import publish
 
-        scope = "-".join(str(payload.get(k) or "all") for k in ("workspace_id", "assistant_id", "source_id"))
-        publish("vectorize", {**payload, "after": cursor}, dedup_id=f"vectorize-{scope}-{cursor}")
+        key = "-".join(str(scope.get(k) or "all") for k in ("workspace_id", "assistant_id", "source_id"))
+        publish("vectorize", {**scope, "after": cursor}, dedup_id=f"vectorize-{key}-{cursor}")
     return {"vectorized": done, "next": cursor, "done": cursor is None}

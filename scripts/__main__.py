@@ -8,7 +8,8 @@ import logging
 import sys
 
 # Each module has register(subparsers); its commands set `func(args) -> int` (the exit code).
-COMMAND_MODULES = ["cmd_db", "cmd_workspace", "cmd_health", "cmd_dev", "cmd_build", "cmd_backup", "cmd_metrics", "cmd_cache", "cmd_slow", "cmd_pinecone", "cmd_vectorize", "cmd_queue"]
+COMMAND_MODULES = ["cmd_db", "cmd_workspace", "cmd_health", "cmd_dev", "cmd_build", "cmd_backup", "cmd_metrics",
+                   "cmd_cache", "cmd_pinecone", "cmd_vectorize", "cmd_queue"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""`backup create`, `backup list`, `backup restore DATE`, `backup verify`: encrypted pg_dump backups in S3."""
+"""`backup create`, `backup list`, `backup restore DATE`, `backup verify`, `backup keygen`: age-encrypted pg_dump
+backups in S3 (create needs only the public key BACKUP_RECIPIENT; restore and verify need the identity)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ DATE_HELP = "YYYY-MM-DD (that day's latest backup), 'latest', or an exact key fr
 def register(groups: argparse._SubParsersAction) -> None:
     backup = groups.add_parser("backup", help="encrypted database backups in S3").add_subparsers(
         dest="command", required=True)
-    create = backup.add_parser("create", help="pg_dump, encrypt with BACKUP_PASSPHRASE, upload to BACKUP_BUCKET")
+    create = backup.add_parser("create", help="pg_dump, encrypt to BACKUP_RECIPIENT, upload to BACKUP_BUCKET")
     create.add_argument("--database-url", help="database to dump (default DATABASE_URL; use a non-pooled URL)")
     create.set_defaults(func=cmd_create)
     listing = backup.add_parser("list", help="backups in the bucket: date, key, size")
@@ -26,6 +27,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     verify.add_argument("date", metavar="DATE", nargs="?", default="latest", help=DATE_HELP + " (default latest)")
     verify.add_argument("--database-url", help="server to create the scratch database on (default DATABASE_URL)")
     verify.set_defaults(func=cmd_verify)
+    backup.add_parser("keygen", help="print a new age key pair: the identity to keep offline, the recipient to "
+                                     "set as BACKUP_RECIPIENT").set_defaults(func=cmd_keygen)
 
 
 def _size(size: int) -> str:
@@ -119,3 +122,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _count(value: int) -> str:
     return "missing" if value < 0 else str(value)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from shared import backup
+
+    identity, recipient = backup.new_identity()
+    print("# Keep this identity where you restore (a password manager, BACKUP_IDENTITY or BACKUP_IDENTITY_FILE),")
+    print("# never on the machine that makes backups: without it no backup can be read.")
+    print(f"# public key: {recipient}")
+    print(identity)
+    print(f"\nBACKUP_RECIPIENT={recipient}", file=sys.stderr)
+    return 0

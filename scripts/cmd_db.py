@@ -1,9 +1,10 @@
-"""`db migrate`, `db new NAME`, `db reset --yes`."""
+"""`db migrate`, `db new NAME`, `db reset --yes` (and `db slow-queries`, from scripts/cmd_slow.py)."""
 
 from __future__ import annotations
 
 import argparse
 
+from scripts import cmd_slow
 from shared import migrate
 
 
@@ -16,6 +17,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     reset = db.add_parser("reset", help="drop everything and migrate again (local only)")
     reset.add_argument("--yes", action="store_true", help="really drop all data")
     reset.set_defaults(func=cmd_reset)
+    cmd_slow.add_commands(db)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Our own record: shared.db's fetch_one / fetch_all / execute time every statement, and one slower than
 SLOW_QUERY_MS (default 200) becomes a db.slow_query_ms metric with the statement text (placeholders, no
-values). Registered under the `db` group that scripts/cmd_db.py creates.
+values). scripts/cmd_db.py adds it to its `db` group (add_commands).
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ OWN_RECORD = """
     GROUP BY 1 ORDER BY mean_ms DESC LIMIT %s"""
 
 
-def register(groups: argparse._SubParsersAction) -> None:
-    db = groups.choices.get("db") or groups.add_parser("db", help="database tools")
-    commands = next((a for a in db._actions if isinstance(a, argparse._SubParsersAction)), None)
-    if commands is None:
-        commands = db.add_subparsers(dest="command", required=True)
-    slow = commands.add_parser("slow-queries", help="the slowest statements (pg_stat_statements or our own record)")
+def add_commands(db: argparse._SubParsersAction) -> None:
+    """`slow-queries` under the `db` group's subcommands (handed in: no digging in argparse's insides)."""
+    slow = db.add_parser("slow-queries", help="the slowest statements (pg_stat_statements or our own record)")
     slow.add_argument("--limit", type=int, default=10)
     slow.add_argument("--since", default="7d", help="window for our own record (default 7d)")
     slow.set_defaults(func=cmd_slow_queries)

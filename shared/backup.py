@@ -1,10 +1,16 @@
 """Encrypted database backups: pg_dump -> encrypt -> S3, and back; verify restores into a scratch database.
 
-A backup is one S3 object `<prefix>/YYYY/MM/DD/dialog-engine-YYYYmmddTHHMMSSZ.dump.enc` (see
-shared/backup_crypto.py for the format and why it is not gpg). Inside, after a length-prefixed JSON
-manifest (row counts per table, taken in the very snapshot pg_dump reads), is a custom-format
-(`pg_dump -Fc`) dump. Restores decrypt the whole object to a temporary file first, so a tampered or
-wrong-key backup is refused before pg_restore sees a byte, and pg_restore runs in one transaction.
+A backup is one S3 object `<prefix>/YYYY/MM/DD/dialog-engine-YYYYmmddTHHMMSSZ.tar.age`: an age file
+(age-encryption.org/v1, X25519) encrypted to BACKUP_RECIPIENT, the public key. The machine that makes
+backups holds only that, so it cannot read them; restore and verify need the identity (the private key,
+BACKUP_IDENTITY or BACKUP_IDENTITY_FILE). Inside is a plain tar of two files: `manifest.json` (row counts
+per table, taken in the very snapshot pg_dump reads) and `database.dump` (`pg_dump -Fc`). So standard
+tools read it: `age -d -i key.txt FILE | tar -x` then `pg_restore database.dump`.
+
+Restores decrypt the whole object to a temporary file first (age authenticates every 64 KiB chunk and the
+end), so a tampered or wrong-key backup is refused before pg_restore sees a byte; pg_restore runs in one
+transaction. Backups of the earlier passphrase format (`.dump.enc`, DLGBAK1) are listed but refused with a
+message saying how to restore them.
 
 pg_dump and pg_restore come from the pgserver wheel when installed (local work, tests), else from PATH
 (Docker image: postgresql-client-16). A Vercel function has neither: the nightly `backup` job is for
@@ -19,8 +25,8 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,15 +37,16 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.backup_crypto import DecryptionError, EncryptingWriter, decrypt_chunks
 from shared.settings import get_settings
 
-KEY_NAME = re.compile(r"dialog-engine-(\d{8}T\d{6}Z)\.dump\.enc$")
+KEY_NAME = re.compile(r"dialog-engine-(\d{8}T\d{6}Z)\.(tar\.age|dump\.enc)$")  # .dump.enc: the old format
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-READ_SIZE = 1 << 20
+AGE_MAGIC = b"age-encryption.org/v1\n"
+OLD_MAGIC = b"DLGBAK1\n"
+MANIFEST, DUMP = "manifest.json", "database.dump"
 
-__all__ = ["BackupError", "DecryptionError", "NotConfigured", "ToolMissing", "create", "list_backups", "resolve", "restore",
-           "verify"]
+__all__ = ["BackupError", "DecryptionError", "NotConfigured", "ToolMissing", "create", "list_backups", "resolve",
+           "restore", "verify", "new_identity"]
 
 
 class BackupError(Exception):
@@ -51,7 +58,11 @@ class ToolMissing(BackupError):
 
 
 class NotConfigured(BackupError):
-    """BACKUP_BUCKET or BACKUP_PASSPHRASE is missing."""
+    """BACKUP_BUCKET, BACKUP_RECIPIENT or (to read a backup) the identity is missing or malformed."""
+
+
+class DecryptionError(BackupError):
+    """The file is not a backup, was altered, or the identity does not open it. Nothing may be restored."""
 
 
 @dataclass
@@ -149,16 +160,58 @@ def _bucket() -> str:
     return bucket
 
 
-def _passphrase() -> str:
-    passphrase = get_settings().backup_passphrase
-    if not passphrase:
-        raise NotConfigured("Set BACKUP_PASSPHRASE: backups are always encrypted, and restoring needs the same one.")
-    return passphrase
+# ---------------------------------------------------------------- age keys
+
+def recipients() -> list[Any]:
+    """BACKUP_RECIPIENT: one or more public keys (`age1...`, or `ssh-ed25519 ...` / `ssh-rsa ...`), comma-separated."""
+    from pyrage import RecipientError, ssh, x25519
+
+    configured = [r.strip() for r in (get_settings().backup_recipient or "").split(",") if r.strip()]
+    if not configured:
+        raise NotConfigured("Set BACKUP_RECIPIENT to the age public key (age1...) backups are encrypted to; "
+                            "`python -m scripts backup keygen` makes a key pair.")
+    try:
+        return [ssh.Recipient.from_str(r) if r.startswith("ssh-") else x25519.Recipient.from_str(r)
+                for r in configured]
+    except RecipientError as exc:
+        raise NotConfigured(f"BACKUP_RECIPIENT is not an age public key ({exc}).") from None
+
+
+def identities() -> list[Any]:
+    """The private key(s) that open backups: BACKUP_IDENTITY, else the age identity file BACKUP_IDENTITY_FILE."""
+    from pyrage import IdentityError, x25519
+
+    settings = get_settings()
+    text = settings.backup_identity or ""
+    if not text and settings.backup_identity_file:
+        try:
+            text = Path(settings.backup_identity_file).read_text()
+        except OSError as exc:
+            raise NotConfigured(f"BACKUP_IDENTITY_FILE cannot be read: {exc.strerror}.") from None
+    # The identity file format age-keygen writes: `# comments` and one AGE-SECRET-KEY-1... per line.
+    lines = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    keys = [key.strip() for line in lines for key in line.split(",") if key.strip()]
+    if not keys:
+        raise NotConfigured("Set BACKUP_IDENTITY (AGE-SECRET-KEY-1...) or BACKUP_IDENTITY_FILE to read backups; "
+                            "the machine that only makes them needs just BACKUP_RECIPIENT.")
+    try:
+        return [x25519.Identity.from_str(key) for key in keys]
+    except IdentityError:  # never echo the value: it is a private key
+        raise NotConfigured("BACKUP_IDENTITY / BACKUP_IDENTITY_FILE holds no valid age identity "
+                            "(AGE-SECRET-KEY-1...).") from None
+
+
+def new_identity() -> tuple[str, str]:
+    """A fresh age key pair: (identity to keep offline, recipient to configure as BACKUP_RECIPIENT)."""
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    return str(identity), str(identity.to_public())
 
 
 def backup_key(now: dt.datetime) -> str:
     prefix = get_settings().backup_prefix.strip("/")
-    return f"{prefix}/{now:%Y/%m/%d}/dialog-engine-{now:%Y%m%dT%H%M%SZ}.dump.enc"
+    return f"{prefix}/{now:%Y/%m/%d}/dialog-engine-{now:%Y%m%dT%H%M%SZ}.tar.age"
 
 
 def list_backups(day: str | None = None) -> list[Backup]:
@@ -199,46 +252,39 @@ def resolve(ref: str) -> Backup:
 # ---------------------------------------------------------------- create
 
 def create(database_url: str | None = None) -> tuple[Backup, dict[str, Any]]:
-    """Dump, encrypt and upload; returns the backup and its manifest."""
+    """Dump, pack with its manifest, encrypt to BACKUP_RECIPIENT and upload; returns the backup and its manifest."""
+    import pyrage
+
     url = database_url or get_settings().database_url
-    pg_dump, passphrase, bucket = find_tool("pg_dump"), _passphrase(), _bucket()
+    pg_dump, to, bucket = find_tool("pg_dump"), recipients(), _bucket()
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     key = backup_key(now)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dialog-backup-") as work:
-        encrypted = Path(work) / "backup.enc"
+        folder = Path(work)
         # Count rows in an exported snapshot and let pg_dump read that same snapshot: the counts are exact.
         with psycopg.connect(url, autocommit=False, prepare_threshold=None) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
-            snapshot = exported[0]
-            manifest = {"format": 1, "created_at": now.isoformat(), "database": database_name(url),
+            manifest = {"format": 2, "created_at": now.isoformat(), "database": database_name(url),
                         "server_version": conn.info.server_version, "row_counts": row_counts(conn)}
             conninfo, env = _tool_args(url)
-            with open(encrypted, "wb") as out, tempfile.TemporaryFile() as errors:
-                writer = EncryptingWriter(out, passphrase)
-                body = json.dumps(manifest).encode()
-                writer.write(struct.pack(">I", len(body)) + body)
-                proc = subprocess.Popen([pg_dump, "--format=custom", f"--snapshot={snapshot}",
-                                         f"--dbname={conninfo}"], stdout=subprocess.PIPE, stderr=errors, env=env)
-                assert proc.stdout is not None
-                try:
-                    while chunk := proc.stdout.read(READ_SIZE):
-                        writer.write(chunk)
-                except BaseException:
-                    proc.kill()  # we stopped reading early: don't leave pg_dump behind
-                    raise
-                if proc.wait() != 0:
-                    errors.seek(0)
-                    raise BackupError(f"pg_dump failed (exit {proc.returncode}): "
-                                      f"{errors.read().decode(errors='replace').strip()[-1500:]}")
-                writer.close()
+            _run([pg_dump, "--format=custom", f"--snapshot={exported[0]}", f"--file={folder / DUMP}",
+                  f"--dbname={conninfo}"], env, "pg_dump")
             conn.rollback()
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        with tarfile.open(folder / "backup.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+            for name in (MANIFEST, DUMP):
+                tar.add(folder / name, arcname=name)
+                (folder / name).unlink()  # disk holds at most about two copies of the dump at once
+        encrypted = folder / "backup.tar.age"
+        pyrage.encrypt_file(str(folder / "backup.tar"), str(encrypted), to)
+        (folder / "backup.tar").unlink()
         size = encrypted.stat().st_size
         _s3().upload_file(str(encrypted), bucket, key, ExtraArgs={
-            "ContentType": "application/octet-stream", "Metadata": {"format": "dialog-engine-backup-1"}})
+            "ContentType": "application/octet-stream", "Metadata": {"format": "dialog-engine-backup-2-age"}})
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return Backup(key, size, now), manifest
 
@@ -247,25 +293,53 @@ def create(database_url: str | None = None) -> tuple[Backup, dict[str, Any]]:
 
 def fetch(backup: Backup, work: Path) -> tuple[dict[str, Any], Path]:
     """Download and decrypt into `work`; returns (manifest, dump path). Raises before anything is usable."""
-    encrypted, dump = work / "backup.enc", work / "backup.dump"
+    import pyrage
+
+    encrypted, plain = work / "backup.tar.age", work / "backup.tar"
+    keys = identities()  # before the download: a machine without the identity learns that at once
     _s3().download_file(_bucket(), backup.key, str(encrypted))
-    passphrase = _passphrase()
-    with open(encrypted, "rb") as src, open(dump, "wb") as out:
-        header = b""
-        manifest_size: int | None = None
-        for chunk in decrypt_chunks(src, passphrase):
-            if manifest_size is None:  # the manifest sits at the very start of the plaintext
-                header += chunk
-                if len(header) < 4 or len(header) < 4 + struct.unpack(">I", header[:4])[0]:
-                    continue
-                manifest_size = struct.unpack(">I", header[:4])[0]
-                manifest = json.loads(header[4:4 + manifest_size])
-                chunk = header[4 + manifest_size:]
-            out.write(chunk)
-    encrypted.unlink()
-    if manifest_size is None:
-        raise DecryptionError("The backup decrypted but holds no manifest; it was not made by `backup create`.")
-    return manifest, dump
+    with open(encrypted, "rb") as src:
+        head = src.read(len(AGE_MAGIC))
+    if head.startswith(OLD_MAGIC):
+        raise DecryptionError(
+            f"{backup.key} is in the earlier passphrase format (DLGBAK1), which this version no longer reads; "
+            "nothing was restored. Restore it with the release before the switch to age (its `backup restore` "
+            "and BACKUP_PASSPHRASE), or let it expire once newer age backups exist.")
+    if head != AGE_MAGIC:
+        raise DecryptionError(f"{backup.key} is not an age file (its header was altered?); nothing was restored.")
+    try:
+        pyrage.decrypt_file(str(encrypted), str(plain), keys)
+    except pyrage.DecryptError as exc:
+        reason = ("it was not encrypted to this identity (BACKUP_IDENTITY is not the private key of the "
+                  "BACKUP_RECIPIENT it was made with)" if "no matching keys" in str(exc).lower()
+                  else f"its header was altered or is not age ({exc})")
+        raise DecryptionError(f"{backup.key} cannot be decrypted: {reason}; nothing was restored.") from None
+    except OSError:
+        raise DecryptionError(f"{backup.key} fails authentication: it was altered, truncated or corrupted; "
+                              "nothing was restored.") from None
+    finally:
+        encrypted.unlink()
+    return _unpack(backup, plain, work)
+
+
+def _unpack(backup: Backup, plain: Path, work: Path) -> tuple[dict[str, Any], Path]:
+    """manifest.json and database.dump out of the decrypted tar; nothing else in it is accepted or written."""
+    try:
+        with tarfile.open(plain, "r:") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            if set(members) != {MANIFEST, DUMP} or not all(m.isfile() for m in members.values()):
+                raise DecryptionError(f"{backup.key} decrypted but does not hold exactly {MANIFEST} and {DUMP}; "
+                                      "it was not made by `backup create`.")
+            manifest_file, dump_file = tar.extractfile(members[MANIFEST]), tar.extractfile(members[DUMP])
+            assert manifest_file is not None and dump_file is not None
+            manifest = json.loads(manifest_file.read())
+            with open(work / DUMP, "wb") as out:
+                shutil.copyfileobj(dump_file, out, 1 << 20)
+    except (tarfile.TarError, ValueError) as exc:
+        raise DecryptionError(f"{backup.key} decrypted but is not a backup archive ({exc}).") from None
+    finally:
+        plain.unlink()
+    return manifest, work / DUMP
 
 
 def _create_database(server_url: str, name: str) -> None:

@@ -1,36 +1,23 @@
-"""Conversations and messages on the chat path: start a turn, finish it, and the cached recent history.
+"""Conversations and messages on the chat path: start a turn, finish it.
 
-A chat turn costs two statements here: `start_turn` (find or create the conversation, store the user
-message and read the recent history, all in one statement, before any model is called) and
-`finish_turn` (store the reply). Postgres is the truth. `load_history` serves other readers from a
-Redis copy of the recent window (`hist:{conversation}`), which every write here replaces with a short
-tombstone; start_turn reads history in the same round trip as its insert, so it never needs the copy
-and makes no Redis call.
+A chat turn costs two statements here and no Redis call: `start_turn` (find or create the conversation,
+store the user message and read the recent history, all in one statement, before any model is called) and
+`finish_turn` (store the reply). Postgres is the only copy of the history.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from typing import Any, Literal, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.db import Row, fetch_all, fetch_one
-from shared.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
-from shared.kv import get_kv
-from shared.metrics import count_cache
-
-log = logging.getLogger("dialog_engine.conversations")
+from shared.db import Row, fetch_one
+from shared.errors import NotFound, PayloadTooLarge, Unprocessable
 
 HISTORY_LIMIT = 20       # messages start_turn returns by default
-HISTORY_WINDOW = 50      # messages the Redis copy keeps; larger load_history limits go to Postgres
-HISTORY_TTL_S = 600
-# After a write the copy is not refilled for this long: enough for any reader that read the old rows to
-# have given up its SET NX, short enough that a lively conversation soon gets its copy back.
-TOMBSTONE, TOMBSTONE_TTL_S = "-", 2
 Status = Literal["streaming", "complete", "partial", "failed"]
 
 
@@ -39,19 +26,6 @@ class TurnStart(NamedTuple):
     user_message_id: str
     history: list[dict[str, str]]   # earlier messages after the summary, oldest first: {"role", "content"}
     summary: str | None             # the summary of everything older (None until the summary job wrote one)
-
-
-def history_key(conversation_id: str) -> str:
-    return f"hist:{conversation_id}"
-
-
-def forget_history(*conversation_ids: str) -> None:
-    """Replace the cached windows with short tombstones, so a reader that loaded the old rows can't refill
-    them. A Redis outage only logs: the copy expires on its own soon after."""
-    try:
-        get_kv().pipeline([["SET", history_key(c), TOMBSTONE, "EX", TOMBSTONE_TTL_S] for c in conversation_ids])
-    except ServiceUnavailable:
-        log.warning("could not drop the cached history of %s", ", ".join(conversation_ids))
 
 
 # Messages a model may see again: no failed or empty replies, redacted text where PII was removed.
@@ -199,7 +173,6 @@ def add_message(conn: psycopg.Connection[Row], *, workspace_id: str, conversatio
         "usage": Jsonb(usage or {}), "timings": Jsonb(timings or {}), "status": status, "error": error})
     if row is None:
         raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
-    forget_history(conversation_id)
     return str(row["id"])
 
 
@@ -221,57 +194,8 @@ def finish_turn(conn: psycopg.Connection[Row], *, workspace_id: str, conversatio
                        message_id=message_id)
 
 
-def create_conversation(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,
-                        external_user_id: str | None = None, metadata: dict[str, Any] | None = None,
-                        api_key_id: str | None = None, title: str | None = None) -> str:
-    """A new, empty conversation with an assistant of this workspace (NotFound otherwise); returns its id."""
-    row = fetch_one(conn, """
-        INSERT INTO conversations (workspace_id, assistant_id, external_user_id, api_key_id, metadata, title)
-        SELECT a.workspace_id, a.id, %s, %s, %s, %s FROM assistants a WHERE a.id = %s AND a.workspace_id = %s
-        RETURNING id""", (external_user_id, api_key_id, Jsonb(metadata or {}), title, assistant_id, workspace_id))
-    if row is None:
-        raise NotFound("No such assistant in this workspace.", code="assistant_not_found")
-    return str(row["id"])
-
-
-def load_history(conn: psycopg.Connection[Row], conversation_id: str,
-                 limit: int = HISTORY_LIMIT) -> list[dict[str, str]]:
-    """The last `limit` messages a model may see, oldest first, as {"role", "content"}.
-
-    The caller has checked that the conversation belongs to its workspace. Served from Redis when the
-    window is cached; a miss reads Postgres and caches the last HISTORY_WINDOW messages. A turn in
-    flight (start_turn done, finish_turn not yet) shows up once finish_turn has stored the reply.
-    """
-    if limit <= 0:
-        return []
-    key = history_key(conversation_id)
-    cached: str | None = TOMBSTONE  # = "don't read or fill the copy"
-    if limit <= HISTORY_WINDOW:
-        try:
-            cached = get_kv().get(key)
-            count_cache("history", cached not in (None, TOMBSTONE))
-        except ServiceUnavailable:
-            cached = TOMBSTONE
-    if cached is not None and cached != TOMBSTONE:
-        try:
-            return list(json.loads(cached))[-limit:]
-        except ValueError:
-            cached = None
-    rows = fetch_all(conn, HISTORY_ROWS.format(conversation="%s", after="", limit="%s"),
-                     (conversation_id, max(limit, HISTORY_WINDOW)))
-    window = [{"role": r["role"], "content": r["content"]} for r in reversed(rows)]
-    if cached is None:
-        try:
-            # NX: a write since our read left a tombstone; never put the older window back over it.
-            get_kv().pipeline([["SET", key, json.dumps(window[-HISTORY_WINDOW:]), "EX", HISTORY_TTL_S, "NX"]])
-        except ServiceUnavailable:
-            pass
-    return window[-limit:]
-
-
 def delete_conversation(conn: psycopg.Connection[Row], workspace_id: str, conversation_id: str) -> None:
     """Delete it with its messages and their feedback (they cascade); NotFound for another workspace's id."""
     if fetch_one(conn, "DELETE FROM conversations WHERE id = %s AND workspace_id = %s RETURNING id",
                  (conversation_id, workspace_id)) is None:
         raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
-    forget_history(conversation_id)

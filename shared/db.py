@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -54,21 +54,6 @@ def connect(connect_timeout: float | None = None) -> Iterator[psycopg.Connection
             yield conn
     finally:
         conn.close()
-
-
-@contextlib.asynccontextmanager
-async def aconnect() -> AsyncIterator[psycopg.AsyncConnection[Row]]:
-    """The async twin of connect(), for streaming routes."""
-    try:
-        conn = await psycopg.AsyncConnection.connect(**_connect_kwargs())
-    except psycopg.OperationalError as exc:
-        log.error("database unreachable: %s", type(exc).__name__)
-        raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")
-    try:
-        with translate_errors():
-            yield conn
-    finally:
-        await conn.close()
 
 
 def get_db() -> Iterator[psycopg.Connection[Row]]:

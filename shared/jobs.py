@@ -1,5 +1,9 @@
 """Run a queued job once per message id and record it (status, attempts, error, duration).
 
+The jobs themselves are not known here: api/jobs.py hands in `functions.JOBS` (name -> Job: payload model +
+run function), so shared/ never imports functions/. A payload is validated once, against its job's model,
+before anything is recorded or run; one that does not fit is refused as not retryable (`invalid_payload`).
+
 A running attempt holds a short lease (jobs.lease_until) that a heartbeat thread renews while the body
 runs. A function killed mid-run (timeout, OOM, deploy) stops renewing it, so the next QStash retry finds
 the lease expired and runs the job again. A retry that arrives while the lease is still live is answered
@@ -8,16 +12,17 @@ the lease expired and runs the job again. A retry that arrives while the lease i
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-import re
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.db import Row, connect, fetch_one
 from shared.errors import AppError, NotFound
@@ -25,7 +30,6 @@ from shared.metrics import track_metric
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.jobs")
-JOB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 LEGACY_RUNNING = "15 minutes"  # a 'running' row from before leases (lease_until NULL) is dead after this
 RETRY_MARGIN_S = 2             # a deferred retry comes back this long after the lease would run out
 
@@ -45,20 +49,49 @@ class JobRunning(AppError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
 
 
-def load(name: str) -> Any:
-    """functions/{name}.py's run(); unknown names are 404 so nothing arbitrary is imported."""
-    if not JOB_NAME.match(name):
+class JobPayload(BaseModel):
+    """What every job's payload model extends: a JSON object; `workspace_id` (when given) is the workspace the
+    job acts in, checked to exist when the attempt is recorded. Unknown fields are ignored: a message queued
+    by an older deploy (or a cron's {"cron": name}) still runs."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    workspace_id: str | None = None
+
+
+P = TypeVar("P", bound=JobPayload)
+
+
+@dataclass(frozen=True)
+class Job(Generic[P]):
+    """One job: the model its payload must fit and the function that runs it."""
+
+    payload: type[P]
+    run: Callable[[P], Any]
+
+
+Jobs = Mapping[str, Job[Any]]
+
+
+def find(jobs: Jobs, name: str) -> Job[Any]:
+    """The job called `name`; unknown names are 404 (a typo in a publish call must not be retried forever)."""
+    job = jobs.get(name)
+    if job is None:
         raise NotFound(f"No job named {name!r}.", code="unknown_job")
+    return job
+
+
+def parse(job: Job[P], name: str, payload: Any) -> P:
+    """The payload as its job's model, or NonRetryable `invalid_payload` naming each field that is wrong."""
     try:
-        module = importlib.import_module(f"functions.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"functions.{name}":
-            raise NotFound(f"No job named {name!r}.", code="unknown_job") from exc
-        raise
-    run = getattr(module, "run", None)
-    if not callable(run):
-        raise NotFound(f"No job named {name!r}.", code="unknown_job")
-    return run
+        return job.payload.model_validate(payload)
+    except ValidationError as exc:
+        # loc and msg only: the rejected input may hold user data and this answer goes back to the caller.
+        problems = [{"field": ".".join(str(part) for part in error["loc"]) or "(payload)", "problem": error["msg"]}
+                    for error in exc.errors(include_url=False, include_input=False)]
+        raise NonRetryable(f"The {name} payload does not fit the job: "
+                           + "; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+                           code="invalid_payload", details={"errors": problems}) from None
 
 
 def claim(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: str | None,
@@ -153,30 +186,26 @@ def finish(conn: psycopg.Connection[Row], job_id: str, attempt: int, started: fl
                          job["workspace_id"])
 
 
-def run_job(conn: psycopg.Connection[Row], name: str, payload: Any, message_id: str | None,
+def run_job(conn: psycopg.Connection[Row], jobs: Jobs, name: str, payload: Any, message_id: str | None,
             retried: int = 0) -> dict[str, Any]:
-    """Claim, run and record one delivery. Raises on failure so the caller answers non-2xx."""
-    run = load(name)
-    # Every job takes a JSON object; one naming a workspace that is gone (deleted since it was queued) can never run.
-    if not isinstance(payload, dict):
-        raise NonRetryable(f"The {name} payload must be a JSON object.")
-    workspace_id = payload.get("workspace_id")
-    if workspace_id is not None and not isinstance(workspace_id, str):
-        raise NonRetryable("workspace_id must be a string.")
+    """Validate, claim, run and record one delivery. Raises on failure so the caller answers non-2xx."""
+    job = find(jobs, name)
+    parsed = parse(job, name, payload)
     lease_s = get_settings().job_lease_seconds
     try:
-        job = claim(conn, name, payload, message_id, retried, lease_s)
+        claimed = claim(conn, name, payload, message_id, retried, lease_s)
     except psycopg.errors.ForeignKeyViolation:
-        raise NonRetryable(f"Workspace {workspace_id!r} does not exist (any more).") from None
-    if job is None:
+        # A workspace deleted since the job was queued: the job can never run.
+        raise NonRetryable(f"Workspace {parsed.workspace_id!r} does not exist (any more).") from None
+    if claimed is None:
         return not_claimed(conn, name, message_id)
     started = time.perf_counter()
     try:
-        with Heartbeat(job["id"], job["attempts"], lease_s):
-            result = run(payload)
+        with Heartbeat(claimed["id"], claimed["attempts"], lease_s):
+            result = job.run(parsed)
     except Exception as exc:
         # The error text is stored for operators, never returned to the caller.
-        finish(conn, job["id"], job["attempts"], started, error=f"{type(exc).__name__}: {exc}"[:2000])
+        finish(conn, claimed["id"], claimed["attempts"], started, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    finish(conn, job["id"], job["attempts"], started)
-    return {"status": "succeeded", "job_id": job["id"], "attempt": job["attempts"], "result": result}
+    finish(conn, claimed["id"], claimed["attempts"], started)
+    return {"status": "succeeded", "job_id": claimed["id"], "attempt": claimed["attempts"], "result": result}

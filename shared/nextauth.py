@@ -7,17 +7,16 @@ Both issue a JWE in compact form with `alg: dir` and a key derived from the secr
   "Auth.js Generated Encryption Key (<salt>)", 64 bytes, `kid` = RFC 7638 thumbprint of that key (SHA-512);
   its decoder also takes `A256GCM` with a 32-byte key. Cookie `authjs.session-token` (`__Secure-` on https).
 Both decode with jose's `jwtDecrypt(..., {clockTolerance: 15})`; big cookies arrive in chunks `.0`, `.1`, ...
+Here joserfc does the JWE and the claims (README "Dependencies and why"); only NextAuth's own parts stay:
+the HKDF key derivation, which key a cookie name means, and the SHA-512 `kid` Auth.js expects.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import re
-import time
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -37,6 +36,7 @@ V4_COOKIES = ("__Secure-next-auth.session-token", "next-auth.session-token")
 V5_COOKIES = ("__Secure-authjs.session-token", "authjs.session-token")
 V4_INFO = "NextAuth.js Generated Encryption Key"
 KEY_LENGTH = {"A256GCM": 32, "A256CBC-HS512": 64}
+ALGORITHMS = ["dir", *KEY_LENGTH]  # what NextAuth and Auth.js issue; nothing else is accepted
 B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
@@ -82,94 +82,64 @@ def v5_key(secret: str, salt: str, enc: str = "A256CBC-HS512") -> bytes:
 @lru_cache(maxsize=64)
 def thumbprint(key: bytes) -> str:
     """RFC 7638 thumbprint of {kty: oct, k}, with SHA-<key bits> as Auth.js computes its `kid`."""
-    digest = {32: hashlib.sha256, 64: hashlib.sha512}[len(key)]
-    members = json.dumps({"k": b64url_encode(key), "kty": "oct"}, separators=(",", ":"))
-    return b64url_encode(digest(members.encode()).digest())
+    from joserfc import jwk
+
+    members = {"kty": "oct", "k": b64url_encode(key)}
+    return jwk.thumbprint(members, "sha512") if len(key) == 64 else jwk.thumbprint(members, "sha256")
 
 
 def decrypt(token: str, keys: Iterable[bytes]) -> tuple[dict[str, Any], bytes]:
     """Decrypt a compact `dir` JWE with the first of `keys` that authenticates it: (header, plaintext)."""
+    from joserfc import jwe
+    from joserfc.errors import JoseError
+    from joserfc.jwk import OctKey
+
     parts = token.split(".")
     if len(parts) != 5 or len(token) > MAX_TOKEN_CHARS:
         raise _invalid("not a JWE")
-    encoded_header, encrypted_key, iv_b64, ciphertext_b64, tag_b64 = parts
-    try:
-        header = json.loads(b64url_decode(encoded_header))
-    except ValueError:
-        raise _invalid("bad header") from None
-    if not isinstance(header, dict) or header.get("alg") != "dir" or header.get("enc") not in KEY_LENGTH:
-        raise _invalid("unsupported algorithm")
-    if "zip" in header or "crit" in header or encrypted_key:
-        raise _invalid("unsupported header")  # jose refuses these for `dir` too
-    iv, ciphertext, tag = b64url_decode(iv_b64), b64url_decode(ciphertext_b64), b64url_decode(tag_b64)
-    aad = encoded_header.encode("ascii")
-    enc = header["enc"]
+    for part in parts:  # jose refuses a non-canonical encoding (other unused bits) as a tampered token
+        b64url_decode(part)
+    if parts[1]:
+        raise _invalid("unsupported header")  # `dir` has no encrypted key
     for key in keys:
-        if len(key) != KEY_LENGTH[enc] or ("kid" in header and header["kid"] != thumbprint(key)):
+        try:
+            found = jwe.decrypt_compact(token, OctKey.import_key(key), algorithms=ALGORITHMS, registry=_registry())
+        except (JoseError, ValueError):  # wrong key, tampered, or a header jose would refuse (zip, crit, alg)
             continue
-        plaintext = _gcm(key, iv, ciphertext, tag, aad) if enc == "A256GCM" else _cbc_hs(key, iv, ciphertext, tag, aad)
-        if plaintext is not None:
-            return header, plaintext
+        header = found.protected
+        if "kid" in header and header["kid"] != thumbprint(key):
+            continue  # Auth.js takes the key whose thumbprint is the kid, and no other
+        if found.plaintext is not None:
+            return header, found.plaintext
     raise _invalid("it does not decrypt with this server's secret")
 
 
-def _gcm(key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes) -> bytes | None:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+@lru_cache(maxsize=1)
+def _registry() -> Any:
+    from joserfc.jwe import JWERegistry
 
-    if len(iv) != 12 or len(tag) != 16:
-        return None
-    try:
-        return AESGCM(key).decrypt(iv, ciphertext + tag, aad)
-    except InvalidTag:
-        return None
-
-
-def _cbc_hs(key: bytes, iv: bytes, ciphertext: bytes, tag: bytes, aad: bytes) -> bytes | None:
-    """AES_256_CBC_HMAC_SHA_512 (RFC 7518 5.2.5): MAC key first half, AES key second half, tag = MAC[:32]."""
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    if len(iv) != 16 or len(tag) != 32 or not ciphertext or len(ciphertext) % 16:
-        return None
-    mac_key, enc_key = key[:32], key[32:]
-    al = (len(aad) * 8).to_bytes(8, "big")
-    expected = hmac.new(mac_key, aad + iv + ciphertext + al, hashlib.sha512).digest()[:32]
-    if not hmac.compare_digest(expected, tag):
-        return None
-    decryptor = Cipher(algorithms.AES(enc_key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    try:
-        return unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
-        return None
+    return JWERegistry(algorithms=ALGORITHMS)
 
 
 def validate_claims(plaintext: bytes, now: float | None = None) -> dict[str, Any]:
     """jose's checks with clockTolerance 15 (exp, nbf, iat types); `exp` is required: NextAuth always sets it."""
+    from joserfc.errors import ExpiredTokenError, JoseError
+    from joserfc.jwt import JWTClaimsRegistry
+
     try:
         claims = json.loads(plaintext)
     except ValueError:
         raise _invalid("bad payload") from None
     if not isinstance(claims, dict):
         raise _invalid("bad payload")
-    current = int(time.time() if now is None else now)
-
-    def number(name: str) -> float | None:
-        value = claims.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise _invalid(f"'{name}' is not a number")
-        return value
-
-    number("iat")
-    nbf, exp = number("nbf"), number("exp")
-    if nbf is not None and nbf > current + CLOCK_TOLERANCE_S:
-        raise _invalid("not valid yet")
-    if exp is None:
-        raise _invalid("no expiry")
-    if exp <= current - CLOCK_TOLERANCE_S:
-        raise Unauthorized("The session has expired; sign in again.", code="session_expired")
+    registry = JWTClaimsRegistry(now=None if now is None else int(now), leeway=CLOCK_TOLERANCE_S,
+                                 exp={"essential": True})
+    try:
+        registry.validate(claims)
+    except ExpiredTokenError:
+        raise Unauthorized("The session has expired; sign in again.", code="session_expired") from None
+    except JoseError as exc:
+        raise _invalid(exc.description or exc.error) from None
     return claims
 
 

@@ -28,7 +28,7 @@ PATTERNS = [
 SENSITIVE_KEY = re.compile(r"(?i)(authorization|cookie|api[-_]?key|token|secret|password|passwd|signature|dsn)")
 # Settings whose values are secrets, by name: derived from the Settings fields (see secret_settings), so a
 # new FOO_SECRET / FOO_TOKEN / FOO_API_KEY is scrubbed without anyone remembering to list it here.
-SECRET_SETTING = re.compile(r"(secret|token|key|passphrase|password|dsn)$")
+SECRET_SETTING = re.compile(r"(secret|token|key|passphrase|password|dsn|identity)$")
 # Keyed by the settings object itself, not its id(): a new object may reuse a freed one's id.
 _known: tuple[object, list[str]] = (None, [])
 

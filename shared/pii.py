@@ -129,20 +129,6 @@ def redact(text: str, mapping: dict[str, str] | None = None,
     return "".join(out), mapping
 
 
-def redact_all(texts: Iterable[str], kinds: Iterable[str] = KINDS) -> tuple[list[str], dict[str, str]]:
-    """A conversation's messages in order with one mapping: a value keeps its placeholder across turns.
-
-    Redacting the stored originals again gives the same placeholders, so the mapping need not be stored.
-    """
-    mapping: dict[str, str] = {}
-    kinds = tuple(kinds)
-    out = []
-    for text in texts:
-        redacted, mapping = redact(text, mapping, kinds)
-        out.append(redacted)
-    return out, mapping
-
-
 def restore(text: str, mapping: dict[str, str]) -> str:
     """Put the originals back (placeholders not in `mapping` stay as they are); one pass, no re-expansion."""
     if not mapping or not text:

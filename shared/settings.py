@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, ge=0.5, le=300.0)
     backup_bucket: str | None = None
     backup_prefix: str = "backups"
-    backup_passphrase: str | None = None
+    backup_recipient: str | None = None      # age public key(s) backups are encrypted to (age1..., comma-separated)
+    backup_identity: str | None = None       # the age private key that reads them: restore/verify only
+    backup_identity_file: str | None = None  # or a file holding it, as age-keygen writes it
     backup_s3_endpoint_url: str | None = None
     backup_pg_bin_dir: str | None = None  # folder with pg_dump/pg_restore 16 (default: pgserver's, then PATH)
     aws_region: str = "us-east-1"
@@ -149,7 +151,7 @@ class Settings(BaseSettings):
                 if not value:
                     problems.append(f"{name.upper()} is not set")
             optional_secrets = ["openai_api_key", "anthropic_api_key", "pinecone_api_key", "firecrawl_api_key",
-                                "nextauth_secret", "auth_secret", "backup_passphrase"]
+                                "nextauth_secret", "auth_secret", "backup_identity"]
             for name in required + optional_secrets:
                 value = getattr(self, name)
                 if value and is_placeholder(str(value)):

@@ -1,4 +1,5 @@
-"""Backups end to end: real pg_dump/pg_restore (pgserver), S3 over HTTP (moto's server), the CLI as operators run it."""
+"""Backups end to end: real pg_dump/pg_restore (pgserver), S3 over HTTP (moto's server), the CLI as operators run it.
+Encrypted with age to a public key: the side that makes backups has only BACKUP_RECIPIENT."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from moto.server import ThreadedMotoServer
 
 from tests.conftest import ROOT, clear_caches
 
-PASSPHRASE = "correct horse battery staple"
+
+def key_pair() -> tuple[str, str]:
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    return str(identity), str(identity.to_public())
+
+
+IDENTITY, RECIPIENT = key_pair()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,8 @@ class Backups:
         self.engine, self.bucket = engine, bucket
         self.s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="testing",
                                aws_secret_access_key="testing")
-        self.env = {"BACKUP_BUCKET": bucket, "BACKUP_PASSPHRASE": PASSPHRASE, "BACKUP_S3_ENDPOINT_URL": s3_url,
+        self.env = {"BACKUP_BUCKET": bucket, "BACKUP_RECIPIENT": RECIPIENT, "BACKUP_IDENTITY": IDENTITY,
+                    "BACKUP_S3_ENDPOINT_URL": s3_url,
                     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -96,11 +106,11 @@ def test_create_list_verify_and_restore_through_the_cli(backups, engine):
     assert made.returncode == 0, made.stderr
     today = dt.datetime.now(dt.UTC)
     key = re.search(r"created (\S+)", made.stdout).group(1)
-    assert re.fullmatch(rf"backups/{today:%Y/%m/%d}/dialog-engine-{today:%Y%m%d}T\d{{6}}Z\.dump\.enc", key)
+    assert re.fullmatch(rf"backups/{today:%Y/%m/%d}/dialog-engine-{today:%Y%m%d}T\d{{6}}Z\.tar\.age", key)
     assert backups.keys() == [key]
     # The object in S3 is ciphertext: no table name or workspace name shows through.
     body = backups.s3.get_object(Bucket=backups.bucket, Key=key)["Body"].read()
-    assert b"workspaces" not in body and b"Globex" not in body and body.startswith(b"DLGBAK1\n")
+    assert b"workspaces" not in body and b"Globex" not in body and body.startswith(b"age-encryption.org/v1\n")
 
     code, out, _ = backups.run("list")
     assert code == 0 and key in out and f"{today:%Y-%m-%d}" in out
@@ -143,8 +153,10 @@ def test_a_tampered_backup_is_refused_and_nothing_is_restored(backups, engine):
 
     made, _ = backup.create()
     original = backups.s3.get_object(Bucket=backups.bucket, Key=made.key)["Body"].read()
-    for position, expected in ((len(original) // 2, "fails authentication at chunk 0"),
-                               (20, "Wrong BACKUP_PASSPHRASE for this backup (or its header was altered)"),
+    header_end = original.index(b"\n---") + 4
+    for position, expected in ((len(original) // 2, "fails authentication"),
+                               (10, "is not an age file"),
+                               (header_end + 3, "cannot be decrypted"),  # the header's MAC
                                (None, "fails authentication")):
         if position is None:  # truncated, as by an interrupted upload
             altered = original[:-7]
@@ -154,47 +166,118 @@ def test_a_tampered_backup_is_refused_and_nothing_is_restored(backups, engine):
         target = backups.other_db("restored")
         code, _, err = backups.run("restore", made.key, "--target-url", target, "--yes")
         assert code == 1
-        assert expected in err and "nothing was restored" in err
+        assert expected in err and "nothing was restored" in err, (position, err)
         assert not database_exists(engine.stack, target)
     code, _, err = backups.run("verify")
     assert code == 1 and "fails authentication" in err
 
 
-def test_the_wrong_passphrase_is_refused(backups, engine, monkeypatch):
-    assert backups.run("create")[0] == 0
-    monkeypatch.setenv("BACKUP_PASSPHRASE", "not the passphrase it was made with")
+def test_the_backup_side_needs_only_the_public_key_and_cannot_read_its_backups(backups, engine, monkeypatch):
+    monkeypatch.delenv("BACKUP_IDENTITY")  # the machine that makes backups: the recipient only
     clear_caches()
+    code, out, err = backups.run("create")
+    assert code == 0, err
     target = backups.other_db("restored")
     code, _, err = backups.run("restore", "latest", "--target-url", target, "--yes")
-    assert code == 1 and "Wrong BACKUP_PASSPHRASE" in err
+    assert code == 1 and "Set BACKUP_IDENTITY" in err and not database_exists(engine.stack, target)
+    code, _, err = backups.run("verify")
+    assert code == 1 and "Set BACKUP_IDENTITY" in err
+
+    other_identity, _ = key_pair()  # someone else's private key opens nothing
+    monkeypatch.setenv("BACKUP_IDENTITY", other_identity)
+    clear_caches()
+    code, _, err = backups.run("restore", "latest", "--target-url", target, "--yes")
+    assert code == 1 and "not encrypted to this identity" in err and "nothing was restored" in err
     assert not database_exists(engine.stack, target)
-    monkeypatch.delenv("BACKUP_PASSPHRASE")
+    assert IDENTITY not in err and other_identity not in err
+
+    monkeypatch.setenv("BACKUP_IDENTITY", "AGE-SECRET-KEY-1NOTAKEY")
+    clear_caches()
+    code, _, err = backups.run("restore", "latest", "--target-url", target, "--yes")
+    assert code == 1 and "holds no valid age identity" in err and "NOTAKEY" not in err
+
+
+def test_the_identity_can_come_from_a_file_as_age_keygen_writes_it(backups, engine, monkeypatch, tmp_path):
+    code, out, err = backups.run("keygen")
+    assert code == 0 and out.count("AGE-SECRET-KEY-1") == 1
+    recipient = re.search(r"BACKUP_RECIPIENT=(age1\w+)", err).group(1)
+    assert f"# public key: {recipient}" in out
+    (tmp_path / "key.txt").write_text(out)
+    monkeypatch.setenv("BACKUP_RECIPIENT", recipient)
+    monkeypatch.delenv("BACKUP_IDENTITY")
+    monkeypatch.setenv("BACKUP_IDENTITY_FILE", str(tmp_path / "key.txt"))
+    clear_caches()
+    assert backups.run("create")[0] == 0
+    code, out, err = backups.run("verify")
+    assert code == 0 and "every count matches" in out, err
+    monkeypatch.setenv("BACKUP_RECIPIENT", "age1notakey")
     clear_caches()
     code, _, err = backups.run("create")
-    assert code == 1 and "Set BACKUP_PASSPHRASE" in err
+    assert code == 1 and "BACKUP_RECIPIENT is not an age public key" in err
+
+
+def test_a_backup_is_a_standard_age_file_holding_a_tar_of_manifest_and_pg_dump(backups, engine, tmp_path):
+    """What an operator can do by hand with the age CLI: age -d -i key.txt FILE | tar -x; pg_restore --list."""
+    import io
+    import json
+    import tarfile
+
+    import pyrage
+    from pyrage import x25519
+
+    from shared import backup
+
+    made, manifest = backup.create()
+    body = backups.s3.get_object(Bucket=backups.bucket, Key=made.key)["Body"].read()
+    plain = pyrage.decrypt(body, [x25519.Identity.from_str(IDENTITY)])
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        assert tar.getnames() == ["manifest.json", "database.dump"]
+        assert json.loads(tar.extractfile("manifest.json").read())["row_counts"] == manifest["row_counts"]
+        (tmp_path / "database.dump").write_bytes(tar.extractfile("database.dump").read())
+    listing = subprocess.run([backup.find_tool("pg_restore"), "--list", str(tmp_path / "database.dump")],
+                             capture_output=True, text=True, check=True)
+    assert "TABLE public workspaces" in listing.stdout
+
+
+def test_a_backup_in_the_old_passphrase_format_is_listed_but_refused_with_what_to_do(backups, engine):
+    from shared import backup
+
+    made, _ = backup.create()
+    old_key = made.key.replace(".tar.age", ".dump.enc").replace(f"{made.created:%H%M%S}Z", "000000Z")
+    backups.s3.put_object(Bucket=backups.bucket, Key=old_key, Body=b"DLGBAK1\n" + os.urandom(200))
+    code, out, _ = backups.run("list")
+    assert code == 0 and old_key in out and made.key in out
+    code, _, err = backups.run("restore", old_key, "--target-url", backups.other_db("restored"), "--yes")
+    assert code == 1 and "earlier passphrase format" in err and "nothing was restored" in err
+    assert "BACKUP_PASSPHRASE" in err  # says what restores it
+
+
+def test_lookups_name_what_is_missing(backups, engine):
     code, _, err = backups.run("restore", "1999-01-01", "--yes")
     assert code == 1 and "No backup found for '1999-01-01'" in err
-    code, _, err = backups.run("restore", "backups/nope.dump.enc", "--yes")
+    code, _, err = backups.run("restore", "backups/nope.tar.age", "--yes")
     assert code == 1 and "No backup with key" in err
 
 
 def test_verify_fails_when_the_restored_rows_differ_from_the_backup(backups, engine, tmp_path):
     """A dump that lost rows (here: a manifest that promises one more workspace) fails verification."""
     import json
-    import struct
+    import tarfile
+
+    import pyrage
+    from pyrage import x25519
 
     from shared import backup
-    from shared.backup_crypto import EncryptingWriter
 
     made, _ = backup.create()
     manifest, dump = backup.fetch(made, tmp_path)
     manifest["row_counts"]["public.workspaces"] += 1
-    forged = tmp_path / "forged.enc"
-    with open(forged, "wb") as out:
-        writer = EncryptingWriter(out, PASSPHRASE)
-        body = json.dumps(manifest).encode()
-        writer.write(struct.pack(">I", len(body)) + body + dump.read_bytes())
-        writer.close()
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with tarfile.open(tmp_path / "forged.tar", "w") as tar:
+        tar.add(tmp_path / "manifest.json", arcname="manifest.json")
+        tar.add(dump, arcname="database.dump")
+    forged = tmp_path / "forged.tar.age"
+    pyrage.encrypt_file(str(tmp_path / "forged.tar"), str(forged), [x25519.Recipient.from_str(RECIPIENT)])
     later = made.created + dt.timedelta(seconds=1)
     backups.s3.upload_file(str(forged), backups.bucket, backup.backup_key(later))
     code, out, _ = backups.run("verify")
@@ -226,38 +309,3 @@ def test_backup_job_without_pg_dump_fails_at_once_and_says_why(backups, engine, 
     assert job["status"] == "failed" and job["attempts"] == 1  # not retried
     assert "pg_dump was not found" in job["error"] and "runner with pg_dump" in job["error"]
     assert backups.keys() == []
-
-
-def test_encrypted_stream_detects_reordered_dropped_and_appended_chunks():
-    from shared.backup_crypto import DecryptionError, EncryptingWriter, decrypt_chunks
-
-    plain = os.urandom(10_000)
-    buffer = io.BytesIO()
-    writer = EncryptingWriter(buffer, "pw", chunk_size=1000, scrypt=(10, 8, 1))  # cheap key for a unit test
-    for start in range(0, len(plain), 777):  # writes that don't line up with chunks
-        writer.write(plain[start:start + 777])
-    writer.close()
-    data = buffer.getvalue()
-    assert b"".join(decrypt_chunks(io.BytesIO(data), "pw")) == plain
-    head, size = 38 + 32, 1000 + 16
-    chunks = [data[i:i + size] for i in range(head, len(data), size)]
-    assert len(chunks) == 10
-    variants = {
-        "swapped": data[:head] + chunks[1] + chunks[0] + b"".join(chunks[2:]),
-        "dropped last": data[:head] + b"".join(chunks[:-1]),
-        "dropped middle": data[:head] + b"".join(chunks[:4] + chunks[5:]),
-        "appended": data + chunks[3],
-        "empty": data[:head],
-    }
-    for name, altered in variants.items():
-        try:
-            b"".join(decrypt_chunks(io.BytesIO(altered), "pw"))
-        except DecryptionError as exc:
-            assert "fails authentication" in str(exc), name
-        else:
-            pytest.fail(f"{name}: the altered stream decrypted")
-    with pytest.raises(DecryptionError, match="not a Dialog Engine backup"):
-        b"".join(decrypt_chunks(io.BytesIO(b"PGDMP" + data[5:]), "pw"))
-    empty = io.BytesIO()
-    EncryptingWriter(empty, "pw", chunk_size=1000, scrypt=(10, 8, 1)).close()
-    assert b"".join(decrypt_chunks(io.BytesIO(empty.getvalue()), "pw")) == b""

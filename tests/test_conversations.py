@@ -1,27 +1,40 @@
-"""Conversations: the chat path's helpers (one statement per step, cached history) and the admin routes."""
+"""Conversations: the chat path's helpers (one statement per step, no Redis call) and the admin routes."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from shared.conversations import (
     add_message,
-    create_conversation,
     delete_conversation,
     finish_turn,
-    history_key,
-    load_history,
     start_turn,
 )
+from shared.db import Row, fetch_one
 from shared.errors import NotFound
 from tests.fakes.chat_fixtures import signed_in
 
 CITATION = {"index": 2, "title": "Pricing", "url": "https://example.com/pricing", "chunk_id": "chk_1",
             "quote": "Plans start at 9 EUR.", "score": 0.82}
+
+
+def create_conversation(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: str,
+                        external_user_id: str | None = None, metadata: dict[str, Any] | None = None,
+                        api_key_id: str | None = None, title: str | None = None) -> str:
+    """A new, empty conversation with an assistant of this workspace (NotFound otherwise); returns its id.
+    Only tests make conversations this way (the chat path's start_turn makes them in production)."""
+    row = fetch_one(conn, """
+        INSERT INTO conversations (workspace_id, assistant_id, external_user_id, api_key_id, metadata, title)
+        SELECT a.workspace_id, a.id, %s, %s, %s, %s FROM assistants a WHERE a.id = %s AND a.workspace_id = %s
+        RETURNING id""", (external_user_id, api_key_id, Jsonb(metadata or {}), title, assistant_id, workspace_id))
+    if row is None:
+        raise NotFound("No such assistant in this workspace.", code="assistant_not_found")
+    return str(row["id"])
 
 
 class CountingConnection(psycopg.Connection):
@@ -119,33 +132,23 @@ def test_start_turn_refuses_conversations_it_may_not_continue(engine) -> None:
             create_conversation(conn, workspace_id=workspace_b, assistant_id=assistant_a)
 
 
-def test_history_is_cached_in_redis_and_follows_new_messages(engine) -> None:
+def test_a_turn_makes_no_redis_call_for_history_and_reads_every_write(engine) -> None:
+    """History lives in Postgres only: no copy to fill, no tombstone to write on every stored message."""
     workspace_id, _, assistant_id = setup_workspace(engine)
     redis = engine.stack.local.redis
+    redis.flushdb()
     with engine.db() as conn:
         cid = create_conversation(conn, workspace_id=workspace_id, assistant_id=assistant_id)
         add_message(conn, workspace_id=workspace_id, conversation_id=cid, role="user", content="one")
-        # Right after a write a short tombstone keeps the copy empty; Postgres answers.
-        assert redis.get(history_key(cid)) == b"-"
-        assert load_history(conn, cid) == [{"role": "user", "content": "one"}]
-        assert redis.get(history_key(cid)) == b"-"
-        redis.delete(history_key(cid))  # = the tombstone expired
-        assert load_history(conn, cid) == [{"role": "user", "content": "one"}]
-        assert json.loads(redis.get(history_key(cid))) == [{"role": "user", "content": "one"}]
-        # Served from the copy: a change behind our back is not seen...
-        conn.execute("UPDATE messages SET content = 'edited' WHERE conversation_id = %s", (cid,))
-        assert load_history(conn, cid) == [{"role": "user", "content": "one"}]
-        # ...but every write through the helpers is.
-        add_message(conn, workspace_id=workspace_id, conversation_id=cid, role="assistant", content="two")
-        assert load_history(conn, cid) == [{"role": "user", "content": "edited"},
-                                           {"role": "assistant", "content": "two"}]
-        redis.delete(history_key(cid))
-        load_history(conn, cid)
-        assert load_history(conn, cid, limit=1) == [{"role": "assistant", "content": "two"}]
-        redis.flushdb()
-        assert load_history(conn, cid, limit=1) == [{"role": "assistant", "content": "two"}]  # cold: same answer
+        finish_turn(conn, workspace_id=workspace_id, conversation_id=cid, content="two", citations=[], model="m",
+                    provider="offline", failover=None, usage={}, timings={}, status="complete", error=None)
+        # A change behind the helpers' back is seen at once: there is no copy to go stale.
+        conn.execute("UPDATE messages SET content = 'edited' WHERE conversation_id = %s AND role = 'user'", (cid,))
+        turn = start_turn(conn, workspace_id=workspace_id, assistant_id=assistant_id, conversation_id=cid,
+                          user_message="three")
+        assert [(m["role"], m["content"]) for m in turn.history] == [("user", "edited"), ("assistant", "two")]
         delete_conversation(conn, workspace_id, cid)
-        assert load_history(conn, cid) == []
+    assert redis.keys("hist:*") == []
 
 
 def seed(engine, workspace_id, assistant_id, user, turns=1, api_key_id=None):

@@ -19,8 +19,8 @@ def test_cleanup_rolls_old_metrics_into_hourly_points_and_keeps_recent_ones(engi
                             VALUES ('chat.ttft_ms', %s, date_trunc('hour', now()) - interval '40 days'
                                     + make_interval(mins => %s), %s)""", (value, minutes, Jsonb({})))
         conn.execute("INSERT INTO performance_metrics (name, value) VALUES ('chat.ttft_ms', 99)")
-    assert cleanup.run({}) == {"jobs_deleted": 0, "metric_rollups_written": 2}
-    assert cleanup.run({})["metric_rollups_written"] == 0  # rollups are never rolled again
+    assert cleanup.run(cleanup.Payload()) == {"jobs_deleted": 0, "metric_rollups_written": 2}
+    assert cleanup.run(cleanup.Payload())["metric_rollups_written"] == 0  # rollups are never rolled again
     with engine.db() as conn:
         rows = conn.execute("""SELECT value, metadata FROM performance_metrics WHERE name = 'chat.ttft_ms'
                                    ORDER BY "timestamp" """).fetchall()
@@ -43,7 +43,7 @@ def test_summaries_are_queued_for_long_conversations_only(engine) -> None:
                             citations=[], model="m", provider="offline", failover=None, usage={}, timings={},
                             status="complete", error=None)
             ids.append(conversation)
-    assert refresh_summaries.run({}) == {"queued": 1}
+    assert refresh_summaries.run(refresh_summaries.Payload()) == {"queued": 1}
     engine.wait_for_queue()
     with engine.db() as conn:
         summaries = {r["id"]: r["summary"] for r in conn.execute("SELECT id, summary FROM conversations")}

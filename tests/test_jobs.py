@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -103,3 +104,58 @@ def test_cron_needs_the_secret_and_queues_the_job(engine) -> None:
     engine.wait_for_queue()
     assert [(r["name"], r["status"]) for r in job_rows(engine)] == [("cleanup", "succeeded")]
     assert ok.json()["message_id"]
+
+
+def deliver_to(engine, name: str, body: bytes, message_id: str):
+    url = f"{engine.url}/api/jobs/{name}"
+    return engine.client().post(f"/api/jobs/{name}", content=body, headers={
+        "content-type": "application/json", "upstash-message-id": message_id,
+        "upstash-signature": signature(os.environ["QSTASH_CURRENT_SIGNING_KEY"], url, body)})
+
+
+def test_a_payload_that_does_not_fit_its_job_is_refused_once_naming_the_fields_and_runs_nothing(engine) -> None:
+    workspace, _ = engine.workspace()
+    cases = [("crawl_source", {"workspace_id": workspace, "source_id": "src_x"}, {"generation"}),
+             ("crawl_source", {"workspace_id": workspace, "source_id": "src_x", "generation": "two"}, {"generation"}),
+             ("ingest_pages", {"workspace_id": workspace, "source_id": "src_x", "generation": 1, "depth": -1},
+              {"url", "depth"}),
+             ("vectorize", {"batch": 0, "source_id": 7}, {"batch", "source_id"}),
+             ("ping", {"fail_attempts": "lots", "workspace_id": 5}, {"fail_attempts", "workspace_id"}),
+             ("cleanup", [], {"(payload)"})]
+    for number, (name, payload, fields) in enumerate(cases):
+        reply = deliver_to(engine, name, json.dumps(payload).encode(), f"msg_bad_{number}")
+        assert reply.status_code == 489 and reply.headers["upstash-nonretryable-error"] == "true", reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "invalid_payload", (name, error)
+        assert {e["field"] for e in error["details"]["errors"]} == fields, (name, error)
+        assert all(field in error["message"] for field in fields)
+        assert "lots" not in reply.text and "two" not in reply.text  # the rejected values are not echoed
+    assert job_rows(engine) == []  # refused before anything was recorded or run
+
+
+def test_fields_a_job_does_not_know_are_ignored_so_older_messages_still_run(engine) -> None:
+    reply = deliver_to(engine, "ping", b'{"echo": "old", "cron": "x", "from_an_older_deploy": true}', "msg_old")
+    assert reply.status_code == 200 and reply.json()["result"]["pong"] == "old"
+
+
+def test_every_job_module_is_registered_and_shared_never_imports_functions() -> None:
+    """Layering: functions/ -> shared/, never back. shared/jobs.py is handed functions.JOBS by api/jobs.py."""
+    import ast
+    from pathlib import Path
+
+    from api.cron import CRON_JOBS
+    from functions import JOBS
+    from shared.jobs import JobPayload
+
+    root = Path(__file__).resolve().parent.parent
+    modules = {p.stem for p in (root / "functions").glob("*.py") if p.stem != "__init__"}
+    assert set(JOBS) == modules
+    assert set(CRON_JOBS.values()) <= set(JOBS)
+    for name, job in JOBS.items():
+        assert issubclass(job.payload, JobPayload) and callable(job.run), name
+    for path in (root / "shared").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [node.value] if isinstance(node, ast.Constant) and isinstance(node.value, str) else []
+            assert not any(n == "functions" or n.startswith("functions.") for n in names), path

@@ -143,4 +143,4 @@ def test_every_secret_setting_is_scrubbed_from_logs_auth_secret_included(caplog,
 
     assert {"auth_secret", "nextauth_secret", "cron_secret", "firecrawl_webhook_secret", "qstash_token",
             "qstash_current_signing_key", "upstash_redis_rest_token", "openai_api_key",
-            "backup_passphrase"} <= set(secret_settings())
+            "backup_identity"} <= set(secret_settings())

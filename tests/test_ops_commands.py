@@ -109,3 +109,9 @@ def test_cache_stats_copes_with_a_server_that_refuses_info_and_memory(engine, tm
     assert result.returncode == 0, result.stderr
     assert [line.split() for line in result.stdout.splitlines() if line.startswith("asst")] == [["asst", "1", "n/a"]]
     assert "INFO memory not available (UpstashError); DBSIZE says 1 keys" in result.stdout
+
+
+def test_slow_queries_keeps_no_table_of_its_own(engine) -> None:
+    """The record is the db.slow_query_ms metric; the slow_queries table nothing ever wrote is gone (0009)."""
+    with engine.db() as conn:
+        assert conn.execute("SELECT to_regclass('public.slow_queries') AS t").fetchone()["t"] is None

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
-from shared.pii import iban_valid, luhn_valid, redact, redact_all, restore
+from shared.pii import KINDS, iban_valid, luhn_valid, redact, restore
+
+
+def redact_all(texts: Iterable[str], kinds: Iterable[str] = KINDS) -> tuple[list[str], dict[str, str]]:
+    """A conversation's messages in order with one mapping: a value keeps its placeholder across turns.
+
+    Redacting the stored originals again gives the same placeholders, so the mapping need not be stored.
+    """
+    mapping: dict[str, str] = {}
+    kinds = tuple(kinds)
+    out = []
+    for text in texts:
+        redacted, mapping = redact(text, mapping, kinds)
+        out.append(redacted)
+    return out, mapping
+
 
 POSITIVES = [
     # (kind, value) as people write them

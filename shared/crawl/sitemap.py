@@ -24,11 +24,6 @@ class Listing:
     problem: str | None = None
 
 
-def sitemap_urls(url: str, limit: int = MAX_URLS) -> list[str]:
-    """Page URLs listed by the sitemap at `url` (following a sitemap index), in order, without repeats."""
-    return read_sitemap(url, limit).urls
-
-
 def read_sitemap(url: str, limit: int = MAX_URLS) -> Listing:
     """The sitemap at `url` (following a sitemap index): CrawlError when it cannot be read; a child sitemap
     that fails is skipped and named in `problem`, so the listing is not taken as complete."""

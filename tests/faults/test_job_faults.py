@@ -317,7 +317,8 @@ def backup_bucket(engine: Any, s3_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     import boto3
 
     bucket = f"backups-{uuid.uuid4().hex[:12]}"
-    env = {"BACKUP_BUCKET": bucket, "BACKUP_PASSPHRASE": "correct horse battery staple",
+    env = {"BACKUP_BUCKET": bucket,
+           "BACKUP_RECIPIENT": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",  # age's example key
            "BACKUP_S3_ENDPOINT_URL": s3_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_REGION": "us-east-1"}
     for name, value in env.items():
