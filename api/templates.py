@@ -129,7 +129,8 @@ def list_versions(template_id: str, principal: AdminKey, conn: Db) -> VersionsPu
 
 @app.get("/api/templates/{template_id}/versions/{version}", response_model=VersionPublic,
          summary="Read one version")
-def read_version(template_id: str, version: Annotated[int, Path(ge=1, le=2_147_483_647)], principal: AdminKey, conn: Db) -> VersionPublic:
+def read_version(template_id: str, version: Annotated[int, Path(ge=1, le=2_147_483_647)], principal: AdminKey,
+                 conn: Db) -> VersionPublic:
     return version_public(templates.get_version(conn, principal.workspace_id, template_id, version))
 
 

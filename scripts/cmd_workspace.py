@@ -1,4 +1,5 @@
-"""`workspace create NAME`: a workspace and its first admin key (printed once); `workspace add-member`: a NextAuth user."""
+"""`workspace create NAME`: a workspace and its first admin key (printed once);
+`workspace add-member`: a NextAuth user."""
 
 from __future__ import annotations
 

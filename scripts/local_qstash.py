@@ -124,7 +124,7 @@ class Cron:
             if len(fields) != 5:
                 raise ValueError("need 5 fields")
             self.minute, self.hour, self.dom, self.month, dow = (
-                _cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, _CRON_BOUNDS))
+                _cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, _CRON_BOUNDS, strict=True))
         except (ValueError, KeyError) as exc:
             raise BadRequest(f"invalid cron expression {expression!r}: {exc}") from None
         self.dow = {d % 7 for d in dow}  # 7 is Sunday too

@@ -48,7 +48,8 @@ def connect(connect_timeout: float | None = None) -> Iterator[psycopg.Connection
         conn = psycopg.connect(**kwargs)
     except psycopg.OperationalError as exc:
         log.error("database unreachable: %s", type(exc).__name__)
-        raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")
+        raise ServiceUnavailable("The database is unreachable; try again shortly.",
+                                 code="database_unavailable") from None  # the chain may name the host
     try:
         with translate_errors():
             yield conn
@@ -68,12 +69,13 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except pg_errors.UniqueViolation as exc:
-        raise Conflict("That already exists.", details={"constraint": exc.diag.constraint_name})
+        raise Conflict("That already exists.", details={"constraint": exc.diag.constraint_name}) from exc
     except pg_errors.ForeignKeyViolation as exc:
-        raise NotFound("A referenced record does not exist.", details={"constraint": exc.diag.constraint_name})
+        raise NotFound("A referenced record does not exist.",
+                       details={"constraint": exc.diag.constraint_name}) from exc
     except (pg_errors.CheckViolation, pg_errors.NotNullViolation, pg_errors.InvalidTextRepresentation,
             pg_errors.StringDataRightTruncation, pg_errors.NumericValueOutOfRange) as exc:
-        raise Unprocessable("A value is not acceptable.", details={"constraint": exc.diag.constraint_name})
+        raise Unprocessable("A value is not acceptable.", details={"constraint": exc.diag.constraint_name}) from exc
     except pg_errors.UntranslatableCharacter as exc:
         raise Unprocessable("Text may not contain NUL (\\u0000) characters.", code="nul_character",
                             details={"constraint": exc.diag.constraint_name}) from None
@@ -88,7 +90,8 @@ def translate_errors() -> Iterator[None]:
                             code="invalid_unicode") from None
     except psycopg.OperationalError as exc:
         log.error("database error: %s", type(exc).__name__)
-        raise ServiceUnavailable("The database is unreachable; try again shortly.", code="database_unavailable")
+        raise ServiceUnavailable("The database is unreachable; try again shortly.",
+                                 code="database_unavailable") from None
 
 
 def fetch_one(conn: psycopg.Connection[Row], sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:

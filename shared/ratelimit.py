@@ -155,7 +155,8 @@ def _run(limits: list[Limit], extra: list[list[Any]]) -> tuple[list[Any], list[A
     except ServiceUnavailable:
         log.warning("rate limits skipped: Redis is unreachable")
         return None
-    responses = [generator.send(int(reply)) for generator, reply in zip(generators, replies)]
+    # replies: one per limit, then the extra reads the caller pipelined (returned apart)
+    responses = [generator.send(int(reply)) for generator, reply in zip(generators, replies, strict=False)]
     return responses, replies[len(generators):]
 
 
@@ -166,7 +167,8 @@ def _without_shebang(script: str) -> str:
 
 
 def _raise_if_over(limits: list[Limit], responses: list[Any]) -> None:
-    over = [(limit, response) for limit, response in zip(limits, responses) if not response.allowed]
+    over = [(limit, response) for limit, response in zip(limits, responses, strict=True)
+            if not response.allowed]
     if not over:
         return
     now = time.time()

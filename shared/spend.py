@@ -35,7 +35,8 @@ return current
 UPSERT = """
     INSERT INTO usage_daily (workspace_id, day, tokens_in, tokens_out) VALUES (%s, %s, %s, %s)
     ON CONFLICT (workspace_id, day) DO UPDATE
-    SET tokens_in = usage_daily.tokens_in + EXCLUDED.tokens_in, tokens_out = usage_daily.tokens_out + EXCLUDED.tokens_out
+    SET tokens_in = usage_daily.tokens_in + EXCLUDED.tokens_in,
+        tokens_out = usage_daily.tokens_out + EXCLUDED.tokens_out
     RETURNING tokens_in + tokens_out AS total"""
 
 

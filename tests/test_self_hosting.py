@@ -91,8 +91,8 @@ def test_the_image_runs_without_dev_only_packages():
              "try:\n    runpy.run_module('scripts', run_name='__main__')\nexcept SystemExit:\n    pass\n"
              "from scripts.router import create_router\ncreate_router()\n"
              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-                         env={**os.environ, "ENVIRONMENT": "development"})
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False, env={**os.environ, "ENVIRONMENT": "development"})
     assert out.returncode == 0, out.stderr
     assert not DEV_ONLY_MODULES & set(out.stdout.split())
 
