@@ -107,3 +107,13 @@ def test_a_texinfo_navigation_bar_is_not_indexed_and_headings_are_kept(engine, s
     headings = {row["heading_path"] for row in rows}
     assert any("5.1 Invoking the xgettext Program" in heading for heading in headings), headings
     assert any("Making the PO Template File" in heading for heading in headings), headings
+
+
+def test_a_page_wrapped_in_one_form_is_still_read(engine, site) -> None:
+    # ASP.NET Web Forms pages put the whole body in a single <form>; it is not navigation.
+    text = "Opening hours of the town library are Monday to Friday from nine to six."
+    body = (f"<html><head><title>Library</title></head><body><form id='form1' method='post'><nav><a href='/'>Home</a>"
+            f"</nav><div id='content'><h1>Library</h1><p>{text}</p></div></form></body></html>")
+    source, indexed = crawl_one(engine, site, "/library.aspx", "text/html; charset=utf-8", body.encode())
+    assert source["status"] == "ready", source.get("error")
+    assert text in indexed

@@ -21,7 +21,8 @@ BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "u
 PRESCAN_BYTES = 8192
 
 # Navigation and chrome: elements, ARIA roles and class / id names of common documentation generators.
-NAV_TAGS = ("nav", "script", "style", "noscript", "template", "form", "button", "select", "iframe", "svg")
+# Not <form>: ASP.NET and some CMSs wrap the whole page in one.
+NAV_TAGS = ("nav", "script", "style", "noscript", "template", "button", "select", "iframe", "svg")
 NAV_ROLES = ("navigation", "banner", "contentinfo", "search", "menubar", "toolbar")
 NAV_CLASSES = (
     "navheader", "navfooter", "docnav",                               # DocBook XSL, Publican
@@ -118,6 +119,9 @@ def main_markdown(tree: Any, url: str, config: Any) -> str:
     extracted = trafilatura.extract(lxml.html.tostring(page, encoding="unicode"), url=url,
                                     output_format="markdown", include_tables=True, include_links=False,
                                     include_comments=False, config=config) or ""
+    if not own.strip() and not extracted.strip():  # everything sat in what looked like navigation
+        return trafilatura.extract(lxml.html.tostring(tree, encoding="unicode"), url=url, output_format="markdown",
+                                   include_tables=True, include_links=False, config=config) or ""
     return extracted if _keeps_content(extracted, own) else own
 
 
