@@ -1,9 +1,10 @@
 """Real documentation nobody here wrote, crawled as a user would crawl it: each set of tests/corpora (Sphinx,
-Publican XHTML, texi2html + javadoc, German DocBook XHTML) is served on loopback and added as a `site`
+Publican XHTML, texi2html + javadoc, German DocBook XHTML, MkDocs, Doxygen) is served on loopback and added as a `site`
 source through the API. Every page must be read, (nearly) every page indexed, each page's own heading and
 text must be in its chunks, and the navigation repeated on every page must not be what gets indexed.
 
-The crawl is capped per set to keep this file quick; bench/retrieval_quality.py ingests the full sets."""
+MkDocs and Doxygen sets (mkdocs, jsoncpp) check those layouts only; the others are the retrieval
+benchmark's. The crawl is capped per set to keep this file quick; bench/retrieval_quality.py ingests the full sets."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from tests import corpora
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 
 PAGES_PER_SET = 40
-# Text of each set's navigation, banner or footer, on (nearly) every page of it.
+# Text of each set's navigation, banner or footer, on most pages of it.
 CHROME = {"flask": ["Quick search", "Created using Sphinx"], "debian-handbook": ["Download the ebook"],
-          "gettext": ["[Contents]", "[ << ]"], "gimp-de": ["Report a documentation error"]}
+          "gettext": ["[Contents]", "[ << ]"], "gimp-de": ["Report a documentation error"],
+          "mkdocs": ["From here you can search these documents", "Maintained by the MkDocs Team"],
+          "jsoncpp": ["JsonCpp project page", "Generated on", "List of all members"]}
 MAX_CHROME_SHARE = 0.05   # of chunks that may contain a navigation string
 MIN_OWN_TEXT_SHARE = 0.9  # of pages whose chunks hold their own heading and longest paragraph
 NOT_WORD = re.compile(r"[\W_]+")
@@ -30,6 +33,12 @@ NOT_WORD = re.compile(r"[\W_]+")
 
 def letters(text: str) -> str:
     return NOT_WORD.sub("", text.lower())
+
+
+def served_file(url: str, base: str) -> str:
+    """The file of the set a URL is answered from ("dir/" serves "dir/index.html")."""
+    path = url.removeprefix(f"{base}/")
+    return path + corpora.START_PAGE if path.endswith("/") or not path else path
 
 
 def parse(body: bytes):  # type: ignore[no-untyped-def]
@@ -50,7 +59,7 @@ def own_text(body: bytes) -> tuple[str, str]:
     return heading, max(paragraphs, key=len, default="")
 
 
-@pytest.mark.parametrize("name", corpora.NAMES)
+@pytest.mark.parametrize("name", corpora.ALL)
 def test_a_real_documentation_site_is_read_and_its_content_indexed(engine, name: str) -> None:
     root = corpora.extract(name)
     client, _, assistant_id = knowledge_setup(engine)
@@ -66,11 +75,11 @@ def test_a_real_documentation_site_is_read_and_its_content_indexed(engine, name:
     print(f"\n{name}: {len(documents)} pages, {len(chunks)} chunks in {time.monotonic() - started:.1f} s")
 
     assert source["status"] == "ready", source.get("error")
-    assert len(documents) == PAGES_PER_SET
+    assert len(documents) >= min(PAGES_PER_SET, len(corpora.pages(name)))
     unreadable = [d for d in documents if d["error"] and "unreadable" in d["error"]]
     assert not unreadable, unreadable[:3]
     shipped = set(corpora.pages(name))
-    outside = [d for d in documents if d["url"].removeprefix(f"{base}/") not in shipped]
+    outside = [d for d in documents if served_file(d["url"], base) not in shipped]
     # Links to manuals the package does not ship (gettext links to autoconf and emacs) answer 404.
     assert all(d["status"] == "failed" and d["error"].startswith("not_found") for d in outside), outside
     failed = [d for d in documents if d["status"] != "ready" and d not in outside]
@@ -84,16 +93,16 @@ def test_a_real_documentation_site_is_read_and_its_content_indexed(engine, name:
 
     missing = []
     for url in ready:
-        heading, paragraph = own_text((root / url.removeprefix(f"{base}/")).read_bytes())
+        heading, paragraph = own_text((root / served_file(url, base)).read_bytes())
         indexed = letters(by_url[url])
         if letters(heading) not in indexed or letters(paragraph)[:80] not in indexed:
             missing.append((url.removeprefix(base), heading, paragraph[:60]))
     assert len(missing) <= (1 - MIN_OWN_TEXT_SHARE) * len(ready), missing[:5]
 
-    pages = [page_text((root / url.removeprefix(f"{base}/")).read_bytes()) for url in ready]
+    pages = [page_text((root / served_file(url, base)).read_bytes()) for url in ready]
     for chrome in CHROME[name]:
         on_pages = sum(chrome in page for page in pages)
-        assert on_pages >= 0.8 * len(pages), f"{chrome!r} is not on every page of {name} any more"
+        assert on_pages >= 0.5 * len(pages), f"{chrome!r} is not on most pages of {name} any more"
         in_chunks = [c["url"] for c in chunks if chrome in c["text"].replace("\\", "")]
         assert len(in_chunks) <= MAX_CHROME_SHARE * len(chunks), (chrome, len(in_chunks), len(chunks))
 

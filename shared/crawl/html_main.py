@@ -34,6 +34,8 @@ NAV_CLASSES = (
 )
 NAV_IDS = ("banner", "nav-tree", "side-nav", "nav-path", "MSearchBox", "MSearchSelectWindow", "MSearchResultsWindow",
            "sidebar", "navigation", "breadcrumbs", "header", "footer", "site-header", "site-footer")
+# Doxygen's bar of section links ("Public Member Functions | ... | List of all members") above a class.
+DOXYGEN_SUMMARY = "//div[@class='header']/div[@class='summary']"
 # The page's main container, most specific first.
 MAIN_XPATHS = ("//main", "//*[@role='main']", "//article", "//*[@itemprop='articleBody']",
                "//*[@id='content' or @id='main-content' or @id='main' or @id='doc-content']",
@@ -101,7 +103,6 @@ def main_markdown(tree: Any, url: str, config: Any) -> str:
     """The page's content as markdown: trafilatura over the main container with navigation removed, or
     that container's text when trafilatura keeps too little of it."""
     import lxml.html
-    import trafilatura
 
     cleaned = copy.deepcopy(tree)
     remove_navigation(cleaned)
@@ -116,12 +117,9 @@ def main_markdown(tree: Any, url: str, config: Any) -> str:
     body = lxml.html.Element("body")
     body.append(copy.deepcopy(container) if container.tag != "body" else _children_wrapper(container))
     page.append(body)
-    extracted = trafilatura.extract(lxml.html.tostring(page, encoding="unicode"), url=url,
-                                    output_format="markdown", include_tables=True, include_links=False,
-                                    include_comments=False, config=config) or ""
+    extracted = _trafilatura(page, url, config)
     if not own.strip() and not extracted.strip():  # everything sat in what looked like navigation
-        return trafilatura.extract(lxml.html.tostring(tree, encoding="unicode"), url=url, output_format="markdown",
-                                   include_tables=True, include_links=False, config=config) or ""
+        return _trafilatura(copy.deepcopy(tree), url, config)
     return extracted if _keeps_content(extracted, own) else own
 
 
@@ -139,6 +137,16 @@ def _keeps_content(extracted: str, own: str) -> bool:
 def _letters(text: str) -> str:
     """Text reduced to lower-case letters and digits: markdown escapes and spacing do not matter."""
     return NOT_WORD.sub("", text.lower())
+
+
+def _trafilatura(tree: Any, url: str, config: Any) -> str:
+    """trafilatura's markdown of a tree it may change. Given a tree, not a string: trafilatura parses strings
+    with one module-level lxml parser shared by every ingest thread (an abort inside that parse was seen once
+    under concurrent ingest); our own parse uses lxml's per-thread default parser."""
+    import trafilatura
+
+    return trafilatura.extract(tree, url=url, output_format="markdown", include_tables=True, include_links=False,
+                               include_comments=False, config=config) or ""
 
 
 def _children_wrapper(body: Any) -> Any:
@@ -162,6 +170,7 @@ def remove_navigation(tree: Any) -> None:
     classes = " or ".join(f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')" for name in NAV_CLASSES)
     ids = " or ".join(f"@id='{name}'" for name in NAV_IDS)
     doomed += tree.xpath(f"//*[{roles} or {classes} or {ids}]")
+    doomed += tree.xpath(DOXYGEN_SUMMARY)
     doomed += [table for table in tree.iter("table") if _links_only(table)]
     for element in doomed:
         if element.getparent() is not None and element.tag not in ("html", "body"):

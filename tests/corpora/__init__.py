@@ -24,16 +24,20 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # The charset the server puts in Content-Type per set; None: the header names none, the page must tell.
 HEADER_CHARSET: dict[str, str | None] = {"flask": None, "debian-handbook": None, "gettext": "utf-8",
-                                         "gimp-de": "utf-8"}
-NAMES = tuple(HEADER_CHARSET)
-LANGUAGE = {"flask": "en", "debian-handbook": "en", "gettext": "en", "gimp-de": "de"}
+                                         "gimp-de": "utf-8", "mkdocs": "utf-8", "jsoncpp": None}
+# The sets of the retrieval benchmark (each has bench/corpora/<name>/questions.jsonl) ...
+NAMES = ("flask", "debian-handbook", "gettext", "gimp-de")
+# ... and every set, the extra ones only checking layouts (MkDocs, Doxygen) in tests/test_real_sites.py.
+ALL = (*NAMES, "mkdocs", "jsoncpp")
+LANGUAGE = {"flask": "en", "debian-handbook": "en", "gettext": "en", "gimp-de": "de", "mkdocs": "en",
+            "jsoncpp": "en"}
 START_PAGE = "index.html"
 TYPES = {".html": "text/html", ".htm": "text/html", ".txt": "text/plain"}
 
 
 def archive(name: str) -> Path:
     if name not in HEADER_CHARSET:
-        raise KeyError(f"unknown corpus {name!r}; known: {', '.join(NAMES)}")
+        raise KeyError(f"unknown corpus {name!r}; known: {', '.join(ALL)}")
     return HERE / f"{name}.tar.xz"
 
 
@@ -71,6 +75,10 @@ def _handler(root: Path, charset: str | None) -> type[http.server.BaseHTTPReques
         def guess_type(self, path) -> str:  # type: ignore[no-untyped-def, override]
             media = TYPES.get(Path(str(path)).suffix.lower(), "application/octet-stream")
             return f"{media}; charset={charset}" if charset and media.startswith("text/") else media
+
+        def list_directory(self, path):  # type: ignore[no-untyped-def]  # no listings, as web servers
+            self.send_error(404, "No index page here")
+            return None
 
         def log_message(self, format, *args) -> None:  # type: ignore[no-untyped-def]  # quiet in tests
             pass

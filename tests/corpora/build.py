@@ -24,6 +24,9 @@ SETS = {
     "gettext": ("gettext-doc", "usr/share/doc/gettext", "index.html", 300),
     "debian-handbook": ("debian-handbook", "usr/share/doc/debian-handbook/html/en-US", "index.html", 300),
     "gimp-de": ("gimp-help-de", "usr/share/gimp/2.0/help/de", "index.html", 220),
+    # Layout checks only (tests/test_real_sites.py), no benchmark questions:
+    "mkdocs": ("mkdocs-doc", "usr/share/doc/mkdocs/html", "index.html", 300),
+    "jsoncpp": ("libjsoncpp-doc", "usr/share/doc/libjsoncpp-doc", "index.html", 60),
 }
 HREF = re.compile(rb"""href\s*=\s*["']([^"'#?]+)""", re.IGNORECASE)
 
