@@ -13,8 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from shared import assistants
 from shared.audit import record
-from shared.auth import AdminKey, AnyKey, Db, Principal
+from shared.auth import Principal
 from shared.db import Row
+from shared.deps import AdminKey, AnyKey, Db
 from shared.errors import Forbidden
 from shared.http import create_app
 from shared.pagination import MAX_LIMIT, decode_cursor, page

@@ -9,8 +9,8 @@ from fastapi import Query
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared.auth import AdminKey, Db
 from shared.db import fetch_all
+from shared.deps import AdminKey, Db
 from shared.http import create_app
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from shared import chat
-from shared.auth import AnyKey, Db, Principal
-from shared.chat import Started
+from shared.auth import Principal
+from shared.deps import AnyKey, Db, Started
 from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
 from shared.http import create_app, json_error
 from shared.identity import visitor_for_request, visitor_headers, with_visitor_token

@@ -9,8 +9,8 @@ from fastapi import Query, Request, Response
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.auth import AdminKey, AnyKey, Db
 from shared.db import Row, fetch_all, fetch_one
+from shared.deps import AdminKey, AnyKey, Db
 from shared.errors import NotFound, Unprocessable
 from shared.http import create_app
 from shared.identity import visitor_for_request

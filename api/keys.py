@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api_keys import check_assistants, rotate_identity_secret, update_key
 from shared.audit import record
-from shared.auth import KEY_COLUMNS, AdminKey, Db, create_key
+from shared.auth import KEY_COLUMNS, create_key
 from shared.db import fetch_all, fetch_one
+from shared.deps import AdminKey, Db
 from shared.errors import NotFound
 from shared.http import create_app
 

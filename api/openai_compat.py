@@ -24,9 +24,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from shared import chat
-from shared.auth import AnyKey, Db, Principal
-from shared.chat import Started
+from shared.auth import Principal
 from shared.db import fetch_all
+from shared.deps import AnyKey, Db, Started
 from shared.errors import AppError, BadRequest, NotFound
 from shared.http import HTTP_CODES, create_app
 from shared.identity import VISITOR_TOKEN_HEADER, visitor_for_request, visitor_headers

@@ -11,8 +11,8 @@ from fastapi import Request
 from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
-from shared.auth import Db
 from shared.crawl.firecrawl import signature_valid
+from shared.deps import Db
 from shared.errors import BadRequest, Unauthorized
 from shared.http import create_app
 from shared.settings import get_settings

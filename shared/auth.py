@@ -164,7 +164,3 @@ def check_origin(principal: Principal, origin: str | None) -> None:
             and origin.rstrip("/") not in {o.rstrip("/") for o in principal.allowed_origins}):
         raise Forbidden(f"Origin {origin} is not allowed for this key.", code="origin_not_allowed")
 
-
-Db = Annotated[psycopg.Connection[Row], Depends(get_db)]
-AnyKey = Annotated[Principal, Depends(require_key)]
-AdminKey = Annotated[Principal, Depends(require_admin)]

@@ -23,12 +23,11 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import psycopg
-from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
 from shared import llm, pii, spend
@@ -52,14 +51,6 @@ STORE_BACKOFF_S = (0.05, 0.2, 0.5)  # between attempts to store a reply (then th
 STORE_CONNECT_TIMEOUT_S = 3
 STORE_FAILED = ("store_failed", "Your answer could not be saved, so it will be missing from this conversation's "
                 "history; the full text is in the `done` event. Please try again shortly.")
-
-
-async def _clock() -> float:
-    return time.perf_counter()
-
-
-# A route dependency declared before the key, so a turn's clock (engine_ms, ttft_ms) includes auth.
-Started = Annotated[float, Depends(_clock)]
 
 
 @dataclass
