@@ -22,20 +22,19 @@ from shared.crawl.pipeline import (
 )
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row
+from shared.knowledge import source_kind
 
 log = logging.getLogger("dialog_engine.ingest")
 
 GONE = {"not_found"}  # proved gone (404/410): its old chunks go too (other failures keep the last good copy)
-WEB_KINDS = {"url", "site", "sitemap"}
 
 
-def fetch(url: str) -> Page:
-    """The page at `url` as markdown: Firecrawl when a key is set, else the built-in fetcher."""
-    if firecrawl.enabled():
-        return firecrawl.scrape(url)
-    from shared.crawl.fetch import fetch_page
-
-    return fetch_page(url)
+def fetch(kind_name: str, url: str) -> Page:
+    """The page at `url` as its source kind fetches it."""
+    kind = source_kind(kind_name)
+    if kind.fetch is None:  # its content is stored with the source: nothing to fetch
+        raise CrawlError("not_fetchable", f"{kind_name} sources have no pages to fetch.")
+    return kind.fetch(url)
 
 
 def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, url: str, *, depth: int = 0,
@@ -44,14 +43,15 @@ def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, ur
     doc = begin_attempt(conn, source["id"], generation, url)
     if doc is None:
         return {"url": url, "skipped": "already done or superseded"}
+    web = source_kind(source["kind"]).web
     try:
         if page is None:
-            page = fetch(url)
+            page = fetch(source["kind"], url)
         if follow and depth < int(source["config"].get("max_depth", DEFAULT_MAX_DEPTH)) and page.links:
             _follow_links(conn, source, generation, page, depth, republish=doc["attempts"] > 1)
-        title = page.title if source["kind"] in WEB_KINDS else (source["title"] or page.title)
+        title = page.title if web else (source["title"] or page.title)
         result = index_document(conn, doc, generation=generation, title=title, markdown=page.markdown,
-                                url=url if source["kind"] in WEB_KINDS else None, language=source["language"])
+                                url=url if web else None, language=source["language"])
     except StaleDocument:
         return {"url": url, "skipped": "superseded by a newer sync"}
     except Exception as exc:  # any failure is recorded on the page, then retried
