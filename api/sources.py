@@ -12,8 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from shared.audit import record
+from shared.crawl import sources as store
 from shared.crawl.pipeline import start_sync
-from shared.crawl.sources import create_source, delete_source, get_source, list_pages, list_sources, update_source
+from shared.crawl.sources import create_source, delete_source, get_source, update_source
 from shared.deps import AdminKey, Db
 from shared.errors import NotFound, Unprocessable
 from shared.http import create_app, settings_body_limit
@@ -89,11 +90,11 @@ def kinds(principal: AdminKey) -> KindsPublic:
 
 
 @app.get("/api/sources", response_model=SourcesPublic, summary="List sources, newest first")
-def list_all(principal: AdminKey, conn: Db, assistant_id: str | None = None,
+def list_sources(principal: AdminKey, conn: Db, assistant_id: str | None = None,
              limit: int = Query(default=50, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> SourcesPublic:
     after = decode_cursor(cursor, "time", "text") if cursor else None
-    rows, next_cursor = page(list_sources(conn, principal.workspace_id, assistant_id, limit, after), limit,
-                             "sort_at", "id")
+    rows = store.list_sources(conn, principal.workspace_id, assistant_id, limit, after)
+    rows, next_cursor = page(rows, limit, "sort_at", "id")
     return SourcesPublic(data=[SourcePublic.of(r) for r in rows], count=len(rows), next_cursor=next_cursor)
 
 
@@ -134,7 +135,8 @@ def pages(source_id: str, principal: AdminKey, conn: Db,
           status: Literal["pending", "ready", "failed"] | None = None,
           limit: int = Query(default=50, ge=1, le=MAX_LIMIT), cursor: str | None = None) -> PagesPublic:
     after = decode_cursor(cursor, "text")[0] if cursor else None
-    rows, next_cursor = page(list_pages(conn, principal.workspace_id, source_id, status, limit, after), limit, "url")
+    rows = store.list_pages(conn, principal.workspace_id, source_id, status, limit, after)
+    rows, next_cursor = page(rows, limit, "url")
     return PagesPublic(data=[PagePublic(**r) for r in rows], count=len(rows), next_cursor=next_cursor)
 
 

@@ -36,7 +36,7 @@ def validate(model: type[Model], body: Any) -> Model:
                                       for e in exc.errors(include_url=False)]) from None
 
 
-def check_messages(turn: str, count: int = 1, earlier: Sequence[str] = (), *,
+def check_messages(turn: str = "", count: int = 1, earlier: Sequence[str] = (), *,
                    error: type[AppError] = PayloadTooLarge) -> None:
     """MAX_MESSAGE_CHARS for the turn's message (and any `earlier` ones the request carries as history) and
     MAX_REQUEST_MESSAGES for the `count` of messages. `error`: the class the face answers with (413 natively,

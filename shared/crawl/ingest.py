@@ -15,6 +15,7 @@ from shared.crawl.pipeline import (
     PAGE_ATTEMPTS,
     begin_attempt,
     finalize,
+    load_source,
     mark_failed,
     publish_page,
     record_error,
@@ -23,6 +24,7 @@ from shared.crawl.pipeline import (
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row
 from shared.knowledge import source_kind
+from shared.queue import publish
 
 log = logging.getLogger("dialog_engine.ingest")
 
@@ -114,3 +116,25 @@ def queue_firecrawl_pages(conn: psycopg.Connection[Row], source: Row, generation
         if doc is not None:
             mark_failed(conn, doc, generation, error, drop_chunks=error.code in GONE)
     return len(to_queue)
+
+
+def handle_firecrawl_event(conn: psycopg.Connection[Row], event: dict[str, Any]) -> dict[str, Any]:
+    """A Firecrawl webhook event (signature already checked): page events queue their pages; completed and
+    failed events queue the status poll. An event for a crawl that is not the source's current one is ignored."""
+    meta: dict[str, Any] = event["metadata"] if isinstance(event.get("metadata"), dict) else {}
+    crawl_id, kind = str(event.get("id") or ""), str(event.get("type") or "")
+    source = load_source(conn, str(meta.get("source_id") or "")) if meta.get("source_id") else None
+    # Acknowledge (2xx) what is not ours or no longer current, so Firecrawl stops retrying it.
+    if source is None or not crawl_id or source["crawl_id"] != crawl_id \
+            or source["workspace_id"] != meta.get("workspace_id"):
+        return {"ignored": True}
+    generation = source["sync_generation"]
+    if kind == "crawl.page":
+        data: list[Any] = event["data"] if isinstance(event.get("data"), list) else []
+        return {"queued": queue_firecrawl_pages(conn, source, generation, data)}
+    if kind in ("crawl.completed", "crawl.failed"):
+        # The status poll reads the whole result, so a page event that never arrived is not lost.
+        publish("poll_crawl", {"workspace_id": source["workspace_id"], "source_id": source["id"],
+                               "generation": generation, "crawl_id": crawl_id, "poll": 1},
+                dedup_id=f"poll-{source['id']}-g{generation}-{kind}")
+    return {"ok": True}
