@@ -63,9 +63,10 @@ def start_feed(conn: Any, source: Row, generation: int) -> dict[str, Any]:
 
     with new_client() as client:
         fetched = get(client, source["url"], max_bytes=MAX_FEED_BYTES)
-    within = scope(source)
+    within, limit = scope(source), FEED.page_limit(source["config"])
     links = [u for u in entry_links(fetched.body, fetched.url) if within.matches(u)]
-    return queue_pages(conn, source, generation, allowed_urls(links[:FEED.page_limit(source["config"])]))
+    # robots.txt before the cut, so `limit` counts pages we may fetch (bounded as a sitemap's listing is).
+    return queue_pages(conn, source, generation, allowed_urls(links[:limit * 4])[:limit])
 
 
 FEED = SourceKind("feed", "An RSS or Atom feed at the url: each entry's link is a page (limit, include/exclude "
