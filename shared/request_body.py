@@ -26,9 +26,10 @@ async def json_body(request: Request) -> Any:
 
 
 def validate(model: type[Model], body: Any) -> Model:
-    """`body` as `model`; a 422 shaped as FastAPI gives for a typed body (locations start at "body")."""
+    """`body` (parsed JSON, or the raw bytes of a JSON body) as `model`; a 422 shaped as FastAPI gives for a
+    typed body (locations start at "body")."""
     try:
-        if isinstance(body, (bytes, str)):
+        if isinstance(body, bytes):
             return model.model_validate_json(body or b"{}")
         return model.model_validate(body)
     except ValidationError as exc:

@@ -131,3 +131,13 @@ def test_the_sweeper_resumes_a_stalled_text_source_by_indexing_its_content_again
     # Its content is stored with it: there is no page to fetch, so the sweeper indexes it again.
     assert source["status"] == "ready" and source["pages_done"] == 1 and source["pages_failed"] == 0, source
     assert any("nine" in c["text"] for c in chunk_rows(engine, source["id"]))
+
+
+def test_a_kind_deployed_before_db_migrate_says_to_run_it(engine, site) -> None:
+    client, _, assistant_id = knowledge_setup(engine)
+    with engine.db() as conn:  # as if the code with the new kind shipped before its migration step ran
+        conn.execute("DELETE FROM source_kinds WHERE name = 'feed'")
+    reply = client.post("/api/sources", json={"assistant_id": assistant_id, "kind": "feed",
+                                              "url": f"{site.url}/feed.xml"})
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "migration_pending"
+    assert "db migrate" in reply.json()["error"]["message"]

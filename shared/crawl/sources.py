@@ -11,7 +11,7 @@ from shared.crawl import CrawlError
 from shared.crawl.pipeline import publish_crawl, remove_chunks
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row, fetch_all, fetch_one
-from shared.errors import NotFound, Unprocessable
+from shared.errors import NotFound, ServiceUnavailable, Unprocessable
 from shared.knowledge import CRAWL_SETTINGS, source_kind, web_kinds
 from shared.language import AUTO, PG_CONFIGS
 
@@ -80,12 +80,19 @@ def create_source(conn: psycopg.Connection[Row], workspace_id: str, values: dict
     if interval and not kind.web:
         raise field_error("sync_interval_hours", _schedule_refusal())
     language = resolve_language(conn, values.get("language"))
-    row = fetch_one(conn, """
-        INSERT INTO sources (workspace_id, assistant_id, kind, url, title, config, language, sync_generation,
-                             sync_interval_hours)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) RETURNING id, workspace_id, sync_generation""",
-        (workspace_id, assistant.id, kind.name, url, (values.get("title") or "").strip() or None, Jsonb(config),
-         language, interval))
+    try:
+        row = fetch_one(conn, """
+            INSERT INTO sources (workspace_id, assistant_id, kind, url, title, config, language, sync_generation,
+                                 sync_interval_hours)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) RETURNING id, workspace_id, sync_generation""",
+            (workspace_id, assistant.id, kind.name, url, (values.get("title") or "").strip() or None, Jsonb(config),
+             language, interval))
+    except psycopg.errors.ForeignKeyViolation as exc:
+        if exc.diag.constraint_name != "sources_kind_fkey":
+            raise
+        # A kind deployed before `db migrate` added it to source_kinds: the operator's step, not the caller's.
+        raise ServiceUnavailable(f"{kind.name} sources are not in the database yet: run `python -m scripts db "
+                                 "migrate`.", code="migration_pending") from None
     assert row is not None
     publish_crawl(row, 1)
     return get_source(conn, workspace_id, row["id"])
