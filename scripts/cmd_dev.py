@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # PostgreSQL/Redis/QStash) can sit in front of the engine: `DATABASE_URL=postgresql://...proxy... make dev`.
 # .env does not replace them: it usually holds a deployment's values, and `make dev` migrates and creates a
 # workspace in whatever DATABASE_URL it uses.
+# Any of these set (shell or .env) means an embeddings API is configured; without them `make dev` serves the
+# local model so hybrid search works with no key.
+EMBEDDINGS_CONFIGURED_BY = ("OPENAI_API_KEY", "EMBEDDING_BASE_URL", "OPENAI_BASE_URL")
+
 SHELL_WINS = ("DATABASE_URL", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "QSTASH_URL", "QSTASH_TOKEN",
               "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
 
@@ -40,11 +44,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     data = Path(args.data)
     stack = LocalStack(data, public_url=f"http://localhost:{args.port}")
     print("starting PostgreSQL, Redis and the Upstash/QStash stand-ins ...", flush=True)
-    os.environ.update(dev_environment(stack.start(), shell, dotenv))
+    env = stack.start()
+    os.environ.update(dev_environment(env, shell, dotenv, local_embeddings=stack.embeddings_env()))
     if kept := [name for name in (*SHELL_WINS, "REDIS_URL") if shell.get(name)]:
         print("from your environment instead of the local stack: " + ", ".join(kept), flush=True)
     print(f"crawler: ALLOW_PRIVATE_HOSTS={os.environ.get('ALLOW_PRIVATE_HOSTS') or 'false'}", flush=True)
     get_settings.cache_clear()
+    print(f"embeddings: {_embeddings_line(stack.embeddings_url)}", flush=True)
     try:
         from shared.migrate import migrate
 
@@ -62,10 +68,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def dev_environment(stack: Mapping[str, str], shell: Mapping[str, str],
-                    dotenv: Mapping[str, str]) -> dict[str, str]:
+def dev_environment(stack: Mapping[str, str], shell: Mapping[str, str], dotenv: Mapping[str, str],
+                    local_embeddings: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables `make dev` sets: .env fills in, the stack's addresses and secrets win over .env, and the
     shell's own DATABASE_URL, Upstash and QStash settings win over the stack's.
+
+    With no embeddings API configured (EMBEDDINGS_CONFIGURED_BY unset in the shell and .env), the local
+    model's settings apply: its base URL, model name and dimensions win over .env (whose EMBEDDING_DIMENSIONS
+    is for OpenAI); an EMBEDDING_DIMENSIONS set in the shell is kept (the model serves up to 256).
 
     ALLOW_PRIVATE_HOSTS is a preference, not an address: set in the shell or .env it is kept as it is;
     unset, the crawler may reach loopback (local test sites) and nothing else that is not public.
@@ -79,7 +89,26 @@ def dev_environment(stack: Mapping[str, str], shell: Mapping[str, str],
     if not explicit and not _production(shell, dotenv):  # production settings refuse anything but false
         # Local test sites listen on 127.0.0.1; the LAN, link-local and the metadata service stay blocked.
         env["ALLOW_PRIVATE_HOSTS"] = "loopback"
+    configured = any(shell.get(name) or dotenv.get(name) for name in EMBEDDINGS_CONFIGURED_BY)
+    if local_embeddings and not configured:
+        env.update({name: value for name, value in local_embeddings.items()
+                    if not (name == "EMBEDDING_DIMENSIONS" and shell.get(name))})
     return env
+
+
+def _embeddings_line(local_url: str) -> str:
+    """What serves embeddings, for the start-up banner; the local model is loaded now, not on the first page."""
+    from shared.embeddings import describe_embeddings
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedding_base_url == local_url:
+        import threading
+
+        from scripts.local_embeddings import load_model
+
+        threading.Thread(target=load_model, name="load-embedding-model", daemon=True).start()
+    return describe_embeddings()
 
 
 def _production(shell: Mapping[str, str], dotenv: Mapping[str, str]) -> bool:

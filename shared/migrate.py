@@ -69,9 +69,22 @@ def migrate(url: str | None = None, directory: Path | None = None) -> list[str]:
                 applied_now.append(path.name)
             if directory is None:  # another folder (tests) has no templates table
                 ensure_default_template(conn)
+                resized = ensure_embedding_column(conn)
+                applied_now += [resized] if resized else []
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_ID,))
     return applied_now
+
+
+def ensure_embedding_column(conn: psycopg.Connection) -> str | None:
+    """chunks.embedding follows EMBEDDING_DIMENSIONS (a setting, so not a numbered migration): sized while it
+    holds no vectors, a MigrationError naming the setting when vectors of another size are stored."""
+    from shared.vectors.dimensions import EmbeddingDimensionsMismatch, ensure_column
+
+    try:
+        return ensure_column(conn, get_settings().embedding_dimensions)
+    except EmbeddingDimensionsMismatch as exc:
+        raise MigrationError(exc.message) from None
 
 
 def is_no_transaction(sql: str) -> bool:

@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     # Models and retrieval.
     embedding_model: str = "text-embedding-3-small"
     embedding_base_url: str | None = None  # defaults to OPENAI_BASE_URL; any OpenAI-compatible embeddings API
-    embedding_dimensions: int = 1536
+    embedding_dimensions: int = Field(default=1536, ge=1, le=16_000, description=(
+        "Vector size: OpenAI's `dimensions`, chunks.embedding's size, the Pinecone index's. 512 suits "
+        "text-embedding-3-small (a third of the index and insert cost); changing it is `vectorize all --resize`"))
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 20.0
     llm_total_timeout_s: float = 120.0

@@ -11,7 +11,9 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
+from shared.settings import get_settings
 from shared.vectors import VectorRecord, require_filter
+from shared.vectors.dimensions import column_dimensions, column_mismatch, verify, verify_vector
 
 
 class PgVector(list):  # type: ignore[type-arg]
@@ -59,7 +61,11 @@ class PgVectorStore:
     def upsert(self, workspace_id: str, records: list[VectorRecord], *, conn: Any = None) -> int:
         if not records:
             return 0
+        dimensions = get_settings().embedding_dimensions
+        for record in records:
+            verify_vector(record.values, dimensions)
         with _connection(conn) as db, db.transaction(), db.cursor() as cursor:
+            verify(db, dimensions)
             # executemany pipelines the statements (one round trip, vectors in binary); one commit for all.
             cursor.executemany("""UPDATE chunks SET embedding = %b::vector, vector_id = id
                                   WHERE id = %s AND workspace_id = %s""",
@@ -87,6 +93,7 @@ class PgVectorStore:
     def query(self, workspace_id: str, assistant_id: str, vector: list[float], top_k: int,
               *, conn: Any = None) -> list[tuple[str, float]]:
         with _connection(conn) as db:
+            verify(db, len(vector))
             rows = db.execute(QUERY, {"ws": workspace_id, "asst": assistant_id, "vec": PgVector(vector),
                                       "k": top_k}).fetchall()
         return [(row["id"], float(row["score"])) for row in rows]
@@ -96,9 +103,13 @@ class PgVectorStore:
 
         with connect() as conn:
             row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        if not row:
-            raise RuntimeError("the vector extension is not installed (run python -m scripts db migrate)")
-        return f"pgvector {row['extversion']}"
+            if not row:
+                raise RuntimeError("the vector extension is not installed (run python -m scripts db migrate)")
+            dimensions = get_settings().embedding_dimensions
+            column = column_dimensions(conn)  # read each time: a health check must not trust a cache
+        if column is not None and column != dimensions:
+            raise column_mismatch(dimensions, column)
+        return f"pgvector {row['extversion']}, {dimensions} dimensions"
 
 
 # The HNSW index answers ORDER BY embedding <=> vector LIMIT k; cosine distance -> similarity.

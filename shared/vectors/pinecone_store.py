@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from shared.settings import get_settings
 from shared.vectors import Metadata, VectorRecord, require_filter
+from shared.vectors.dimensions import EmbeddingDimensionsMismatch
 
 log = logging.getLogger("dialog_engine.vectors")
 
@@ -80,6 +82,22 @@ def _assistant_filter(assistant_id: str | None, source_id: str | None) -> dict[s
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def index_mismatch(index_name: str, setting: int, index_dimension: int) -> EmbeddingDimensionsMismatch:
+    return EmbeddingDimensionsMismatch(
+        f"EMBEDDING_DIMENSIONS is {setting} but the Pinecone index {index_name} has dimension {index_dimension}: "
+        f"create an index of {setting} (python -m scripts pinecone create-index with another PINECONE_INDEX), "
+        f"then python -m scripts vectorize all; or set EMBEDDING_DIMENSIONS back to {index_dimension}",
+        details={"setting": setting, "stored": index_dimension})
+
+
+def _named_dimension_error(exc: Exception, index_name: str, sent: int) -> Exception:
+    """Pinecone's 400 "Vector dimension X does not match the dimension of the index Y", naming our setting."""
+    match = re.search(r"dimension of the index (\d+)", str(exc))
+    if getattr(exc, "status", getattr(exc, "status_code", None)) != 400 or not match:
+        return exc
+    return index_mismatch(index_name, sent, int(match.group(1)))
+
+
 class PineconeStore:
     """One index; a namespace per workspace so one tenant's data never meets another's query."""
 
@@ -113,7 +131,13 @@ class PineconeStore:
                  for r in records]
         written = 0
         for batch in upsert_batches(items):
-            reply = self.index.upsert(vectors=batch, namespace=workspace_id)
+            try:
+                reply = self.index.upsert(vectors=batch, namespace=workspace_id)
+            except Exception as exc:
+                named = _named_dimension_error(exc, self.index_name, len(batch[0]["values"]))
+                if named is exc:
+                    raise
+                raise named from exc
             written += int(reply.upserted_count)
         return written
 
@@ -136,4 +160,7 @@ class PineconeStore:
 
     def health(self) -> str:
         stats = self.index.describe_index_stats()
+        setting = get_settings().embedding_dimensions
+        if stats.dimension and int(stats.dimension) != setting:
+            raise index_mismatch(self.index_name, setting, int(stats.dimension))
         return f"pinecone index {self.index_name}: {stats.total_vector_count} vectors, dimension {stats.dimension}"

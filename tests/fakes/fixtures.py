@@ -59,6 +59,21 @@ def embeddings_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeEmbeddin
 
 
 @pytest.fixture
+def local_model(engine: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The local stack's real embedding model (scripts/local_embeddings.py) as this test's embeddings API, as
+    `make dev` uses it; this test's database is migrated again, which sizes chunks.embedding to its 256
+    dimensions. Returns the model's base URL."""
+    for name, value in engine.stack.local.embeddings_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    _conftest().clear_caches()
+    from shared.migrate import migrate
+
+    migrate(engine.dsn)
+    return engine.stack.local.embeddings_url
+
+
+@pytest.fixture
 def pinecone_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakePinecone:
     """The Pinecone stand-in with an empty 1536-dimension cosine index, selected as the vector backend."""
     fake, url = _serve_once("pinecone", FakePinecone)

@@ -1,0 +1,149 @@
+"""A real embedding model on the local stack, served as OpenAI's `POST /v1/embeddings`.
+
+WordLlama (l2_supercat, 256 dimensions): token embeddings averaged and normalised. Its weights and
+tokenizer ship inside the pip wheel, so nothing is downloaded at run time. The engine reaches it
+through the openai SDK with EMBEDDING_BASE_URL, the production code path.
+
+The wire protocol is OpenAI's: `input` a string or a list of strings, `model`, `dimensions` (a
+shorter vector is the first n values normalised again: the model was trained for truncation, like
+text-embedding-3), `encoding_format` "float" or "base64" (little-endian float32s; the openai SDK asks
+for base64 unless told otherwise). Errors are `{"error": {message, type, param, code}}`.
+Nothing here is imported by production code.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+MODEL_NAME = "wordllama-l2-supercat"
+CONFIG = "l2_supercat"
+NATIVE_DIMENSIONS = 256
+MAX_INPUTS = 2048               # OpenAI's limit per request
+MAX_INPUT_CHARS = 100_000       # far above a chunk; bounds the work one request can ask for
+BATCH = 64
+
+_model: Any = None
+_model_lock = threading.Lock()
+
+
+def load_model() -> Any:
+    """The model, loaded once per process (about a second; ~50 MB of weights and tokenizer)."""
+    global _model
+    with _model_lock:
+        if _model is None:
+            _model = _load()
+    return _model
+
+
+def import_wordllama() -> Any:
+    """The wordllama package, imported without its side effect on logging."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    import wordllama
+
+    # wordllama's inference module calls logging.basicConfig() on import: undo it, logging is ours to set.
+    root.setLevel(level)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    return wordllama
+
+
+def _load() -> Any:
+    wordllama = import_wordllama()
+    from wordllama import WordLlama
+
+    # The loader looks for a bundled tokenizer in wordllama/tokenizer/, but the wheel ships it in
+    # wordllama/tokenizers/ (the cache layout): pointing the cache at the package finds both files there.
+    package = Path(wordllama.__file__).parent
+    return WordLlama.load(CONFIG, cache_dir=package, dim=NATIVE_DIMENSIONS, disable_download=True)
+
+
+def embed(texts: list[str], dimensions: int = NATIVE_DIMENSIONS) -> tuple[Any, int]:
+    """(unit vectors as a float32 array of `dimensions` columns, tokens read).
+
+    WordLlama's own embed(), with the tokenizer run once for both the vectors and the token count: a
+    text's vector is the mean of its tokens' vectors (the attention mask leaves out the batch's padding).
+    """
+    import numpy as np
+
+    model = load_model()
+    table = model.embedding
+    vectors = np.empty((len(texts), dimensions), dtype=np.float32)
+    tokens = 0
+    for start in range(0, len(texts), BATCH):
+        encoded = model.tokenize(texts[start:start + BATCH])
+        ids = np.clip(np.array([e.ids for e in encoded], dtype=np.int64), 0, table.shape[0] - 1)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.float32)
+        pooled = model.avg_pool(table[ids], mask)[:, :dimensions]
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        vectors[start:start + len(encoded)] = pooled / np.where(norms == 0, 1.0, norms)
+        tokens += int(mask.sum())
+    return vectors, tokens
+
+
+def create_app() -> Starlette:
+    return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"]),
+                             Route("/v1/models", models, methods=["GET"])])
+
+
+async def models(request: Request) -> JSONResponse:
+    return JSONResponse({"object": "list", "data": [
+        {"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "local"}]})
+
+
+async def embeddings(request: Request) -> JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "We could not parse the JSON body of your request.", None)
+    if not isinstance(body, dict):
+        return _error(400, "The request body must be a JSON object.", None)
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        return _error(400, "'input' must be a string or an array of strings (token arrays are not served "
+                           "by the local model).", "input")
+    if any(not text for text in inputs):
+        return _error(400, "'input' cannot contain an empty string.", "input")
+    if len(inputs) > MAX_INPUTS:
+        return _error(400, f"'input' must have at most {MAX_INPUTS} items.", "input")
+    if any(len(text) > MAX_INPUT_CHARS for text in inputs):
+        return _error(400, f"An input is longer than {MAX_INPUT_CHARS} characters.", "input")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return _error(400, "'model' is required.", "model")
+    dimensions = body.get("dimensions", NATIVE_DIMENSIONS)
+    if dimensions is None:
+        dimensions = NATIVE_DIMENSIONS
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= NATIVE_DIMENSIONS:
+        return _error(400, f"Invalid value for 'dimensions' = {dimensions!r}: {MODEL_NAME} gives 1 to "
+                           f"{NATIVE_DIMENSIONS} (set EMBEDDING_DIMENSIONS={NATIVE_DIMENSIONS} or less).", "dimensions")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        return _error(400, f"Invalid value for 'encoding_format' = {encoding!r}: 'float' or 'base64'.",
+                      "encoding_format")
+    # The model is numpy work that releases the event loop only between requests: run it in a thread.
+    from starlette.concurrency import run_in_threadpool
+
+    vectors, tokens = await run_in_threadpool(embed, inputs, dimensions)
+    data = []
+    for index, vector in enumerate(vectors):
+        value: Any = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if encoding == "base64"
+                      else [float(v) for v in vector])
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    return JSONResponse({"object": "list", "data": data, "model": MODEL_NAME,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _error(status: int, message: str, param: str | None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": None}}, status_code=status)
