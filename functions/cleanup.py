@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.db import connect
+from shared.term_stats import compact_all
 
 JOB_RETENTION_DAYS = 30
 METRIC_RETENTION_DAYS = 30
@@ -30,4 +31,5 @@ def run(payload: dict[str, Any]) -> dict[str, int]:
                             (int(payload.get("job_days", JOB_RETENTION_DAYS)),)).rowcount
         with conn.transaction():
             rolled = conn.execute(ROLL_UP, {"days": int(payload.get("metric_days", METRIC_RETENTION_DAYS))}).rowcount
-    return {"jobs_deleted": jobs, "metric_rollups_written": rolled}
+        compacted = compact_all(conn)
+    return {"jobs_deleted": jobs, "metric_rollups_written": rolled, "term_stats_compacted": compacted}

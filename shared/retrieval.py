@@ -28,7 +28,10 @@ log = logging.getLogger("dialog_engine.retrieval")
 Mode = Literal["keyword", "vector", "hybrid"]
 RRF_K = 60
 MAX_QUERY_CHARS = 1000
-KEYWORD_CANDIDATES = 100   # per pass (all words / any word): ts_rank detoasts each tsvector, ~10 µs a row
+KEYWORD_CANDIDATES = 100   # per pass (rarest words / all words) scored exactly: each reads a tsvector, ~10 µs
+POSTINGS = 4000            # postings of the rarest words ranked before that (no tsvector read: ~1 µs each)
+BM25_K1 = 0.3              # tf saturation, in ts_rank's units (one body occurrence ~0.24, one in a title ~0.61)
+BM25_B = 0.75              # length normalisation
 MAX_TERMS = 32
 COMMON_SHARE = 0.5          # a word in more than half of all chunks is treated as a stop word ...
 COMMON_POSTINGS = 10_000    # ... and so is one in more than this many (its posting list costs milliseconds)
@@ -80,8 +83,8 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
         return []
     mode = effective_mode(mode)
     pool = min(max(top_k * 4, 20), 100)
-    params: dict[str, Any] = {"ws": workspace_id, "asst": assistant_id, "words": query_words(query), "k": RRF_K,
-                              "min_score": min_score}
+    params: dict[str, Any] = {"ws": workspace_id, "asst": assistant_id, "text": " ".join(query_words(query)),
+                              "k": RRF_K, "min_score": min_score}
     use_keyword = mode in ("keyword", "hybrid")
     vector_cte = EMPTY_VECTOR
     if mode in ("vector", "hybrid"):
@@ -96,7 +99,7 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
     params["max_rrf"] = methods / (RRF_K + 1)
     # Limits are inlined (plain ints) so a cached generic plan still knows them and keeps the indexes.
     sql = ("WITH " + (KEYWORD if use_keyword else EMPTY_KEYWORD) + ",\n" + vector_cte + ",\n" + FUSE).format(
-        kw_pool=KEYWORD_CANDIDATES, pool=int(pool), top_k=int(top_k))
+        kw_pool=KEYWORD_CANDIDATES, postings=POSTINGS, k1=BM25_K1, b=BM25_B, pool=int(pool), top_k=int(top_k))
     rows = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
     return [Passage(**row) for row in rows]
 
@@ -155,30 +158,61 @@ def _vector_cte(workspace_id: str, assistant_id: str, query: str, pool: int, par
 
 
 # Languages come from the assistant's sources (each chunk carries its source's text-search configuration,
-# validated against pg_ts_config when the source was added).
-KEYWORD = """
+# validated against pg_ts_config when the source was added). A CTE of its own: only it says where from.
+LANGS = """
 langs AS (
     SELECT DISTINCT s.language::regconfig AS cfg
-    FROM sources s WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s),
-tsq AS (
-    SELECT l.cfg, cardinality(k.kept) > 1 AS several,
-           plainto_tsquery(l.cfg, array_to_string(k.kept, ' ')) AS q_and,
-           websearch_to_tsquery(l.cfg, array_to_string(k.kept, ' or ')) AS q_or
-    FROM langs l CROSS JOIN LATERAL (
-        SELECT coalesce(array_agg(u.w ORDER BY u.n), ARRAY[]::text[]) AS kept
-        FROM unnest(%(words)s::text[]) WITH ORDINALITY AS u(w, n)
-        WHERE NOT tsvector_to_array(to_tsvector(l.cfg, u.w)) && %(common)s::text[]) k),
-kw_candidates AS (
-    (SELECT c.id, ts_rank(c.tsv, tsq.q_or) AS score
-     FROM tsq JOIN chunks c ON c.language = tsq.cfg AND c.tsv @@ tsq.q_and
-     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s LIMIT {kw_pool})
-    UNION ALL
-    (SELECT c.id, ts_rank(c.tsv, tsq.q_or) AS score
-     FROM tsq JOIN chunks c ON c.language = tsq.cfg AND c.tsv @@ tsq.q_or
-     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND tsq.several LIMIT {kw_pool})),
+    FROM sources s WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s)"""
+
+# BM25 over chunks (see the module docstring). Statistics are sums over the term_stats ledger (its '' lexeme
+# holds the chunk count and summed length). A term's tf is ts_rank's weight of that one lexeme: it grows
+# with each occurrence and saturates, and counts a title/heading occurrence (weight A) 2.5 times a body one.
+KEYWORD = LANGS + r""",
+corpus AS (
+    SELECT l.cfg, sum(t.chunks)::float8 AS n, sum(t.tokens)::float8 / sum(t.chunks) AS avgdl
+    FROM langs l JOIN term_stats t ON t.workspace_id = %(ws)s AND t.assistant_id = %(asst)s
+                                  AND t.lexeme = '' AND t.language = l.cfg
+    GROUP BY l.cfg HAVING sum(t.chunks) > 0),
+terms AS (
+    SELECT k.cfg, k.lexeme, k.df, k.avgdl, k.lexeme = ANY(%(common)s::text[]) AS common,
+           ln(1 + (k.n - k.df + 0.5) / (k.df + 0.5)) AS idf,
+           ('''' || replace(replace(k.lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS q
+    FROM (SELECT c.cfg, c.n, c.avgdl, x.lexeme,
+                 coalesce((SELECT sum(t.chunks) FROM term_stats t
+                           WHERE t.workspace_id = %(ws)s AND t.assistant_id = %(asst)s AND t.lexeme = x.lexeme
+                             AND t.language = c.cfg), 0)::float8 AS df
+          FROM corpus c CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector(c.cfg, %(text)s))) AS x(lexeme)) k),
+evidence AS (  -- per language, what a passage scores at most for this query (the normaliser)
+    SELECT cfg, sum(idf) AS total, string_agg(q::text, ' & ') FILTER (WHERE NOT common AND df > 0) AS every
+    FROM terms GROUP BY cfg),
+picked AS (  -- the rarest words first, while their postings fit the budget (always the rarest one)
+    SELECT * FROM (
+        SELECT t.*, sum(t.df) OVER w AS postings, row_number() OVER w AS n FROM terms t
+        WHERE NOT t.common AND t.df > 0 WINDOW w AS (PARTITION BY t.cfg ORDER BY t.df, t.lexeme)) r
+    WHERE r.postings <= {postings} OR r.n = 1),
+kw_candidates AS (  -- ranked without reading a tsvector: by how rare the words are that a chunk has
+    SELECT id, min(cfg::text)::regconfig AS cfg FROM (
+        (SELECT p.id, p.language AS cfg, sum(t.idf) AS prescore, min(p.token_count) AS len
+         FROM picked t CROSS JOIN LATERAL (
+             SELECT c.id, c.language, c.token_count FROM chunks c
+             WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND c.language = t.cfg AND c.tsv @@ t.q
+             LIMIT {postings}) p
+         GROUP BY p.id, p.language ORDER BY prescore DESC, len, p.id LIMIT {kw_pool})
+        UNION ALL
+        (SELECT c.id, c.language, e.total, c.token_count
+         FROM evidence e JOIN chunks c ON c.language = e.cfg AND c.tsv @@ e.every::tsquery
+         WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND e.every IS NOT NULL LIMIT {kw_pool})
+    ) found GROUP BY id),
+kw_scored AS MATERIALIZED (
+    SELECT k.id, least(1.0, (
+               SELECT sum(t.idf * r.tf * (1 + {k1}) / (r.tf + {k1} * (1 - {b} + {b} * c.token_count / t.avgdl)))
+               FROM terms t CROSS JOIN LATERAL (SELECT ts_rank(c.tsv, t.q)::float8 AS tf) r
+               WHERE t.cfg = k.cfg) / e.total)::float8 AS score
+    FROM kw_candidates k JOIN chunks c ON c.id = k.id JOIN evidence e ON e.cfg = k.cfg
+    WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s),
 kw AS (
-    SELECT id, max(score)::float8 AS score, row_number() OVER (ORDER BY max(score) DESC, id) AS rank
-    FROM kw_candidates GROUP BY id ORDER BY rank LIMIT {pool})"""
+    SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
+    FROM kw_scored WHERE score > 0 ORDER BY rank LIMIT {pool})"""
 
 COMMON_LEXEMES = """
     SELECT e.lexeme

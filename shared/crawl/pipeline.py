@@ -182,7 +182,7 @@ PROGRESS = """
                  count(*) FILTER (WHERE status = 'pending') AS pending
           FROM documents WHERE source_id = %(src)s AND sync_generation = %(gen)s) d
     WHERE s.id = %(src)s AND s.sync_generation = %(gen)s
-    RETURNING s.workspace_id, s.status, s.crawl_id, d.found, d.done, d.failed, d.pending"""
+    RETURNING s.workspace_id, s.assistant_id, s.status, s.crawl_id, d.found, d.done, d.failed, d.pending"""
 
 
 # After a sync: an incomplete one is retried after 1, 2, 4 ... hours (never later than the source's own
@@ -262,7 +262,18 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
             WHERE id = %(src)s AND sync_generation = %(gen)s""",
             {**params, "status": status, "error": error, "kept": kept, "removed": removed, "retry": retry,
              "embeddings": "ready" if embeddings_enabled() else "keyword_only"})
+    _compact_term_stats(conn, progress)
     return {**progress, "status": status}
+
+
+def _compact_term_stats(conn: psycopg.Connection[Row], progress: Row) -> None:
+    """A finished sync folds the search statistics its page jobs appended (see shared/term_stats.py)."""
+    from shared.term_stats import compact
+
+    try:
+        compact(conn, progress["workspace_id"], progress["assistant_id"])
+    except psycopg.Error as exc:  # only keeps the ledger short; the daily cleanup tries again
+        log.warning("compacting term statistics failed: %s", type(exc).__name__)
 
 
 def _outcome(progress: Row, reason: str | None, kept: int, retry: bool) -> tuple[str, str | None]:
