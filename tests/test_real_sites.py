@@ -7,9 +7,11 @@ The crawl is capped per set to keep this file quick; bench/retrieval_quality.py 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import lxml.html
 import pytest
@@ -94,3 +96,15 @@ def test_a_real_documentation_site_is_read_and_its_content_indexed(engine, name:
         assert on_pages >= 0.8 * len(pages), f"{chrome!r} is not on every page of {name} any more"
         in_chunks = [c["url"] for c in chunks if chrome in c["text"].replace("\\", "")]
         assert len(in_chunks) <= MAX_CHROME_SHARE * len(chunks), (chrome, len(in_chunks), len(chunks))
+
+
+@pytest.mark.parametrize("name", corpora.NAMES)
+def test_the_benchmark_question_sets_point_at_pages_of_their_corpus(name: str) -> None:
+    folder = Path(__file__).parent.parent / "bench" / "corpora" / name
+    questions = [json.loads(line) for line in (folder / "questions.jsonl").read_text("utf-8").splitlines() if line]
+    offtopic = [json.loads(line) for line in (folder / "offtopic.jsonl").read_text("utf-8").splitlines() if line]
+    shipped = set(corpora.pages(name))
+    assert len(questions) >= 30 and len({q["question"] for q in questions}) == len(questions)
+    assert all(q["expected"] and set(q["expected"]) <= shipped for q in questions), \
+        [q for q in questions if not set(q["expected"]) <= shipped]
+    assert offtopic and all(q["question"] and q["expected"] == [] for q in offtopic)
