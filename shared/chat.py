@@ -196,10 +196,12 @@ async def prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
 
 
 def should_abstain(turn: Turn) -> bool:
+    """Abstain when even the best passage carries too little evidence. Absolute signals only (normalised BM25,
+    cosine similarity): the fused score is relative, so an off-topic question's best passage still scores 1."""
     threshold = turn.assistant.config.abstain_threshold
     if threshold <= 0:
         return False
-    return not turn.passages or max(float(p.score) for p in turn.passages) < threshold
+    return not turn.passages or max(float(p.evidence) for p in turn.passages) < threshold
 
 
 @dataclass

@@ -32,6 +32,10 @@ KEYWORD_CANDIDATES = 100   # per pass (rarest words / all words) scored exactly:
 POSTINGS = 4000            # postings of the rarest words ranked before that (no tsvector read: ~1 µs each)
 BM25_K1 = 0.3              # tf saturation, in ts_rank's units (one body occurrence ~0.24, one in a title ~0.61)
 BM25_B = 0.75              # length normalisation
+# What one body occurrence of a word adds at average length: keyword_score is 1.0 when a passage has every
+# word of the query once (more often or in a heading scores higher, clamped to 1), 0.5 for half the weight.
+_ONE_BODY_TF = 0.4 / 1.64493406685  # ts_rank: weight B over the limit of sum(1/n^2)
+BM25_UNIT = _ONE_BODY_TF * (1 + BM25_K1) / (_ONE_BODY_TF + BM25_K1)
 MAX_TERMS = 32
 COMMON_SHARE = 0.5          # a word in more than half of all chunks is treated as a stop word ...
 COMMON_POSTINGS = 10_000    # ... and so is one in more than this many (its posting list costs milliseconds)
@@ -56,6 +60,13 @@ class Passage:
     keyword_score: float | None = None
     vector_rank: int | None = None
     vector_score: float | None = None  # cosine similarity
+
+    @property
+    def evidence(self) -> float:
+        """How well this passage answers the query on an absolute scale (0..1), unlike `score`, which only
+        ranks passages against each other: the normalised BM25 score (the share of the query's word weight
+        the passage carries) or the cosine similarity, whichever is higher."""
+        return max(self.keyword_score or 0.0, self.vector_score or 0.0)
 
 
 def effective_mode(mode: Mode) -> Mode:
@@ -99,7 +110,7 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
     params["max_rrf"] = methods / (RRF_K + 1)
     # Limits are inlined (plain ints) so a cached generic plan still knows them and keeps the indexes.
     sql = ("WITH " + (KEYWORD if use_keyword else EMPTY_KEYWORD) + ",\n" + vector_cte + ",\n" + FUSE).format(
-        kw_pool=KEYWORD_CANDIDATES, postings=POSTINGS, k1=BM25_K1, b=BM25_B, pool=int(pool), top_k=int(top_k))
+        kw_pool=KEYWORD_CANDIDATES, postings=POSTINGS, k1=BM25_K1, b=BM25_B, unit=BM25_UNIT, pool=int(pool), top_k=int(top_k))
     rows = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
     return [Passage(**row) for row in rows]
 
@@ -183,7 +194,7 @@ terms AS (
                              AND t.language = c.cfg), 0)::float8 AS df
           FROM corpus c CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector(c.cfg, %(text)s))) AS x(lexeme)) k),
 evidence AS (  -- per language, what a passage scores at most for this query (the normaliser)
-    SELECT cfg, sum(idf) AS total, string_agg(q::text, ' & ') FILTER (WHERE NOT common AND df > 0) AS every
+    SELECT cfg, sum(idf) * {unit} AS total, string_agg(q::text, ' & ') FILTER (WHERE NOT common AND df > 0) AS every
     FROM terms GROUP BY cfg),
 picked AS (  -- the rarest words first, while their postings fit the budget (always the rarest one)
     SELECT * FROM (
@@ -204,14 +215,14 @@ kw_candidates AS (  -- ranked without reading a tsvector: by how rare the words 
          WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND e.every IS NOT NULL LIMIT {kw_pool})
     ) found GROUP BY id),
 kw_scored AS MATERIALIZED (
-    SELECT k.id, least(1.0, (
+    SELECT k.id, ((
                SELECT sum(t.idf * r.tf * (1 + {k1}) / (r.tf + {k1} * (1 - {b} + {b} * c.token_count / t.avgdl)))
                FROM terms t CROSS JOIN LATERAL (SELECT ts_rank(c.tsv, t.q)::float8 AS tf) r
                WHERE t.cfg = k.cfg) / e.total)::float8 AS score
     FROM kw_candidates k JOIN chunks c ON c.id = k.id JOIN evidence e ON e.cfg = k.cfg
     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s),
 kw AS (
-    SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
+    SELECT id, least(score, 1.0) AS score, row_number() OVER (ORDER BY score DESC, id) AS rank
     FROM kw_scored WHERE score > 0 ORDER BY rank LIMIT {pool})"""
 
 COMMON_LEXEMES = """
