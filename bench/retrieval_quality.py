@@ -43,6 +43,7 @@ class Score:
     ranks: list[int | None] = field(default_factory=list)  # 1-based rank of the first expected page
     evidence: list[float] = field(default_factory=list)     # the best passage's, per on-topic question
     offtopic: list[float] = field(default_factory=list)     # the same for off-topic questions
+    misses: list[str] = field(default_factory=list)         # questions not answered in the top 5, with what was
 
     def hit(self, k: int) -> float:
         return sum(1 for r in self.ranks if r is not None and r <= k) / max(len(self.ranks), 1)
@@ -111,19 +112,20 @@ def bm25_ranks(texts: dict[str, str], questions: list[dict[str, Any]], language:
 
 def engine_ranks(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]], offtopic: list[dict[str, Any]],
                  base: str, mode: str, top: int) -> Score:
-    from shared.retrieval import retrieve
+    from shared.retrieval import evidence, retrieve
 
     score = Score()
     for q in questions + offtopic:
         passages = retrieve(conn, workspace_id=ids["ws"], assistant_id=ids["asst"], query=q["question"],
                             top_k=top, mode=mode)  # type: ignore[arg-type]
-        evidence = max((p.evidence for p in passages), default=0.0)
         if "expected" not in q:
-            score.offtopic.append(evidence)
+            score.offtopic.append(evidence(passages))
             continue
-        score.evidence.append(evidence)
+        score.evidence.append(evidence(passages))
         pages = distinct([(p.url or "").removeprefix(base + "/") for p in passages])
         score.ranks.append(first_hit(pages, set(q["expected"])))
+        if score.ranks[-1] is None or score.ranks[-1] > 5:
+            score.misses.append(f"{q['question']} -> {pages[:3]} (expected {q['expected']})")
     return score
 
 
@@ -159,6 +161,7 @@ def main() -> int:
     parser.add_argument("--sets", default="", help="comma-separated set names (default: every set with questions)")
     parser.add_argument("--top-k", type=int, default=20, help="passages retrieved per question")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
+    parser.add_argument("--misses", action="store_true", help="print the questions each engine mode missed")
     parser.add_argument("--abstain", type=float, default=0.5, help="abstain_threshold to report on (0..1)")
     args = parser.parse_args()
 
@@ -210,9 +213,16 @@ def main() -> int:
     print("| --- | --- | ---: | ---: | ---: |")
     for name, results in table:
         for mode, score in results:
-            print(f"| {name} ({len(score.ranks)} q) | {mode} | {score.hit(1):.2f} | {score.hit(5):.2f} | {score.mrr:.3f} |")
+            print(f"| {name} ({len(score.ranks)} q) | {mode} | {score.hit(1):.2f} | {score.hit(5):.2f} "
+                  f"| {score.mrr:.3f} |")
+    if args.misses:
+        for name, results in table:
+            for mode, score in results:
+                for miss in score.misses:
+                    print(f"miss {name} {mode}: {miss}")
     print()
-    print(f"Abstaining at abstain_threshold {args.abstain} (best passage's evidence: normalised BM25 or cosine):")
+    print(f"Abstaining at abstain_threshold {args.abstain} "
+          "(shared.retrieval.evidence: the best normalised BM25, else cosine):")
     print("| set | mode | on-topic answered | off-topic abstained | evidence on-topic (median) | off-topic (median) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name, results in table:

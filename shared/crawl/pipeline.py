@@ -79,8 +79,11 @@ def register_pages(conn: psycopg.Connection[Row], source: Row, generation: int, 
     """Add pages to this sync (up to the page limit); returns the URLs whose jobs should be published:
     the newly added ones, plus those still pending when `include_pending` (a retried job republishes)."""
     with conn.transaction():
-        # The row lock serialises discovery per source, so concurrent page jobs respect the limit.
-        current = fetch_one(conn, "SELECT sync_generation FROM sources WHERE id = %s FOR UPDATE", (source["id"],))
+        # The row lock serialises discovery per source, so concurrent page jobs respect the limit. NO KEY UPDATE:
+        # a page job writing chunks holds a key-share lock on this row (their foreign key) until it updates the
+        # row's counters; FOR UPDATE would wait for that job and queue ahead of its update, a deadlock.
+        current = fetch_one(conn, "SELECT sync_generation FROM sources WHERE id = %s FOR NO KEY UPDATE",
+                            (source["id"],))
         if current is None or current["sync_generation"] != generation:
             return []
         unique = list(dict.fromkeys(urls))
@@ -230,7 +233,8 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
         # Page jobs ending together all get here: the row lock lets one finish the sync, the others see it done.
         source = fetch_one(conn, """SELECT kind, status, crawl_id, incomplete_reason, sync_interval_hours,
                                            sync_retries FROM sources
-                                    WHERE id = %s AND sync_generation = %s FOR UPDATE""", (source_id, generation))
+                                    WHERE id = %s AND sync_generation = %s FOR NO KEY UPDATE""",
+                             (source_id, generation))
         if source is None or source["crawl_id"] or source["status"] not in ("crawling", "indexing"):
             return progress
         progress = fetch_one(conn, PROGRESS, {"src": source_id, "gen": generation})
