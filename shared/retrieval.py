@@ -222,7 +222,8 @@ terms AS (
                              AND t.language = c.cfg), 0)::float8 AS df
           FROM corpus c CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector(c.cfg, %(text)s))) AS x(lexeme)) k),
 evidence AS (  -- per language, what a passage scores at most for this query (the normaliser)
-    SELECT cfg, sum(idf) AS total, string_agg(q::text, ' & ') FILTER (WHERE NOT common AND df > 0)::tsquery AS every
+    SELECT cfg, sum(idf) AS total, string_agg(q::text, ' & ') FILTER (WHERE NOT common AND df > 0)::tsquery AS every,
+           sum(df) FILTER (WHERE NOT common) AS postings
     FROM terms GROUP BY cfg),
 picked AS (  -- the rarest words first, while their postings fit the budget (always the rarest one)
     SELECT * FROM (
@@ -243,7 +244,7 @@ kw_candidates AS (  -- ranked without reading a tsvector: by how rare the words 
              SELECT c.id, c.language, c.token_count FROM chunks c
              WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND c.language = e.cfg
                AND c.tsv @@ e.every LIMIT {kw_pool}) a
-         WHERE e.every IS NOT NULL LIMIT {kw_pool})
+         WHERE e.every IS NOT NULL AND e.postings > {postings} LIMIT {kw_pool})  -- else the first pass had all
     ) found GROUP BY id),
 kw_scored AS MATERIALIZED (
     SELECT k.id, ((
