@@ -8,6 +8,7 @@ from pydantic import Field
 
 from shared.db import connect
 from shared.jobs import JobPayload
+from shared.term_stats import compact_all
 
 JOB_RETENTION_DAYS = 30
 METRIC_RETENTION_DAYS = 30
@@ -36,4 +37,5 @@ def run(payload: Payload) -> dict[str, int]:
                             (payload.job_days,)).rowcount
         with conn.transaction():
             rolled = conn.execute(ROLL_UP, {"days": payload.metric_days}).rowcount
-    return {"jobs_deleted": jobs, "metric_rollups_written": rolled}
+        compacted = compact_all(conn)
+    return {"jobs_deleted": jobs, "metric_rollups_written": rolled, "term_stats_compacted": compacted}

@@ -184,10 +184,14 @@ async def prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
 
 
 def should_abstain(turn: Turn) -> bool:
+    """Abstain when even the best passage carries too little evidence (shared.retrieval.evidence: normalised BM25,
+    else cosine similarity), never on the fused score, which is relative."""
     threshold = turn.assistant.config.abstain_threshold
     if threshold <= 0:
         return False
-    return not turn.passages or max(float(p.score) for p in turn.passages) < threshold
+    from shared.retrieval import evidence
+
+    return evidence(turn.passages) < threshold
 
 
 @dataclass

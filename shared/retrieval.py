@@ -1,15 +1,23 @@
-"""Hybrid retrieval: Postgres full-text and vector search fused by reciprocal rank fusion in one SQL statement.
+"""Hybrid retrieval: BM25 over Postgres full text and vector search, fused by reciprocal rank fusion in one
+SQL statement.
 
-Keyword search parses the query's words in each of the assistant's source languages and ranks only a
-bounded candidate set (chunks matching every word, then chunks matching any word), because ranking every
-match of a common word is what makes full-text search slow; words found in a large share of all chunks
-(per ANALYZE's statistics) are dropped like stop words, since reading their posting lists is the other
-slow part and they say little about relevance. Vector search runs inside the same
-statement on pgvector; with Pinecone its (id, score) list is passed in and joined. Every row is
-filtered by workspace and assistant. Scores: RRF with k=60, divided by its best possible value, so 1.0
-means "first in every method used" and a chunk first in only one of two methods scores 0.5.
+Keyword search is BM25 over chunks. The query's words are parsed in each of the assistant's languages; each
+lexeme's document frequency, the chunk count and the average chunk length come from term_stats, kept per
+assistant by triggers on chunks (migration 0006, shared/term_stats.py). Candidates are chosen by a ranked
+pass that reads no tsvector: the postings of the rarest words, as many words as fit a budget (POSTINGS),
+ranked by the summed IDF of the query words a chunk has; plus chunks that have every word. The best
+KEYWORD_CANDIDATES of those are scored exactly: per word, idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len /
+avglen)), where tf counts a title or heading occurrence HEADING_BOOST times (occurrences are read from
+ts_rank, see _occurrences). The score is divided by the summed IDF of all query words (words absent from
+the pages included), so keyword_score is absolute: 1.0 when a passage has every word of the query.
+Words found in a large share of all chunks (per ANALYZE's statistics) choose no candidates: their posting
+lists are the slow part and they say little; they still count in the score.
+
+Vector search runs inside the same statement on pgvector; with Pinecone its (id, score) list is passed in
+and joined. Every row is filtered by workspace and assistant. Fused score: RRF with k=60, a vector rank
+weighted VECTOR_WEIGHT, divided by its best possible value, so 1.0 means "first in every method used".
+evidence() is the absolute signal the abstain threshold reads.
 """
-
 from __future__ import annotations
 
 import logging
@@ -27,8 +35,13 @@ log = logging.getLogger("dialog_engine.retrieval")
 
 Mode = Literal["keyword", "vector", "hybrid"]
 RRF_K = 60
+VECTOR_WEIGHT = 0.5        # a vector rank counts half a keyword rank in the fusion (see README "Knowledge")
 MAX_QUERY_CHARS = 1000
-KEYWORD_CANDIDATES = 100   # per pass (all words / any word): ts_rank detoasts each tsvector, ~10 µs a row
+KEYWORD_CANDIDATES = 100   # per pass (rarest words / all words) scored exactly: each reads a tsvector, ~10 µs
+POSTINGS = 4000            # postings of the rarest words ranked before that (no tsvector read: ~1 µs each)
+BM25_K1 = 1.2              # tf saturation
+BM25_B = 0.75              # length normalisation (chunk length: token_count)
+HEADING_BOOST = 2.5        # an occurrence in the page title or a heading counts this many body occurrences
 MAX_TERMS = 32
 COMMON_SHARE = 0.5          # a word in more than half of all chunks is treated as a stop word ...
 COMMON_POSTINGS = 10_000    # ... and so is one in more than this many (its posting list costs milliseconds)
@@ -50,9 +63,23 @@ class Passage:
     text: str
     score: float                      # fused, 0..1
     keyword_rank: int | None = None   # 1 = best; None = not found by that method
-    keyword_score: float | None = None
+    keyword_score: float | None = None  # normalised BM25, 0..1 (see evidence())
     vector_rank: int | None = None
     vector_score: float | None = None  # cosine similarity
+
+
+def evidence(passages: list[Passage]) -> float:
+    """How well the best passage answers the query on an absolute scale (0..1), unlike `score`, which only ranks
+    passages against each other (an off-topic question's best passage still scores 1.0).
+
+    The best normalised BM25 score (1.0: a passage has every word of the query, weighted by rarity) whenever
+    keyword search found something; cosine similarity only when it found nothing (vector mode, or a question
+    sharing no word with the pages). Keyword evidence goes first because a similarity's scale depends on the
+    model: small models give unrelated text similarities of 0.5."""
+    keyword = [p.keyword_score for p in passages if p.keyword_score is not None]
+    if keyword:
+        return max(keyword)
+    return max((p.vector_score or 0.0 for p in passages), default=0.0)
 
 
 def effective_mode(mode: Mode) -> Mode:
@@ -80,8 +107,8 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
         return []
     mode = effective_mode(mode)
     pool = min(max(top_k * 4, 20), 100)
-    params: dict[str, Any] = {"ws": workspace_id, "asst": assistant_id, "words": query_words(query), "k": RRF_K,
-                              "min_score": min_score}
+    params: dict[str, Any] = {"ws": workspace_id, "asst": assistant_id, "text": " ".join(query_words(query)),
+                              "k": RRF_K, "min_score": min_score}
     use_keyword = mode in ("keyword", "hybrid")
     vector_cte = EMPTY_VECTOR
     if mode in ("vector", "hybrid"):
@@ -92,13 +119,28 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
             vector_cte = found
     if use_keyword:
         params["common"] = common_lexemes(conn)
-    methods = int(use_keyword) + int(vector_cte is not EMPTY_VECTOR)
-    params["max_rrf"] = methods / (RRF_K + 1)
+    vector_weight = VECTOR_WEIGHT if use_keyword else 1.0
+    params["vw"] = vector_weight
+    params["max_rrf"] = (int(use_keyword) + vector_weight * int(vector_cte is not EMPTY_VECTOR)) / (RRF_K + 1)
     # Limits are inlined (plain ints) so a cached generic plan still knows them and keeps the indexes.
     sql = ("WITH " + (KEYWORD if use_keyword else EMPTY_KEYWORD) + ",\n" + vector_cte + ",\n" + FUSE).format(
-        kw_pool=KEYWORD_CANDIDATES, pool=int(pool), top_k=int(top_k))
+        kw_pool=KEYWORD_CANDIDATES, postings=POSTINGS, k1=BM25_K1, b=BM25_B, heading_boost=HEADING_BOOST,
+        occurrences_every=_occurrences("{1,1,1,1}"), occurrences_heading=_occurrences("{0,0,0,1}"),
+        pool=int(pool), top_k=int(top_k))
     rows = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
     return [Passage(**row) for row in rows]
+
+
+def _occurrences(weights: str) -> str:
+    """SQL for how often lexeme t.q occurs in d.tsv, from ts_rank of that one lexeme with all weights 1 (or with
+    only A, title and heading, weighted 1: their positions come first in the tsvector).
+
+    ts_rank adds 1/j² for the lexeme's j-th position and divides by the limit of that series (pi²/6), so the
+    rank is H(n)/(pi²/6) with H(n) = sum of 1/j² for j <= n; the rest of the series, pi²/6 - H(n), is close
+    to 1/(n + 1/2), which gives n back exactly (up to 255, the most positions a tsvector keeps per lexeme),
+    and 0 for a rank of 0."""
+    rank = "ts_rank('" + weights + "', d.tsv, t.q)::float8"
+    return f"greatest(0, round(1 / (1.6449340668 * (1 - {rank})) - 0.5))"
 
 
 def common_lexemes(conn: psycopg.Connection[Row]) -> list[str]:
@@ -156,31 +198,71 @@ def _vector_cte(workspace_id: str, assistant_id: str, query: str, pool: int, par
 
 # Languages come from the assistant's sources: the configuration a source names (validated against
 # pg_ts_config when it was added) and those its pages were indexed in (sources.languages, kept at ingest;
-# a source that names none, 'auto', has each page's language detected).
-KEYWORD = """
+# a source that names none, 'auto', has each page's language detected). A CTE of its own: only it says where from.
+LANGS = """
 langs AS (
     SELECT DISTINCT l.name::regconfig AS cfg
     FROM sources s CROSS JOIN LATERAL unnest(s.languages || s.language) AS l(name)
-    WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s AND l.name <> 'auto'),
-tsq AS (
-    SELECT l.cfg, cardinality(k.kept) > 1 AS several,
-           plainto_tsquery(l.cfg, array_to_string(k.kept, ' ')) AS q_and,
-           websearch_to_tsquery(l.cfg, array_to_string(k.kept, ' or ')) AS q_or
-    FROM langs l CROSS JOIN LATERAL (
-        SELECT coalesce(array_agg(u.w ORDER BY u.n), ARRAY[]::text[]) AS kept
-        FROM unnest(%(words)s::text[]) WITH ORDINALITY AS u(w, n)
-        WHERE NOT tsvector_to_array(to_tsvector(l.cfg, u.w)) && %(common)s::text[]) k),
-kw_candidates AS (
-    (SELECT c.id, ts_rank(c.tsv, tsq.q_or) AS score
-     FROM tsq JOIN chunks c ON c.language = tsq.cfg AND c.tsv @@ tsq.q_and
-     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s LIMIT {kw_pool})
-    UNION ALL
-    (SELECT c.id, ts_rank(c.tsv, tsq.q_or) AS score
-     FROM tsq JOIN chunks c ON c.language = tsq.cfg AND c.tsv @@ tsq.q_or
-     WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND tsq.several LIMIT {kw_pool})),
+    WHERE s.workspace_id = %(ws)s AND s.assistant_id = %(asst)s AND l.name <> 'auto')"""
+
+# BM25 over chunks (see the module docstring). Statistics are sums over the term_stats ledger (its '' lexeme
+# holds the chunk count and summed length). A term's tf is ts_rank's weight of that one lexeme: it grows
+# with each occurrence and saturates, and counts a title/heading occurrence (weight A) 2.5 times a body one.
+KEYWORD = LANGS + r""",
+corpus AS (
+    SELECT l.cfg, sum(t.chunks)::float8 AS n, sum(t.tokens)::float8 / sum(t.chunks) AS avgdl
+    FROM langs l JOIN term_stats t ON t.workspace_id = %(ws)s AND t.assistant_id = %(asst)s
+                                  AND t.lexeme = '' AND t.language = l.cfg
+    GROUP BY l.cfg HAVING sum(t.chunks) > 0),
+terms AS (
+    SELECT k.cfg, k.lexeme, k.df, k.avgdl, k.lexeme = ANY(%(common)s::text[]) AS common,
+           ln(1 + (k.n - k.df + 0.5) / (k.df + 0.5)) AS idf,
+           ('''' || replace(replace(k.lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS q
+    FROM (SELECT c.cfg, c.n, c.avgdl, x.lexeme,
+                 coalesce((SELECT sum(t.chunks) FROM term_stats t
+                           WHERE t.workspace_id = %(ws)s AND t.assistant_id = %(asst)s AND t.lexeme = x.lexeme
+                             AND t.language = c.cfg), 0)::float8 AS df
+          FROM corpus c CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector(c.cfg, %(text)s))) AS x(lexeme)) k),
+evidence AS (  -- per language, what a passage scores at most for this query (the normaliser)
+    SELECT cfg, sum(idf) AS total, string_agg(q::text, ' & ') FILTER (WHERE NOT common AND df > 0)::tsquery AS every,
+           sum(df) FILTER (WHERE NOT common) AS postings
+    FROM terms GROUP BY cfg),
+picked AS (  -- the rarest words first, while their postings fit the budget (always the rarest one)
+    SELECT * FROM (
+        SELECT t.*, sum(t.df) OVER w AS postings, row_number() OVER w AS n FROM terms t
+        WHERE NOT t.common AND t.df > 0 WINDOW w AS (PARTITION BY t.cfg ORDER BY t.df, t.lexeme)) r
+    WHERE r.postings <= {postings} OR r.n = 1),
+kw_candidates AS (  -- ranked without reading a tsvector: by how rare the words are that a chunk has
+    SELECT id, min(cfg::text)::regconfig AS cfg FROM (
+        (SELECT p.id, p.language AS cfg, sum(t.idf) AS prescore, min(p.token_count) AS len
+         FROM picked t CROSS JOIN LATERAL (
+             SELECT c.id, c.language, c.token_count FROM chunks c
+             WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND c.language = t.cfg AND c.tsv @@ t.q
+             LIMIT {postings}) p
+         GROUP BY p.id, p.language ORDER BY prescore DESC, len, p.id LIMIT {kw_pool})
+        UNION ALL
+        (SELECT a.id, a.language, e.total, a.token_count
+         FROM evidence e CROSS JOIN LATERAL (  -- lateral: one GIN scan per language, never a join over chunks
+             SELECT c.id, c.language, c.token_count FROM chunks c
+             WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s AND c.language = e.cfg
+               AND c.tsv @@ e.every LIMIT {kw_pool}) a
+         WHERE e.every IS NOT NULL AND e.postings > {postings} LIMIT {kw_pool})  -- else the first pass had all
+    ) found GROUP BY id),
+kw_scored AS MATERIALIZED (
+    SELECT k.id, ((
+               -- idf * tf * (k1 + 1) / (tf + K), written with each ts_rank once (the planner inlines these)
+               SELECT sum(t.idf * (1 + {k1}) * (1 - l.k / (o.tf + l.k)))
+               FROM terms t
+               CROSS JOIN LATERAL (SELECT {k1} * (1 - {b} + {b} * c.token_count / t.avgdl) AS k) l
+               CROSS JOIN LATERAL (SELECT {occurrences_every} + ({heading_boost} - 1) * {occurrences_heading} AS tf) o
+               WHERE t.cfg = k.cfg) / e.total)::float8 AS score
+    FROM kw_candidates k JOIN chunks c ON c.id = k.id JOIN evidence e ON e.cfg = k.cfg
+    -- the tsvector read (detoasted) once per chunk, not once per ts_rank call: "|| ''" makes a plain copy
+    CROSS JOIN LATERAL (SELECT c.tsv || ''::tsvector AS tsv OFFSET 0) d
+    WHERE c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s),
 kw AS (
-    SELECT id, max(score)::float8 AS score, row_number() OVER (ORDER BY max(score) DESC, id) AS rank
-    FROM kw_candidates GROUP BY id ORDER BY rank LIMIT {pool})"""
+    SELECT id, least(score, 1.0) AS score, row_number() OVER (ORDER BY score DESC, id) AS rank
+    FROM kw_scored WHERE score > 0 ORDER BY rank LIMIT {pool})"""
 
 COMMON_LEXEMES = """
     SELECT e.lexeme
@@ -214,7 +296,7 @@ FUSE = """
 fused AS (
     SELECT coalesce(kw.id, vec.id) AS id, kw.rank AS keyword_rank, kw.score AS keyword_score,
            vec.rank AS vector_rank, vec.score AS vector_score,
-           (coalesce(1.0::float8 / (%(k)s + kw.rank), 0) + coalesce(1.0::float8 / (%(k)s + vec.rank), 0))
+           (coalesce(1.0::float8 / (%(k)s + kw.rank), 0) + %(vw)s * coalesce(1.0::float8 / (%(k)s + vec.rank), 0))
                / %(max_rrf)s AS score
     FROM kw FULL JOIN vec ON vec.id = kw.id),
 best AS (

@@ -19,7 +19,8 @@ def test_cleanup_rolls_old_metrics_into_hourly_points_and_keeps_recent_ones(engi
                             VALUES ('chat.ttft_ms', %s, date_trunc('hour', now()) - interval '40 days'
                                     + make_interval(mins => %s), %s)""", (value, minutes, Jsonb({})))
         conn.execute("INSERT INTO performance_metrics (name, value) VALUES ('chat.ttft_ms', 99)")
-    assert cleanup.run(cleanup.Payload()) == {"jobs_deleted": 0, "metric_rollups_written": 2}
+    assert cleanup.run(cleanup.Payload()) == {"jobs_deleted": 0, "metric_rollups_written": 2,
+                                              "term_stats_compacted": 0}
     assert cleanup.run(cleanup.Payload())["metric_rollups_written"] == 0  # rollups are never rolled again
     with engine.db() as conn:
         rows = conn.execute("""SELECT value, metadata FROM performance_metrics WHERE name = 'chat.ttft_ms'

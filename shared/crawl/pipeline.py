@@ -86,8 +86,11 @@ def register_pages(conn: psycopg.Connection[Row], source: Row, generation: int, 
     """Add pages to this sync (up to the page limit); returns the URLs whose jobs should be published:
     the newly added ones, plus those still pending when `include_pending` (a retried job republishes)."""
     with conn.transaction():
-        # The row lock serialises discovery per source, so concurrent page jobs respect the limit.
-        current = fetch_one(conn, "SELECT sync_generation FROM sources WHERE id = %s FOR UPDATE", (source["id"],))
+        # The row lock serialises discovery per source, so concurrent page jobs respect the limit. NO KEY UPDATE:
+        # a page job writing chunks holds a key-share lock on this row (their foreign key) until it updates the
+        # row's counters; FOR UPDATE would wait for that job and queue ahead of its update, a deadlock.
+        current = fetch_one(conn, "SELECT sync_generation FROM sources WHERE id = %s FOR NO KEY UPDATE",
+                            (source["id"],))
         if current is None or current["sync_generation"] != generation:
             return []
         unique = list(dict.fromkeys(urls))
@@ -189,7 +192,7 @@ PROGRESS = """
                  count(*) FILTER (WHERE status = 'pending') AS pending
           FROM documents WHERE source_id = %(src)s AND sync_generation = %(gen)s) d
     WHERE s.id = %(src)s AND s.sync_generation = %(gen)s
-    RETURNING s.workspace_id, s.status, s.crawl_id, d.found, d.done, d.failed, d.pending"""
+    RETURNING s.workspace_id, s.assistant_id, s.status, s.crawl_id, d.found, d.done, d.failed, d.pending"""
 
 
 # After a sync: an incomplete one is retried after 1, 2, 4 ... hours (never later than the source's own
@@ -238,7 +241,8 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
         # Page jobs ending together all get here: the row lock lets one finish the sync, the others see it done.
         source = fetch_one(conn, """SELECT kind, status, crawl_id, incomplete_reason, sync_interval_hours,
                                            sync_retries FROM sources
-                                    WHERE id = %s AND sync_generation = %s FOR UPDATE""", (source_id, generation))
+                                    WHERE id = %s AND sync_generation = %s FOR NO KEY UPDATE""",
+                             (source_id, generation))
         if source is None or source["crawl_id"] or source["status"] not in ("crawling", "indexing"):
             return progress
         progress = fetch_one(conn, PROGRESS, {"src": source_id, "gen": generation})
@@ -270,7 +274,18 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
             WHERE id = %(src)s AND sync_generation = %(gen)s""",
             {**params, "status": status, "error": error, "kept": kept, "removed": removed, "retry": retry,
              "embeddings": "ready" if embeddings_enabled() else "keyword_only"})
+    _compact_term_stats(conn, progress)
     return {**progress, "status": status}
+
+
+def _compact_term_stats(conn: psycopg.Connection[Row], progress: Row) -> None:
+    """A finished sync folds the search statistics its page jobs appended (see shared/term_stats.py)."""
+    from shared.term_stats import compact
+
+    try:
+        compact(conn, progress["workspace_id"], progress["assistant_id"])
+    except psycopg.Error as exc:  # only keeps the ledger short; the daily cleanup tries again
+        log.warning("compacting term statistics failed: %s", type(exc).__name__)
 
 
 def _outcome(progress: Row, reason: str | None, kept: int, retry: bool) -> tuple[str, str | None]:

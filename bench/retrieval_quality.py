@@ -1,0 +1,240 @@
+"""Retrieval quality on real documentation: hit@1, hit@5 and MRR of keyword, vector and hybrid search next to
+a plain page-level BM25 (bm25s) over the same pages, computed in the same run.
+
+    python bench/retrieval_quality.py [--sets flask,gimp-de] [--top-k 20] [--keep]
+
+Starts the embedded stack (PostgreSQL, Redis, the QStash stand-in delivering to the served API, the local
+embeddings model) in a temporary folder. Each set of tests/corpora with a bench/corpora/<set>/questions.jsonl
+({"question", "expected": [paths]}) is served on loopback and ingested as a `site` source through the
+engine's own pipeline (crawl, extraction, chunking, embeddings, COPY). Vector and hybrid use whatever
+OpenAI-compatible embeddings endpoint the settings name (EMBEDDING_BASE_URL / OPENAI_API_KEY); when none is
+set, the local stack's model. The line "embeddings:" says which one served the run.
+
+Results are judged per page: a mode's chunks are reduced to their pages in rank order (first chunk of a page
+counts), and a question is a hit@k when one of its expected pages is among the first k pages. The BM25
+baseline indexes each page's text as the engine extracted it (its chunks in order, title included), with
+Snowball stemming and stop words of the set's language.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUESTIONS = ROOT / "bench" / "corpora"
+MODES = ("keyword", "vector", "hybrid")
+STEMMERS = {"en": "english", "de": "german"}
+
+
+@dataclass
+class Score:
+    ranks: list[int | None] = field(default_factory=list)  # 1-based rank of the first expected page
+    evidence: list[float] = field(default_factory=list)     # the best passage's, per on-topic question
+    offtopic: list[float] = field(default_factory=list)     # the same for off-topic questions
+    misses: list[str] = field(default_factory=list)         # questions not answered in the top 5, with what was
+
+    def hit(self, k: int) -> float:
+        return sum(1 for r in self.ranks if r is not None and r <= k) / max(len(self.ranks), 1)
+
+    @property
+    def mrr(self) -> float:
+        return sum(1 / r for r in self.ranks if r is not None) / max(len(self.ranks), 1)
+
+
+def first_hit(pages: list[str], expected: set[str]) -> int | None:
+    return next((i + 1 for i, page in enumerate(pages) if page in expected), None)
+
+
+def distinct(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def load_questions(name: str, file: str = "questions.jsonl") -> list[dict[str, Any]]:
+    path = QUESTIONS / name / file
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def ingest(engine_url: str, key: str, assistant_id: str, start_url: str, limit: int, language: str) -> dict[str, Any]:
+    import httpx
+
+    with httpx.Client(base_url=engine_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        reply = client.post("/api/sources", json={"assistant_id": assistant_id, "kind": "site", "url": start_url,
+                                                  "limit": limit, "language": language})
+        reply.raise_for_status()
+        source_id = reply.json()["id"]
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            source: dict[str, Any] = client.get(f"/api/sources/{source_id}").json()
+            if source["status"] in ("ready", "failed"):
+                return source
+            time.sleep(0.5)
+    raise TimeoutError(f"{start_url} did not finish ingesting")
+
+
+def page_texts(conn: Any, source_id: str, base: str) -> dict[str, str]:
+    rows = conn.execute("""SELECT d.url, d.title, string_agg(c.heading_path || E'\n' || c.text, E'\n'
+                                                            ORDER BY c.ordinal) AS body
+                           FROM documents d JOIN chunks c ON c.document_id = d.id
+                           WHERE d.source_id = %s GROUP BY d.url, d.title""", (source_id,)).fetchall()
+    return {r["url"].removeprefix(base + "/"): f"{r['title'] or ''}\n{r['body']}" for r in rows}
+
+
+def bm25_ranks(texts: dict[str, str], questions: list[dict[str, Any]], language: str, top: int) -> Score:
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer(STEMMERS.get(language, "english"))
+    paths = list(texts)
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([texts[p] for p in paths], stopwords=language, stemmer=stemmer,
+                                   show_progress=False), show_progress=False)
+    score = Score()
+    for q in questions:
+        tokens = bm25s.tokenize([q["question"]], stopwords=language, stemmer=stemmer, show_progress=False)
+        results, _ = retriever.retrieve(tokens, k=min(top, len(paths)), show_progress=False)
+        score.ranks.append(first_hit([paths[i] for i in results[0]], set(q["expected"])))
+    return score
+
+
+def engine_ranks(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]], offtopic: list[dict[str, Any]],
+                 base: str, mode: str, top: int) -> Score:
+    from shared.retrieval import evidence, retrieve
+
+    score = Score()
+    for q in questions + offtopic:
+        passages = retrieve(conn, workspace_id=ids["ws"], assistant_id=ids["asst"], query=q["question"],
+                            top_k=top, mode=mode)  # type: ignore[arg-type]
+        if "expected" not in q:
+            score.offtopic.append(evidence(passages))
+            continue
+        score.evidence.append(evidence(passages))
+        pages = distinct([(p.url or "").removeprefix(base + "/") for p in passages])
+        score.ranks.append(first_hit(pages, set(q["expected"])))
+        if score.ranks[-1] is None or score.ranks[-1] > 5:
+            score.misses.append(f"{q['question']} -> {pages[:3]} (expected {q['expected']})")
+    return score
+
+
+def run_set(name: str, engine_url: str, top: int) -> list[tuple[str, Score]]:
+    from shared.auth import create_workspace
+    from shared.db import connect
+    from tests import corpora
+
+    questions = load_questions(name)
+    offtopic = [{"question": q["question"]} for q in load_questions(name, "offtopic.jsonl")]
+    with connect() as conn:
+        workspace, key = create_workspace(conn, f"bench {name}")
+        ids = {"ws": workspace["id"]}
+        ids["asst"] = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, %s, "
+                                   "'default') RETURNING id", (ids["ws"], name)).fetchone()["id"]
+    began = time.perf_counter()
+    with corpora.serve(name) as base:
+        source = ingest(engine_url, key, ids["asst"], f"{base}/{corpora.START_PAGE}", len(corpora.pages(name)) + 50,
+                        STEMMERS[corpora.LANGUAGE[name]])
+        with connect() as conn:
+            texts = page_texts(conn, source["id"], base)
+            print(f"{name}: {len(texts)} pages, {source['chunks_count']} chunks, {len(questions)} questions, "
+                  f"ingested in {time.perf_counter() - began:.0f} s (status {source['status']}, "
+                  f"embeddings {source['embeddings']})", flush=True)
+            results = [("BM25 (bm25s, page level)", bm25_ranks(texts, questions, corpora.LANGUAGE[name], top))]
+            for mode in MODES:
+                results.append((mode, engine_ranks(conn, ids, questions, offtopic, base, mode, top)))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", default="", help="comma-separated set names (default: every set with questions)")
+    parser.add_argument("--top-k", type=int, default=20, help="passages retrieved per question")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
+    parser.add_argument("--misses", action="store_true", help="print the questions each engine mode missed")
+    parser.add_argument("--abstain", type=float, default=0.5, help="abstain_threshold to report on (0..1)")
+    args = parser.parse_args()
+
+    from tests import corpora
+
+    names = [n for n in (args.sets.split(",") if args.sets else corpora.NAMES)
+             if (QUESTIONS / n / "questions.jsonl").exists()]
+    if not names:
+        print("no question sets found under bench/corpora/<set>/questions.jsonl")
+        return 1
+
+    from scripts._serve import serve_in_thread
+    from scripts.local_stack import LocalStack
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    tmp.chmod(0o755)
+    stack = LocalStack(tmp)
+    given = {k: os.environ[k] for k in ("OPENAI_API_KEY", "EMBEDDING_BASE_URL") if os.environ.get(k)}
+    os.environ.update(stack.start(), ALLOW_PRIVATE_HOSTS="loopback")
+    if not given:
+        os.environ.update(stack.embeddings_env())
+    stop_server = None
+    try:
+        import psycopg
+
+        from scripts.router import create_router
+        from shared.embeddings import describe_embeddings
+        from shared.migrate import migrate
+        from shared.settings import get_settings
+
+        with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE quality")
+        os.environ["DATABASE_URL"] = stack.pg.get_uri("quality")
+        get_settings.cache_clear()
+        migrate(os.environ["DATABASE_URL"])
+        engine_url, stop_server = serve_in_thread(create_router())
+        os.environ["PUBLIC_URL"] = engine_url
+        get_settings.cache_clear()
+        print(f"embeddings: {describe_embeddings()} (model {get_settings().embedding_model})", flush=True)
+        table = [(name, run_set(name, engine_url, args.top_k)) for name in names]
+    finally:
+        if stop_server:
+            stop_server()
+        stack.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print("| set | mode | hit@1 | hit@5 | MRR |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, results in table:
+        for mode, score in results:
+            print(f"| {name} ({len(score.ranks)} q) | {mode} | {score.hit(1):.2f} | {score.hit(5):.2f} "
+                  f"| {score.mrr:.3f} |")
+    if args.misses:
+        for name, results in table:
+            for mode, score in results:
+                for miss in score.misses:
+                    print(f"miss {name} {mode}: {miss}")
+    print()
+    print(f"Abstaining at abstain_threshold {args.abstain} "
+          "(shared.retrieval.evidence: the best normalised BM25, else cosine):")
+    print("| set | mode | on-topic answered | off-topic abstained | evidence on-topic (median) | off-topic (median) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, results in table:
+        for mode, score in results:
+            if not score.offtopic:
+                continue
+            answered = sum(e >= args.abstain for e in score.evidence) / max(len(score.evidence), 1)
+            abstained = sum(e < args.abstain for e in score.offtopic) / len(score.offtopic)
+            print(f"| {name} | {mode} | {answered:.2f} | {abstained:.2f} | {statistics.median(score.evidence):.2f} | "
+                  f"{statistics.median(score.offtopic):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
