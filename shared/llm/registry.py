@@ -61,6 +61,10 @@ PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in (
                  default_model="claude-haiku-4-5", partner=True, sdk="anthropic"),
     ProviderSpec("offline", "shared.llm.offline:OfflineProvider", "the offline answerer (quotes passages)",
                  default_model="extractive"),
+    ProviderSpec("openai_compatible", "shared.llm.openai_provider:OpenAIProvider", "an OpenAI-compatible server "
+                 "with its own name (Groq, Together, vLLM, Ollama)", api_key="openai_compatible_api_key",
+                 base_url="openai_compatible_base_url", needs=("openai_compatible_base_url",),
+                 model_setting="openai_compatible_model", sdk="openai"),
 )}
 
 
