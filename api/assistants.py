@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import Query, Request
 from mangum import Mangum
@@ -13,10 +12,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from shared import assistants
 from shared.audit import record
-from shared.auth import AdminKey, AnyKey, Db, Principal
+from shared.auth import Principal
 from shared.db import Row
-from shared.errors import Forbidden
+from shared.deps import AdminKey, AnyKey, Db
 from shared.http import create_app
+from shared.origins import normalize_origin, require_origin
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 from shared.ratelimit import AssistantLimits
 from shared.settings import get_settings
@@ -25,15 +25,7 @@ from shared.template_config import TemplateConfig
 app = create_app("assistants", description="Assistants: a template with overrides, knowledge and widget origins.")
 
 
-def _origin(value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
-        raise ValueError("an origin is scheme://host[:port], e.g. https://example.com")
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-Origin = Annotated[str, Field(max_length=300), AfterValidator(_origin)]
+Origin = Annotated[str, Field(max_length=300), AfterValidator(normalize_origin)]
 OVERRIDES_DOC = "Any TemplateConfig fields that replace the template's (nested `retrieval` merges key by key)"
 
 
@@ -142,9 +134,7 @@ def read(assistant_id: str, principal: AdminKey, conn: Db) -> AssistantPublic:
 def read_public(assistant_id: str, principal: AnyKey, conn: Db, request: Request) -> AssistantWidget:
     principal.check_assistant(assistant_id)  # a chat key reaches only the assistants it was made for
     assistant = assistants.get_assistant(conn, principal.workspace_id, assistant_id)
-    origin = request.headers.get("origin")
-    if origin and assistant.allowed_origins and origin.rstrip("/").lower() not in assistant.allowed_origins:
-        raise Forbidden(f"Origin {origin} is not allowed for this assistant.", code="origin_not_allowed")
+    require_origin(request.headers.get("origin"), assistant.allowed_origins, request.headers.get("host"))
     config = assistant.config
     return AssistantWidget(id=assistant.id, name=assistant.name, greeting=config.greeting,
                            suggested_questions=config.suggested_questions, language=config.language)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared.auth import AdminKey, Db
-from shared.db import fetch_all
+from shared.audit import list_entries
+from shared.deps import AdminKey, Db
 from shared.http import create_app
 from shared.pagination import MAX_LIMIT, decode_cursor, page
 
@@ -41,22 +41,9 @@ def list_audit(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"At most {MAX_LIMIT}")] = 50,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
 ) -> AuditPage:
-    where, params = ["workspace_id = %s"], list[Any]([principal.workspace_id])
-    if action:
-        if action.endswith("*"):
-            where.append("starts_with(action, %s)")
-            params.append(action[:-1])
-        else:
-            where.append("action = %s")
-            params.append(action)
-    if since is not None:
-        where.append("created_at >= %s")
-        params.append(since if since.tzinfo else since.replace(tzinfo=UTC))
-    if cursor:
-        where.append("id < %s")  # ids grow with time: keyset pagination on the primary key
-        params.append(decode_cursor(cursor, "int")[0])
-    rows = fetch_all(conn, f"""SELECT id, actor, action, target, details, created_at FROM audit_log
-                               WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s""", (*params, limit + 1))
+    before_id = decode_cursor(cursor, "int")[0] if cursor else None
+    rows = list_entries(conn, principal.workspace_id, action=action, since=since, before_id=before_id,
+                        limit=limit + 1)
     rows, next_cursor = page(rows, limit, "id")
     return AuditPage(data=[AuditEntry(**r) for r in rows], count=len(rows), next_cursor=next_cursor)
 

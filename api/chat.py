@@ -8,23 +8,21 @@ conversation under that id; an id of another workspace is 404), and the last use
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from shared import chat
-from shared.auth import AnyKey, Db, Principal
-from shared.chat import Started
-from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
+from shared.auth import Principal
+from shared.deps import AnyKey, Db, Started
+from shared.errors import Unprocessable
 from shared.http import create_app, json_error
 from shared.identity import visitor_for_request, visitor_headers, with_visitor_token
-from shared.settings import get_settings
+from shared.request_body import check_messages, json_body, validate
 from shared.sse import (
     SSE_HEADERS,
     UI_STREAM_HEADERS,
@@ -86,13 +84,10 @@ class UIChatRequest(BaseModel):
 @app.post("/api/chat", summary="One chat turn (SSE events, a JSON answer, or the AI SDK UI message stream)",
           response_model=None)
 async def chat_turn(request: Request, started: Started, principal: AnyKey, conn: Db) -> Response:
-    body = await _body(request)
+    body = await json_body(request)
     if isinstance(body, dict) and "messages" in body and "id" in body:
-        ui = _parse(UIChatRequest, body)
-        most = get_settings().max_request_messages
-        if len(ui.messages) > most:  # useChat resends the whole chat; we keep it server-side anyway
-            raise PayloadTooLarge(f"A request may carry at most {most} messages.", code="too_many_messages",
-                                  details={"max_messages": most, "messages": len(ui.messages)})
+        ui = validate(UIChatRequest, body)
+        check_messages(count=len(ui.messages))  # useChat resends the whole chat; we keep it server-side anyway
         assistant_id = ui.assistant_id or request.query_params.get("assistant_id") or request.headers.get(
             "x-assistant-id")
         if not assistant_id:
@@ -105,7 +100,7 @@ async def chat_turn(request: Request, started: Started, principal: AnyKey, conn:
         prepared = await chat.prepare(conn, turn)
         return EventStreamResponse(relay(chat.run(conn, prepared), ui_message_stream),
                                    headers={**UI_STREAM_HEADERS, **_headers(prepared)})
-    req = _parse(ChatRequest, body)
+    req = validate(ChatRequest, body)
     turn = _turn_input(request, principal, started, assistant_id=req.assistant_id, message=req.message,
                        conversation_id=req.conversation_id, user_id=req.user_id, user_hash=req.user_hash,
                        metadata=req.metadata)
@@ -135,10 +130,7 @@ def resume(chat_id: str, principal: AnyKey) -> Response:
 def _turn_input(request: Request, principal: Principal, started: float, *, assistant_id: str, message: str,
                 conversation_id: str | None, user_id: str | None, user_hash: str | None,
                 metadata: dict[str, Any] | None) -> chat.TurnInput:
-    limit = get_settings().max_message_chars
-    if len(message) > limit:
-        raise PayloadTooLarge(f"The message is {len(message)} characters long; the limit is {limit}.",
-                              code="message_too_long", details={"max_chars": limit, "chars": len(message)})
+    check_messages(message)
     if not message.strip():
         raise Unprocessable("The message is empty.", code="empty_message",
                             details=[{"field": "message", "problem": "empty"}])
@@ -157,21 +149,6 @@ def _last_user_text(ui: UIChatRequest) -> str:
             return "".join(part.text or "" for part in message.parts if part.type == "text")
     raise Unprocessable("The messages hold no user message.", code="no_user_message",
                         details=[{"field": "messages", "problem": "no message with role 'user'"}])
-
-
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
-
-
-def _parse(model: type[BaseModel], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
 lambda_handler = Mangum(app)

@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 
 from shared import llm, transcripts
 from shared.audit import record
-from shared.auth import AdminKey, AnyKey, Db, Principal
+from shared.auth import Principal
 from shared.conversations import delete_conversation
 from shared.db import Row
+from shared.deps import AdminKey, AnyKey, Db
 from shared.errors import Unprocessable
 from shared.http import create_app
 from shared.identity import visitor_for_request

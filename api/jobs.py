@@ -13,7 +13,7 @@ from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
 from functions import JOBS
-from shared.auth import Db
+from shared.deps import Db
 from shared.errors import BadRequest
 from shared.http import create_app, json_error
 from shared.jobs import JobRunning, NonRetryable, find, run_job

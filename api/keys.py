@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.api_keys import check_assistants, rotate_identity_secret, update_key
+from shared import api_keys
+from shared.api_keys import check_assistants, revoke_key, rotate_identity_secret, update_key
 from shared.audit import record
-from shared.auth import KEY_COLUMNS, AdminKey, Db, create_key
-from shared.db import fetch_all, fetch_one
-from shared.errors import NotFound
+from shared.auth import create_key
+from shared.deps import AdminKey, Db
 from shared.http import create_app
 
 app = create_app("keys", description="API keys of a workspace: admin keys and public chat (widget) keys.")
@@ -83,8 +83,7 @@ def create(body: KeyCreate, principal: AdminKey, conn: Db) -> KeyCreated:
 
 @app.get("/api/keys", response_model=KeysPublic, summary="List keys (never the keys or secrets themselves)")
 def list_keys(principal: AdminKey, conn: Db) -> KeysPublic:
-    rows = fetch_all(conn, f"SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = %s ORDER BY created_at",
-                     (principal.workspace_id,))
+    rows = api_keys.list_keys(conn, principal.workspace_id)
     return KeysPublic(data=[KeyPublic(**r) for r in rows], count=len(rows))
 
 
@@ -107,11 +106,7 @@ def rotate(key_id: str, principal: AdminKey, conn: Db) -> IdentitySecret:
 
 @app.delete("/api/keys/{key_id}", response_model=KeyPublic, summary="Revoke a key; it stops working at once")
 def revoke(key_id: str, principal: AdminKey, conn: Db) -> KeyPublic:
-    row = fetch_one(conn, f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-                              WHERE id = %s AND workspace_id = %s RETURNING {KEY_COLUMNS}""",
-                    (key_id, principal.workspace_id))
-    if row is None:
-        raise NotFound("No such key in this workspace.")
+    row = revoke_key(conn, principal.workspace_id, key_id)
     record(conn, principal, "key.revoked", key_id)
     return KeyPublic(**row)
 

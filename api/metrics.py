@@ -14,7 +14,7 @@ from mangum import Mangum
 from pydantic import BaseModel, Field
 
 from shared import metrics, spend
-from shared.auth import AdminKey, Db
+from shared.deps import AdminKey, Db
 from shared.http import create_app
 
 app = create_app("metrics", description="Performance metrics of the workspace: count, avg, p50, p95, p99 per bucket.")

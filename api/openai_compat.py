@@ -15,24 +15,23 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from shared import chat
-from shared.auth import AnyKey, Db, Principal
-from shared.chat import Started
-from shared.db import fetch_all
-from shared.errors import AppError, BadRequest, NotFound
-from shared.http import HTTP_CODES, create_app
+from shared.assistants import reachable_assistants
+from shared.auth import Principal
+from shared.deps import AnyKey, Db, Started
+from shared.errors import BadRequest, NotFound
+from shared.http import create_app
 from shared.identity import VISITOR_TOKEN_HEADER, visitor_for_request, visitor_headers
 from shared.llm import close_quietly
-from shared.settings import get_settings
-from shared.sse import SSE_HEADERS, EventStreamResponse, data_line, relay
+from shared.openai_format import chunk_stream, completion, failed, openai_error, use_openai_errors
+from shared.request_body import check_messages
+from shared.sse import SSE_HEADERS, EventStreamResponse, relay
 
 app = create_app("OpenAI-compatible", description=(
     "Chat completions and models as the OpenAI API has them (base_url = <engine>/api/v1, api_key = a Dialog "
@@ -45,39 +44,7 @@ app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_methods=["GET"
                    expose_headers=["x-conversation-id", VISITOR_TOKEN_HEADER], max_age=600)
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]
-ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
-
-
-def openai_error(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
-    kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
-                        status_code=status)
-
-
-async def _app_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
-    response = openai_error(exc.status, exc.message, exc.code)
-    response.headers.update(exc.headers)
-    return response
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
-    return openai_error(400, f"Invalid request: {param or 'body'}: {first.get('msg', 'invalid')}.", "invalid_request",
-                        param)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    return openai_error(exc.status_code, str(exc.detail), HTTP_CODES.get(exc.status_code, "http_error"))
-
-
-# This face answers in OpenAI's error shape, so OpenAI clients raise their usual exceptions.
-app.add_exception_handler(AppError, _app_error)
-app.add_exception_handler(RequestValidationError, _validation_error)
-app.add_exception_handler(StarletteHTTPException, _http_error)
+use_openai_errors(app)  # OpenAI clients raise their usual exceptions
 
 
 class Message(BaseModel):
@@ -117,15 +84,7 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
     last = body.messages[-1]
     if last.role != "user" or not last.text().strip():
         raise BadRequest("The last message must be a user message with text.", code="invalid_messages")
-    settings = get_settings()
-    limit = settings.max_message_chars
-    if len(last.text()) > limit:
-        raise BadRequest(f"The last message is longer than {limit} characters.", code="message_too_long")
-    if len(body.messages) > settings.max_request_messages:
-        raise BadRequest(f"A request may carry at most {settings.max_request_messages} messages.",
-                         code="too_many_messages")
-    if any(len(m.text()) > limit for m in body.messages[:-1]):
-        raise BadRequest(f"An earlier message is longer than {limit} characters.", code="message_too_long")
+    check_messages(last.text(), len(body.messages), [m.text() for m in body.messages[:-1]], error=BadRequest)
     conversation_id = body.conversation_id or request.headers.get("x-conversation-id") or None
     history = None if conversation_id else [
         {"role": m.role, "content": m.text()} for m in body.messages[:-1] if m.role in ("user", "assistant")]
@@ -149,14 +108,8 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
     if not body.stream:
         result = await chat.collect(events)
         if result["status"] == "failed":
-            return _failed(result["error"], headers)
-        return JSONResponse({
-            "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result["content"], "refusal": None},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(result["usage"]), "system_fingerprint": None,
-            "conversation_id": result["conversation_id"], "citations": result["sources"],
-            "stored": result["stored"]}, headers=headers)  # false: the reply is not in the conversation (store_failed)
+            return failed(result["error"], headers)
+        return JSONResponse(completion(completion_id, created, body.model, result), headers=headers)
     # Read ahead to the first text: a turn that fails before it answers a plain HTTP error, which
     # OpenAI clients understand (and may retry), instead of a 200 stream that carries only an error.
     ahead: list[chat.Event] = []
@@ -167,22 +120,10 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
     done = next((data for name, data in ahead if name == "done"), None)
     if done is not None and done["status"] == "failed":
         await close_quietly(events)
-        return _failed(next((data for name, data in ahead if name == "error"), None), headers)
+        return failed(next((data for name, data in ahead if name == "error"), None), headers)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    chunks = _chunks(completion_id, created, body.model, include_usage)
+    chunks = chunk_stream(completion_id, created, body.model, include_usage)
     return EventStreamResponse(relay(_chain(ahead, events), chunks), headers={**SSE_HEADERS, **headers})
-
-
-def _failed(error: dict[str, Any] | None, headers: dict[str, str]) -> Response:
-    error = error or {"code": "failed", "message": "The turn failed."}
-    response = openai_error(503, error["message"], error["code"])
-    response.headers.update(headers)
-    return response
-
-
-def _usage(usage: dict[str, int]) -> dict[str, int]:
-    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 async def _chain(ahead: list[chat.Event], events: AsyncIterator[chat.Event]) -> AsyncIterator[chat.Event]:
@@ -193,38 +134,6 @@ async def _chain(ahead: list[chat.Event], events: AsyncIterator[chat.Event]) -> 
             yield event
     finally:
         await close_quietly(events)
-
-
-def _chunks(completion_id: str, created: int, model: str, include_usage: bool) -> Any:
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": None}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        return data_line({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
-                                               "logprobs": None}], **extra})
-
-    async def encode(events: AsyncIterator[chat.Event]) -> AsyncIterator[bytes]:
-        sources: list[dict[str, Any]] = []
-        conversation_id = None
-        async for name, data in events:
-            if name == "conversation":
-                conversation_id = data["conversation_id"]
-                yield chunk({"role": "assistant", "content": ""})
-            elif name == "delta":
-                yield chunk({"content": data["text"]})
-            elif name == "error":
-                # The answer broke off after it began: OpenAI's SDKs raise on an error event in a stream.
-                yield data_line({"error": {"message": data["message"], "type": "server_error", "param": None,
-                                           "code": data["code"]}})
-            elif name == "sources":
-                sources = data
-            elif name == "done":
-                yield chunk({}, "stop", citations=sources, conversation_id=conversation_id)
-                if include_usage:
-                    yield data_line({**base, "choices": [], "usage": _usage(data["usage"])})
-        yield b"data: [DONE]\n\n"
-
-    return encode
 
 
 class ModelPublic(BaseModel):
@@ -241,12 +150,7 @@ class ModelsPublic(BaseModel):
 
 
 def _models(conn: Any, principal: Principal, model_id: str | None = None) -> list[ModelPublic]:
-    # A chat key lists only the assistants it was made for.
-    reachable = list(principal.assistant_ids) if principal.assistant_ids is not None else None
-    rows = fetch_all(conn, """SELECT id, name, created_at FROM assistants WHERE workspace_id = %s
-                              AND (%s::text IS NULL OR id = %s) AND (%s::text[] IS NULL OR id = ANY(%s::text[]))
-                              ORDER BY created_at, id""",
-                     (principal.workspace_id, model_id, model_id, reachable, reachable))
+    rows = reachable_assistants(conn, principal, model_id)  # a chat key lists only the assistants it was made for
     return [ModelPublic(id=r["id"], created=int(r["created_at"].timestamp()), name=r["name"]) for r in rows]
 
 

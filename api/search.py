@@ -9,7 +9,7 @@ from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.assistants import get_assistant
-from shared.auth import AdminKey, Db
+from shared.deps import AdminKey, Db
 from shared.http import create_app
 from shared.retrieval import effective_mode, retrieve
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared import templates
 from shared.audit import record
-from shared.auth import AdminKey, Db
 from shared.db import Row
+from shared.deps import AdminKey, Db
 from shared.http import create_app
 from shared.template_config import TemplateConfig
 

@@ -11,8 +11,8 @@ from fastapi import Request
 from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
-from shared.auth import Db
 from shared.crawl.firecrawl import signature_valid
+from shared.deps import Db
 from shared.errors import BadRequest, Unauthorized
 from shared.http import create_app
 from shared.settings import get_settings
@@ -34,31 +34,9 @@ async def firecrawl_event(request: Request, conn: Db) -> dict[str, Any]:
         raise BadRequest("The event is not JSON.", code="invalid_json") from None
     if not isinstance(event, dict):
         raise BadRequest("The event is not a JSON object.", code="invalid_event")
-    return await run_in_threadpool(handle_event, conn, event)
+    from shared.crawl.ingest import handle_firecrawl_event  # the ingestion pipeline loads on the first event
 
-
-def handle_event(conn: Any, event: dict[str, Any]) -> dict[str, Any]:
-    from shared.crawl.ingest import queue_firecrawl_pages
-    from shared.crawl.pipeline import load_source
-    from shared.queue import publish
-
-    meta: dict[str, Any] = event["metadata"] if isinstance(event.get("metadata"), dict) else {}
-    crawl_id, kind = str(event.get("id") or ""), str(event.get("type") or "")
-    source = load_source(conn, str(meta.get("source_id") or "")) if meta.get("source_id") else None
-    # Acknowledge (2xx) what is not ours or no longer current, so Firecrawl stops retrying it.
-    if source is None or not crawl_id or source["crawl_id"] != crawl_id \
-            or source["workspace_id"] != meta.get("workspace_id"):
-        return {"ignored": True}
-    generation = source["sync_generation"]
-    if kind == "crawl.page":
-        data: list[Any] = event["data"] if isinstance(event.get("data"), list) else []
-        return {"queued": queue_firecrawl_pages(conn, source, generation, data)}
-    if kind in ("crawl.completed", "crawl.failed"):
-        # The status poll reads the whole result, so a page event that never arrived is not lost.
-        publish("poll_crawl", {"workspace_id": source["workspace_id"], "source_id": source["id"],
-                               "generation": generation, "crawl_id": crawl_id, "poll": 1},
-                dedup_id=f"poll-{source['id']}-g{generation}-{kind}")
-    return {"ok": True}
+    return await run_in_threadpool(handle_firecrawl_event, conn, event)
 
 
 lambda_handler = Mangum(app)

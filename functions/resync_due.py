@@ -11,6 +11,7 @@ from typing import Any
 from shared.crawl.pipeline import finalize, mark_incomplete, publish_crawl, publish_page, start_sync
 from shared.db import connect, fetch_all
 from shared.jobs import JobPayload
+from shared.knowledge import source_kind
 from shared.queue import publish
 
 log = logging.getLogger("dialog_engine.ingest")
@@ -68,7 +69,9 @@ def sweep(conn: Any) -> dict[str, int]:
                              "AND sync_generation = %s", (source["id"], generation))
                 finalize(conn, source["id"], generation)
                 abandoned += 1
-            elif source["status"] == "queued" or (source["status"] == "crawling" and not source["crawl_id"]):
+            elif source["status"] == "queued" or (source["status"] == "crawling" and not source["crawl_id"]) \
+                    or source_kind(source["kind"]).fetch is None:
+                # Not yet discovered, or content stored with the source (its sync indexes it): start again.
                 publish_crawl(source, generation, tag=f"-sweep{hour}")
                 nudged += 1
             elif source["crawl_id"]:

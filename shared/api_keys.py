@@ -42,6 +42,20 @@ def get_key(conn: psycopg.Connection[Row], workspace_id: str, key_id: str) -> Ro
     return row
 
 
+def list_keys(conn: psycopg.Connection[Row], workspace_id: str) -> list[Row]:
+    return fetch_all(conn, f"SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = %s ORDER BY created_at",
+                     (workspace_id,))
+
+
+def revoke_key(conn: psycopg.Connection[Row], workspace_id: str, key_id: str) -> Row:
+    """Revoked at once (a second revoke keeps the first time); 404 for a key of another workspace."""
+    row = fetch_one(conn, f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+                              WHERE id = %s AND workspace_id = %s RETURNING {KEY_COLUMNS}""", (key_id, workspace_id))
+    if row is None:
+        raise NotFound("No such key in this workspace.")
+    return row
+
+
 def update_key(conn: psycopg.Connection[Row], workspace_id: str, key_id: str, changes: dict[str, Any]) -> Row:
     """Change a key's name, origins, assistants or identity requirement (only the fields given)."""
     current = get_key(conn, workspace_id, key_id)

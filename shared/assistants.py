@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from shared.auth import Principal
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound, ServiceUnavailable, Unprocessable
-from shared.kv import KV, get_kv
+from shared.kv import get_kv, optional_kv
 from shared.metrics import count_cache
 from shared.template_config import TemplateConfig, validate_config
 
@@ -100,11 +101,9 @@ def from_json(raw: str) -> ResolvedAssistant:
 def get_assistant(conn: psycopg.Connection[Row], workspace_id: str, assistant_id: str) -> ResolvedAssistant:
     """load_assistant through the Redis cache: one Redis call on a hit; a miss adds one SQL statement and a SET."""
     key = cache_key(workspace_id, assistant_id)
-    kv: KV | None = None
-    raw = None
+    kv, raw = optional_kv(), None
     try:
-        kv = get_kv()
-        raw = kv.get(key)
+        raw = kv.get(key) if kv is not None else None
     except ServiceUnavailable:
         kv = None  # Redis down: Postgres alone still gives the right answer
     count_cache("assistant", raw is not None and raw != TOMBSTONE, workspace_id)
@@ -182,6 +181,17 @@ def list_assistants(conn: psycopg.Connection[Row], workspace_id: str, limit: int
         params += cursor
     return fetch_all(conn, f"{SELECT_ASSISTANTS} WHERE {where} ORDER BY a.created_at DESC, a.id DESC LIMIT %s",
                      (*params, limit + 1))
+
+
+def reachable_assistants(conn: psycopg.Connection[Row], principal: Principal,
+                         assistant_id: str | None = None) -> list[Row]:
+    """id, name and created_at of the assistants `principal` reaches (a chat key: those it was made for), oldest
+    first; only `assistant_id` when given."""
+    reachable = list(principal.assistant_ids) if principal.assistant_ids is not None else None
+    return fetch_all(conn, """SELECT id, name, created_at FROM assistants WHERE workspace_id = %s
+                              AND (%s::text IS NULL OR id = %s) AND (%s::text[] IS NULL OR id = ANY(%s::text[]))
+                              ORDER BY created_at, id""",
+                     (principal.workspace_id, assistant_id, assistant_id, reachable, reachable))
 
 
 def create_assistant(conn: psycopg.Connection[Row], workspace_id: str, fields: dict[str, Any]) -> Row:

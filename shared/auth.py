@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from shared.db import Row, fetch_one, get_db
 from shared.errors import Forbidden, NotFound, Unauthorized
+from shared.origins import require_origin
 
 Scope = Literal["admin", "chat"]
 KEY_PREFIX = {"admin": "de_admin_", "chat": "de_chat_"}
@@ -160,11 +161,6 @@ def require_admin(principal: Annotated[Principal, Depends(require_key)]) -> Prin
 
 def check_origin(principal: Principal, origin: str | None) -> None:
     """A chat key limited to origins refuses browsers on other sites."""
-    if (principal.scope == "chat" and principal.allowed_origins and origin
-            and origin.rstrip("/") not in {o.rstrip("/") for o in principal.allowed_origins}):
-        raise Forbidden(f"Origin {origin} is not allowed for this key.", code="origin_not_allowed")
+    if principal.scope == "chat":
+        require_origin(origin, principal.allowed_origins, what="this key")
 
-
-Db = Annotated[psycopg.Connection[Row], Depends(get_db)]
-AnyKey = Annotated[Principal, Depends(require_key)]
-AdminKey = Annotated[Principal, Depends(require_admin)]

@@ -23,12 +23,10 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import anyio
 import psycopg
-from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
 from shared import llm, pii, spend
@@ -36,10 +34,11 @@ from shared.assistants import ResolvedAssistant, get_assistant
 from shared.auth import Principal
 from shared.conversations import HISTORY_LIMIT, Status, finish_turn, new_message_id, start_turn
 from shared.db import Row, connect
-from shared.errors import AppError, Forbidden, ServiceUnavailable
+from shared.errors import AppError, ServiceUnavailable
 from shared.identity import Visitor
 from shared.language import AUTO, answer_language, message_language
 from shared.metrics import track_metric
+from shared.origins import require_origin
 from shared.prompting import Prompt, build_prompt, citations, phrase
 from shared.ratelimit import check_chat
 from shared.settings import get_settings
@@ -52,14 +51,6 @@ STORE_BACKOFF_S = (0.05, 0.2, 0.5)  # between attempts to store a reply (then th
 STORE_CONNECT_TIMEOUT_S = 3
 STORE_FAILED = ("store_failed", "Your answer could not be saved, so it will be missing from this conversation's "
                 "history; the full text is in the `done` event. Please try again shortly.")
-
-
-async def _clock() -> float:
-    return time.perf_counter()
-
-
-# A route dependency declared before the key, so a turn's clock (engine_ms, ttft_ms) includes auth.
-Started = Annotated[float, Depends(_clock)]
 
 
 @dataclass
@@ -106,21 +97,11 @@ class Turn:
     language: str = "en"                 # the answer's language: the template's pinned one, else the user's
 
 
-def check_origin(assistant: ResolvedAssistant, origin: str | None, host: str | None) -> None:
-    """An assistant limited to some origins refuses browsers elsewhere (our own pages always pass)."""
-    if not origin or not assistant.allowed_origins:
-        return
-    if host and urlsplit(origin).netloc == host:
-        return
-    if origin.rstrip("/").lower() not in {o.rstrip("/").lower() for o in assistant.allowed_origins}:
-        raise Forbidden(f"Origin {origin} is not allowed for this assistant.", code="origin_not_allowed")
-
-
 def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     if given.principal is not None:
         given.principal.check_assistant(given.assistant_id)  # a chat key reaches only its own assistants
     assistant = get_assistant(conn, given.workspace_id, given.assistant_id)
-    check_origin(assistant, given.origin, given.host)
+    require_origin(given.origin, assistant.allowed_origins, given.host)  # our own pages always pass
     config = assistant.config
     # A template naming a provider without its settings is refused before anything is stored or counted:
     # the error names the variable to set (a stand-in answer would hide the mistake).

@@ -162,7 +162,9 @@ def embed_query(text: str) -> list[float] | None:
             _recent.move_to_end(key)
             count_cache("query_embedding", True)
             return _recent[key]
-    kv = _kv()
+    from shared.kv import optional_kv
+
+    kv = optional_kv()  # no Redis configured: embed every time
     if kv is not None:
         try:
             cached = kv.get(key)
@@ -228,10 +230,3 @@ def _remember(key: str, vector: list[float]) -> list[float]:
     return vector
 
 
-def _kv() -> Any:
-    try:
-        from shared.kv import get_kv
-
-        return get_kv()
-    except Exception:  # no Redis configured: embed every time
-        return None

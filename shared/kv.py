@@ -118,6 +118,15 @@ def get_kv() -> KV:
                              code="redis_not_configured")
 
 
+def optional_kv() -> KV | None:
+    """The Redis client, or None when none is configured: for callers whose cache only saves work (embeddings,
+    robots.txt, the assistant cache), which then do the work every time. An outage still raises on each call."""
+    try:
+        return get_kv()
+    except ServiceUnavailable:
+        return None
+
+
 def _bound_upstash(client: Any, timeout_s: float) -> None:
     """Give the Upstash SDK's httpx client a timeout: its constructor (upstash-redis 1.8) has no option
     for one and makes `httpx.Client(timeout=None)`, so a stalled REST endpoint would hold a turn forever."""

@@ -73,6 +73,7 @@ def migrate(url: str | None = None, directory: Path | None = None) -> list[str]:
                 applied_now.append(path.name)
             if directory is None:  # another folder (tests) has no templates table
                 ensure_default_template(conn)
+                ensure_source_kinds(conn)
                 resized = ensure_embedding_column(conn)
                 applied_now += [resized] if resized else []
         finally:
@@ -174,6 +175,15 @@ def ensure_default_template(conn: psycopg.Connection) -> None:
                 "INSERT INTO template_versions (template_id, version, config, created_by) VALUES (%s, 1, %s, 'system')",
                 (template_id, Jsonb(DEFAULT_TEMPLATE.model_dump())),
             )
+
+
+def ensure_source_kinds(conn: psycopg.Connection) -> None:
+    """Every kind the registry declares (shared.knowledge) is a row of source_kinds, which sources.kind references;
+    a kind no longer declared keeps its row while sources of it exist."""
+    from shared.knowledge import registry
+
+    conn.execute("INSERT INTO source_kinds (name) SELECT unnest(%s::text[]) ON CONFLICT (name) DO NOTHING",
+                 (list(registry()),))
 
 
 def new_migration(name: str) -> Path:

@@ -23,6 +23,7 @@ from shared import spend
 from shared.auth import Principal
 from shared.errors import RateLimited, ServiceUnavailable
 from shared.kv import get_kv
+from shared.overrides import resolve
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.ratelimit")
@@ -50,15 +51,6 @@ class Limit:
     max_requests: int
     window_s: int
     what: str  # "chat requests for this key", in the error message
-
-
-def resolve(name: str, default: int, *overrides: Mapping[str, Any] | None) -> int:
-    """The first valid non-negative integer `name` among the overrides (assistant first), else the default."""
-    for override in overrides:
-        value = (override or {}).get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return default
 
 
 def chat_limits(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,

@@ -18,6 +18,7 @@ import psycopg
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import RateLimited, ServiceUnavailable
 from shared.kv import get_kv
+from shared.overrides import resolve
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.spend")
@@ -58,11 +59,7 @@ def seconds_to_midnight(now: datetime | None = None) -> int:
 def resolve_budget(assistant_limits: Mapping[str, Any] | None = None,
                    workspace_settings: Mapping[str, Any] | None = None) -> int:
     """The daily token budget in force: the assistant's, else the workspace's, else DAILY_TOKEN_BUDGET (0 = off)."""
-    for override in (assistant_limits, workspace_settings):
-        value = (override or {}).get("daily_token_budget")
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return get_settings().daily_token_budget
+    return resolve("daily_token_budget", get_settings().daily_token_budget, assistant_limits, workspace_settings)
 
 
 def evaluate(used: int, budget: int) -> None:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from scripts.__main__ import main as cli
 from scripts._serve import serve_in_thread
-from shared.auth import AnyKey
+from shared.deps import AnyKey
 from shared.http import create_app
 from tests.fakes.chat_fixtures import make_assistant
 

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scripts._serve import serve_in_thread
-from shared.auth import AnyKey, Principal
+from shared.auth import Principal
+from shared.deps import AnyKey
 from shared.errors import RateLimited
 from shared.http import create_app
 from shared.kv import get_kv

@@ -11,8 +11,9 @@ from fastapi import Request
 
 from scripts._serve import serve_in_thread
 from shared import spend
-from shared.auth import AnyKey, Principal
+from shared.auth import Principal
 from shared.db import connect
+from shared.deps import AnyKey
 from shared.errors import RateLimited
 from shared.http import create_app
 from shared.ratelimit import check_chat

@@ -1,9 +1,15 @@
-// Sources: add a URL, a site, a sitemap, text, markdown or a file; live progress (polled every 2 s); pages and errors.
+// Sources: add any kind the API lists (GET /api/sources/kinds: a URL, a site, a sitemap, a feed, text, a file); live progress (polled every 2 s); pages and errors.
 import { api, assistantPicker, fill, errorText, fmtDate, fmtNum, field, h, notify, t, table, empty } from "./core.js";
 
 const POLL_MS = 2000;
 const DONE = new Set(["ready", "failed"]);
-let assistantId = "", rows = new Map(), body, openPages = null, timer = null, form;
+let assistantId = "", rows = new Map(), body, openPages = null, timer = null, form, kinds = [];
+
+// A kind's name in the console's language; a kind the catalogues do not know yet shows the API's summary.
+const kindLabel = (name) => {
+  const key = `sources.kind_${name}`, text = t(key);
+  return text !== key ? text : kinds.find((k) => k.name === name)?.summary || name;
+};
 
 export async function render(main, params) {
   rows = new Map(); openPages = null;
@@ -14,6 +20,7 @@ export async function render(main, params) {
     return null;
   }
   assistantId = select.value;
+  kinds = (await api("/api/sources/kinds")).data;
   body = h("tbody");
   form = addForm();
   main.append(h("div", { class: "toolbar" }, field(t("sources.assistant"), select)), form,
@@ -28,8 +35,7 @@ export async function render(main, params) {
 }
 
 function addForm() {
-  const kind = h("select", { id: "source-kind" }, ["url", "site", "sitemap", "text", "markdown", "file"].map((k) =>
-    h("option", { value: k }, t(`sources.kind_${k}`))));
+  const kind = h("select", { id: "source-kind" }, kinds.map((k) => h("option", { value: k.name }, kindLabel(k.name))));
   const url = h("input", { id: "source-url", type: "url", placeholder: "https://example.com/", maxlength: "2048" });
   const title = h("input", { id: "source-title", maxlength: "300" });
   const content = h("textarea", { id: "source-content", rows: "6" });
@@ -40,9 +46,10 @@ function addForm() {
   const parts = { url: field(t("sources.url"), url), title: field(t("sources.title"), title),
     content: field(t("sources.content"), content), file: field(t("sources.file"), file),
     limit: field(t("sources.limit"), limit, t("sources.limit_hint")), depth: field(t("sources.depth"), depth) };
-  const shown = { url: ["url", "title"], site: ["url", "title", "limit", "depth"], sitemap: ["url", "title", "limit"],
-    text: ["title", "content"], markdown: ["title", "content"], file: ["file", "title"] };
-  const sync = () => Object.entries(parts).forEach(([k, el]) => { el.hidden = !shown[kind.value].includes(k); });
+  const byInput = { url: ["url", "title"], content: ["title", "content"], file: ["file", "title"] };
+  const chosen = () => kinds.find((k) => k.name === kind.value);
+  const shown = (k) => [...byInput[k.input], ...k.settings.map((x) => (x === "max_depth" ? "depth" : x))];
+  const sync = () => Object.entries(parts).forEach(([k, el]) => { el.hidden = !shown(chosen()).includes(k); });
   kind.addEventListener("change", sync);
   const button = h("button", { type: "submit" }, t("sources.add"));
   const el = h("form", { class: "card", id: "add-source", onsubmit: async (e) => {
@@ -50,7 +57,8 @@ function addForm() {
     error.textContent = ""; button.disabled = true;
     try {
       let payload;
-      if (kind.value === "file") {
+      const k = chosen();
+      if (k.input === "file") {
         if (!file.files.length) throw new Error(t("sources.choose_file"));
         payload = new FormData();
         payload.append("assistant_id", assistantId);
@@ -59,10 +67,10 @@ function addForm() {
       } else {
         payload = { assistant_id: assistantId, kind: kind.value };
         if (title.value.trim()) payload.title = title.value.trim();
-        if (["text", "markdown"].includes(kind.value)) payload.content = content.value;
+        if (k.input === "content") payload.content = content.value;
         else payload.url = url.value.trim();
-        if (["site", "sitemap"].includes(kind.value)) payload.limit = Number(limit.value) || 50;
-        if (kind.value === "site") payload.max_depth = Number(depth.value) || 0;
+        if (k.settings.includes("limit")) payload.limit = Number(limit.value) || 50;
+        if (k.settings.includes("max_depth")) payload.max_depth = Number(depth.value) || 0;
       }
       const created = await api("/api/sources", { method: "POST", body: payload });
       notify(t("sources.added", { name: created.title || created.url || created.id }));
@@ -114,7 +122,7 @@ function updateRow(row, s) {
   const c = row.cells;
   const name = s.title || s.url || s.config?.file_name || s.id;
   fill(c.name, h("div", {}, name), s.url && s.title ? h("small", { class: "muted mono" }, s.url) : null);
-  c.kind.textContent = t(`sources.kind_${s.kind}`);
+  c.kind.textContent = kindLabel(s.kind);
   fill(c.status, h("span", { class: `badge status-${s.status}`, "data-status": s.status }, t(`sources.status_${s.status}`)),
     s.error ? h("small", { class: "error" }, s.error) : null,
     s.embeddings === "keyword_only" && s.status === "ready" ? h("small", { class: "muted" }, t("sources.keyword_only")) : null);

@@ -1,5 +1,6 @@
-"""Turn fetched bodies and uploaded files into (title, markdown): HTML via trafilatura, PDF via pypdf,
-DOCX via python-docx, text and markdown as they are. Parsers load on first use (they cost import time).
+"""Turn fetched bodies and uploaded files into (title, markdown): HTML via trafilatura (charset and main
+content found by shared.crawl.html_main), PDF via pypdf, DOCX via python-docx, text and markdown as they
+are. Parsers load on first use (they cost import time).
 
 Files from outside (every upload but plain text, every crawled PDF) are parsed in a bounded child process
 (shared.crawl.sandbox): the parsers below check the decompressed size and page count themselves, the
@@ -27,7 +28,7 @@ HEADING_STYLE = re.compile(r"^heading (\d)$", re.IGNORECASE)
 def to_page(kind: str, body: bytes, url: str, charset: str | None = None) -> Page:
     """A fetched body of `kind` (html, text, markdown, pdf) as a Page."""
     if kind == "html":
-        return html_page(decode_text(body, charset), url)
+        return html_page(body, url, charset)
     if kind == "pdf":
         title, text = parse_bounded("pdf", body)
         return Page(url=url, title=title or _name_from_url(url), markdown=text)
@@ -35,27 +36,39 @@ def to_page(kind: str, body: bytes, url: str, charset: str | None = None) -> Pag
     return Page(url=url, title=_markdown_title(text) or _name_from_url(url), markdown=text)
 
 
-def html_page(html: str, url: str) -> Page:
-    """Main content as markdown (headings kept), the title, and the page's absolute http(s) links."""
-    import lxml.html
-    import trafilatura
+def html_page(html: str | bytes, url: str, charset: str | None = None) -> Page:
+    """Main content as markdown (headings kept), the title, and the page's absolute http(s) links.
 
-    if not html.strip():
+    `html` is best given as the fetched bytes with the charset of the HTTP header: the page's own XML
+    declaration or <meta> then decides the rest (see html_text)."""
+    import lxml.html
+
+    from shared.crawl import html_main
+
+    text = html_text(html, charset) if isinstance(html, bytes) else html_main.strip_xml_declaration(html)
+    if not text.strip():
         return Page(url=url, title=_name_from_url(url), markdown="")
     try:
-        tree = lxml.html.fromstring(html)
+        tree = lxml.html.fromstring(text)
     except (ValueError, lxml.etree.ParserError) as exc:
         raise CrawlError("unreadable_page", f"{url} is not readable HTML ({type(exc).__name__}).") from None
     base = (tree.xpath("string(//base/@href)") or "").strip()
     base = urljoin(url, base) if base else url
     links = _links(tree, base)
     title = _html_title(tree) or _name_from_url(url)
-    markdown = trafilatura.extract(html, url=url, output_format="markdown", include_tables=True,
-                                   include_links=False, include_comments=False, config=_trafilatura_config()) or ""
-    if not markdown.strip():  # too little for trafilatura's heuristics: keep the plain body text
-        body = tree.find("body")
-        markdown = " ".join((body if body is not None else tree).text_content().split())
-    return Page(url=url, title=title, markdown=markdown, links=links)
+    return Page(url=url, title=title, markdown=html_main.main_markdown(tree, url, _trafilatura_config()),
+                links=links)
+
+
+def html_text(body: bytes, charset: str | None = None) -> str:
+    """An HTML body as text, in the charset that governs it (see html_main.html_encoding), without an XML
+    declaration: lxml refuses a str that still declares an encoding. Refuses binary data."""
+    from shared.crawl import html_main
+
+    text = body.decode(html_main.html_encoding(body, charset), "replace").removeprefix("\ufeff")
+    if "\x00" in text[:8192]:
+        raise CrawlError("unreadable_file", "The content is binary, not text.")
+    return html_main.strip_xml_declaration(text)
 
 
 @lru_cache(maxsize=1)
@@ -178,7 +191,7 @@ def docx_markdown(data: bytes, limits: ParseLimits) -> tuple[str, str]:
 
 def html_file(data: bytes, limits: ParseLimits, url: str) -> tuple[str, str]:
     """(title, markdown) of an uploaded HTML file."""
-    page = html_page(decode_text(data), url)
+    page = html_page(data, url)
     return page.title, page.markdown
 
 

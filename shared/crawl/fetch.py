@@ -141,7 +141,9 @@ def allowed_urls(urls: list[str]) -> list[str]:
 
 def _robots_text(client: httpx.Client, origin: str) -> str:
     key = "robots:" + hashlib.sha256(origin.encode()).hexdigest()[:32]
-    kv = _kv()
+    from shared.kv import optional_kv
+
+    kv = optional_kv()  # no Redis configured: fetch robots.txt every time
     if kv is not None:
         try:
             cached = kv.get(key)
@@ -165,13 +167,6 @@ def _robots_text(client: httpx.Client, origin: str) -> str:
     return text
 
 
-def _kv():  # type: ignore[no-untyped-def]
-    try:
-        from shared.kv import get_kv
-
-        return get_kv()
-    except Exception:  # no Redis configured: fetch robots.txt every time
-        return None
 
 
 def fetch_page(url: str) -> Page:

@@ -15,6 +15,7 @@ from shared.crawl.pipeline import (
     PAGE_ATTEMPTS,
     begin_attempt,
     finalize,
+    load_source,
     mark_failed,
     publish_page,
     record_error,
@@ -22,20 +23,20 @@ from shared.crawl.pipeline import (
 )
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row
+from shared.knowledge import source_kind
+from shared.queue import publish
 
 log = logging.getLogger("dialog_engine.ingest")
 
 GONE = {"not_found"}  # proved gone (404/410): its old chunks go too (other failures keep the last good copy)
-WEB_KINDS = {"url", "site", "sitemap"}
 
 
-def fetch(url: str) -> Page:
-    """The page at `url` as markdown: Firecrawl when a key is set, else the built-in fetcher."""
-    if firecrawl.enabled():
-        return firecrawl.scrape(url)
-    from shared.crawl.fetch import fetch_page
-
-    return fetch_page(url)
+def fetch(kind_name: str, url: str) -> Page:
+    """The page at `url` as its source kind fetches it."""
+    kind = source_kind(kind_name)
+    if kind.fetch is None:  # its content is stored with the source: nothing to fetch
+        raise CrawlError("not_fetchable", f"{kind_name} sources have no pages to fetch.")
+    return kind.fetch(url)
 
 
 def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, url: str, *, depth: int = 0,
@@ -44,14 +45,15 @@ def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, ur
     doc = begin_attempt(conn, source["id"], generation, url)
     if doc is None:
         return {"url": url, "skipped": "already done or superseded"}
+    web = source_kind(source["kind"]).web
     try:
         if page is None:
-            page = fetch(url)
+            page = fetch(source["kind"], url)
         if follow and depth < int(source["config"].get("max_depth", DEFAULT_MAX_DEPTH)) and page.links:
             _follow_links(conn, source, generation, page, depth, republish=doc["attempts"] > 1)
-        title = page.title if source["kind"] in WEB_KINDS else (source["title"] or page.title)
+        title = page.title if web else (source["title"] or page.title)
         result = index_document(conn, doc, generation=generation, title=title, markdown=page.markdown,
-                                url=url if source["kind"] in WEB_KINDS else None, language=source["language"])
+                                url=url if web else None, language=source["language"])
     except StaleDocument:
         return {"url": url, "skipped": "superseded by a newer sync"}
     except Exception as exc:  # any failure is recorded on the page, then retried
@@ -114,3 +116,25 @@ def queue_firecrawl_pages(conn: psycopg.Connection[Row], source: Row, generation
         if doc is not None:
             mark_failed(conn, doc, generation, error, drop_chunks=error.code in GONE)
     return len(to_queue)
+
+
+def handle_firecrawl_event(conn: psycopg.Connection[Row], event: dict[str, Any]) -> dict[str, Any]:
+    """A Firecrawl webhook event (signature already checked): page events queue their pages; completed and
+    failed events queue the status poll. An event for a crawl that is not the source's current one is ignored."""
+    meta: dict[str, Any] = event["metadata"] if isinstance(event.get("metadata"), dict) else {}
+    crawl_id, kind = str(event.get("id") or ""), str(event.get("type") or "")
+    source = load_source(conn, str(meta.get("source_id") or "")) if meta.get("source_id") else None
+    # Acknowledge (2xx) what is not ours or no longer current, so Firecrawl stops retrying it.
+    if source is None or not crawl_id or source["crawl_id"] != crawl_id \
+            or source["workspace_id"] != meta.get("workspace_id"):
+        return {"ignored": True}
+    generation = source["sync_generation"]
+    if kind == "crawl.page":
+        data: list[Any] = event["data"] if isinstance(event.get("data"), list) else []
+        return {"queued": queue_firecrawl_pages(conn, source, generation, data)}
+    if kind in ("crawl.completed", "crawl.failed"):
+        # The status poll reads the whole result, so a page event that never arrived is not lost.
+        publish("poll_crawl", {"workspace_id": source["workspace_id"], "source_id": source["id"],
+                               "generation": generation, "crawl_id": crawl_id, "poll": 1},
+                dedup_id=f"poll-{source['id']}-g{generation}-{kind}")
+    return {"ok": True}

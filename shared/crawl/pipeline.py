@@ -38,7 +38,6 @@ UNSCHEDULED_RETRIES = 3              # sources without a schedule retry an incom
 CONCLUSIVE_FAILURES = ("not_found", "unsupported_content_type", "too_large", "too_many_redirects",
                        "unreadable_page", "unreadable_file", "empty_file", "unsupported_file_type")
 MAX_INLINE_MARKDOWN = 400_000        # Firecrawl markdown carried in a job payload (QStash caps messages at 1 MB)
-DEFAULT_PAGE_LIMIT = 50
 DEFAULT_MAX_DEPTH = 3
 SOURCE_COLUMNS = """id, workspace_id, assistant_id, kind, url, title, config, language, status, sync_generation,
                     crawl_id, sync_interval_hours"""
@@ -49,7 +48,15 @@ def load_source(conn: psycopg.Connection[Row], source_id: str) -> Row | None:
 
 
 def page_limit(source: Row) -> int:
-    return 1 if source["kind"] == "url" else int(source["config"].get("limit") or DEFAULT_PAGE_LIMIT)
+    from shared.knowledge import source_kind
+
+    return source_kind(source["kind"]).page_limit(source["config"])
+
+
+def mark_indexing(conn: psycopg.Connection[Row], source_id: str, generation: int) -> None:
+    """The sync's pages are registered: it moves from crawling to indexing."""
+    conn.execute("UPDATE sources SET status = 'indexing', updated_at = now() "
+                 "WHERE id = %s AND sync_generation = %s AND status = 'crawling'", (source_id, generation))
 
 
 def _key(text: str) -> str:
@@ -221,6 +228,7 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
     """Move the counters; when no page of this sync is pending (and no Firecrawl crawl runs), finish it:
     remove the pages it proved gone, keep the rest, mark the source ready (or failed when no page worked)."""
     from shared.embeddings import embeddings_enabled
+    from shared.knowledge import source_kind
 
     progress = fetch_one(conn, PROGRESS, {"src": source_id, "gen": generation})
     if progress is None or progress["pending"] or progress["crawl_id"] \
@@ -241,7 +249,7 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
         reason = source["incomplete_reason"]
         if reason is None and progress["found"] == 0:
             reason = "no pages were found"
-        if reason is None and unread["n"] and source["kind"] == "site":
+        if reason is None and unread["n"] and source_kind(source["kind"]).link_crawl:
             reason = f"{_pages(unread['n'])} could not be read, e.g. {(unread['example'] or 'no error')[:300]}"
         removed = 0
         if reason is None:  # the sync saw the whole source: what it did not see again is gone

@@ -11,11 +11,10 @@ from shared.crawl import CrawlError
 from shared.crawl.pipeline import publish_crawl, remove_chunks
 from shared.crawl.scope import Scope, normalize_url
 from shared.db import Row, fetch_all, fetch_one
-from shared.errors import NotFound, Unprocessable
+from shared.errors import NotFound, ServiceUnavailable, Unprocessable
+from shared.knowledge import CRAWL_SETTINGS, source_kind, web_kinds
 from shared.language import AUTO, PG_CONFIGS
 
-WEB_KINDS = ("url", "site", "sitemap")
-CRAWL_KEYS = ("limit", "max_depth", "include_paths", "exclude_paths")
 # What the API shows: the stored content of text and file sources stays out of every response.
 PUBLIC_COLUMNS = """id, assistant_id, kind, url, title, language, languages, status, pages_found, pages_done,
     pages_failed, pages_kept, pages_removed, chunks_count, embeddings, error, config - 'content' AS config,
@@ -65,31 +64,42 @@ def create_source(conn: psycopg.Connection[Row], workspace_id: str, values: dict
     from shared.assistants import load_assistant
 
     assistant = load_assistant(conn, workspace_id, values["assistant_id"])
-    kind = values["kind"]
+    kind = source_kind(values["kind"])
     config: dict[str, Any] = dict(values.get("config") or {})
     url = None
-    if kind in WEB_KINDS:
+    if kind.input == "url":
         url = check_source_url(values.get("url"))
         check_patterns(url, config)
-    elif kind in ("text", "markdown"):
+    elif kind.input == "content":
         if not (values.get("content") or "").strip():
-            raise field_error("content", f"A {kind} source needs non-empty content.")
+            raise field_error("content", f"A {kind.name} source needs non-empty content.")
         if not (values.get("title") or "").strip():
-            raise field_error("title", f"A {kind} source needs a title.")
+            raise field_error("title", f"A {kind.name} source needs a title.")
         config = {"content": values["content"]}
     interval = values.get("sync_interval_hours")
-    if interval and kind not in WEB_KINDS:
-        raise field_error("sync_interval_hours", "Only url, site and sitemap sources can be re-synced on a schedule.")
+    if interval and not kind.web:
+        raise field_error("sync_interval_hours", _schedule_refusal())
     language = resolve_language(conn, values.get("language"))
-    row = fetch_one(conn, """
-        INSERT INTO sources (workspace_id, assistant_id, kind, url, title, config, language, sync_generation,
-                             sync_interval_hours)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) RETURNING id, workspace_id, sync_generation""",
-        (workspace_id, assistant.id, kind, url, (values.get("title") or "").strip() or None, Jsonb(config),
-         language, interval))
+    try:
+        row = fetch_one(conn, """
+            INSERT INTO sources (workspace_id, assistant_id, kind, url, title, config, language, sync_generation,
+                                 sync_interval_hours)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s) RETURNING id, workspace_id, sync_generation""",
+            (workspace_id, assistant.id, kind.name, url, (values.get("title") or "").strip() or None, Jsonb(config),
+             language, interval))
+    except psycopg.errors.ForeignKeyViolation as exc:
+        if exc.diag.constraint_name != "sources_kind_fkey":
+            raise
+        # A kind deployed before `db migrate` added it to source_kinds: the operator's step, not the caller's.
+        raise ServiceUnavailable(f"{kind.name} sources are not in the database yet: run `python -m scripts db "
+                                 "migrate`.", code="migration_pending") from None
     assert row is not None
     publish_crawl(row, 1)
     return get_source(conn, workspace_id, row["id"])
+
+
+def _schedule_refusal() -> str:
+    return f"Only {', '.join(web_kinds())} sources can be re-synced on a schedule."
 
 
 def get_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: str, *,
@@ -108,11 +118,12 @@ def update_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: s
     """Title, schedule and crawl settings; crawl settings apply from the next sync."""
     current = get_source(conn, workspace_id, source_id, failed_pages=0)
     config = dict(current["config"])
-    config.update({k: changes[k] for k in CRAWL_KEYS if k in changes and current["kind"] in WEB_KINDS})
-    if current["kind"] in WEB_KINDS:
+    web = source_kind(current["kind"]).web
+    config.update({k: changes[k] for k in CRAWL_SETTINGS if k in changes and web})
+    if web:
         check_patterns(current["url"], config)
     elif changes.get("sync_interval_hours"):
-        raise field_error("sync_interval_hours", "Only url, site and sitemap sources can be re-synced on a schedule.")
+        raise field_error("sync_interval_hours", _schedule_refusal())
     sets, params = ["config = config || %s", "updated_at = now()"], list[Any]([Jsonb(config)])
     if "title" in changes:
         sets.append("title = %s")
@@ -143,3 +154,32 @@ def delete_source(conn: psycopg.Connection[Row], workspace_id: str, source_id: s
 
         firecrawl.cancel(row["crawl_id"])
     return {"id": source_id, "deleted": True, "documents": row["documents"], "chunks": chunks["n"] if chunks else 0}
+
+
+def list_sources(conn: psycopg.Connection[Row], workspace_id: str, assistant_id: str | None, limit: int,
+                 after: list[Any] | None) -> list[Row]:
+    """Newest first, `limit` + 1 rows (the extra one tells a next page exists); `after` = (created_at, id)."""
+    if assistant_id and not fetch_one(conn, "SELECT 1 AS ok FROM assistants WHERE id = %s AND workspace_id = %s",
+                                      (assistant_id, workspace_id)):
+        raise NotFound("No such assistant in this workspace.", code="assistant_not_found")
+    return fetch_all(conn, f"""
+        SELECT {PUBLIC_COLUMNS}, created_at::text AS sort_at FROM sources
+        WHERE workspace_id = %(ws)s AND (%(asst)s::text IS NULL OR assistant_id = %(asst)s)
+          AND (%(at)s::timestamptz IS NULL OR (created_at, id) < (%(at)s::timestamptz, %(id)s))
+        ORDER BY created_at DESC, id DESC LIMIT %(n)s""",
+        {"ws": workspace_id, "asst": assistant_id, "at": after[0] if after else None,
+         "id": after[1] if after else None, "n": limit + 1})
+
+
+def list_pages(conn: psycopg.Connection[Row], workspace_id: str, source_id: str, status: str | None, limit: int,
+               after: str | None) -> list[Row]:
+    """A source's pages by URL with their chunk counts, `limit` + 1 rows; `after` = the last URL seen."""
+    get_source(conn, workspace_id, source_id, failed_pages=0)
+    return fetch_all(conn, """
+        SELECT d.id, d.url, d.title, d.status, d.error, d.attempts, d.updated_at,
+               (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
+        FROM documents d
+        WHERE d.source_id = %(src)s AND d.workspace_id = %(ws)s AND (%(st)s::text IS NULL OR d.status = %(st)s)
+          AND (%(after)s::text IS NULL OR d.url > %(after)s)
+        ORDER BY d.url LIMIT %(n)s""",
+        {"src": source_id, "ws": workspace_id, "st": status, "after": after, "n": limit + 1})

@@ -125,7 +125,9 @@ class StaticSite:
         if path not in self.pages:
             return Response("not found", status_code=404)
         kind, body = self.pages[path]
-        return Response(body, media_type=kind)
+        # The Content-Type exactly as listed: Starlette would add "; charset=utf-8" to text/* types, and a
+        # page whose charset only its <meta> names must be served without one.
+        return Response(body, headers={"content-type": kind})
 
     def stats(self) -> dict[str, Any]:
         return dict(self.hits)

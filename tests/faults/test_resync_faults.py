@@ -280,7 +280,8 @@ def test_a_firecrawl_resync_that_breaks_off_keeps_every_chunk(engine, firecrawl_
     firecrawl_api.pages.update(FIRECRAWL_PAGES)
     client, workspace_id, assistant_id = knowledge_setup(engine)
     source = wait_synced(engine, client, add_source(client, assistant_id, kind="site", url=f"{FIRECRAWL_BASE}/")["id"])
-    assert source["status"] == "ready" and source["pages_done"] == 4
+    pages = client.get(f"/api/sources/{source['id']}/pages").json()  # says which page, should this ever fail
+    assert source["status"] == "ready" and source["pages_done"] == 4, (source, pages, firecrawl_api.requests)
     before = chunk_ids(engine, source["id"])
 
     firecrawl_api.scraped_limit = 1
