@@ -102,3 +102,18 @@ def test_every_provider_sdk_is_kept_out_of_cold_starts() -> None:
     from tests.test_cold_imports import HEAVY
 
     assert {spec.sdk for spec in PROVIDERS.values() if spec.sdk} <= set(HEAVY)
+
+
+def test_a_summary_for_a_template_whose_provider_is_missing_is_kept_without_a_model(
+        engine: Any, openai_api: Any) -> None:  # noqa: F811
+    from functions.summarize_conversation import DIGEST_TITLE, summarise
+    from shared.template_config import validate_config
+
+    config = validate_config({"provider": "anthropic", "model": "claude-sonnet-4-5"})
+    older = [{"role": "user", "content": "My order 1234 never arrived. Can you help?"},
+             {"role": "assistant", "content": "Sorry to hear that. I have asked the warehouse."}]
+    summary = summarise(config, None, older)
+    # The job succeeds with the extractive digest (no retry loop on a misconfiguration), and the
+    # provider the template did not name is not asked in its place.
+    assert summary.startswith(DIGEST_TITLE) and "order 1234" in summary
+    assert openai_api.requests == []
