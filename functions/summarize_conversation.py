@@ -80,7 +80,11 @@ def summary_tokens(config: TemplateConfig) -> int:
 
 
 def summarise(config: TemplateConfig, previous: str | None, messages: list[dict[str, Any]]) -> str:
-    order = [(p, m) for p, m in llm.provider_order(config.provider, config.model, config.providers) if p != "offline"]
+    try:
+        named = llm.provider_order(config.provider, config.model, config.providers)
+    except llm.ProviderNotConfigured:  # the turns say so; the memory needs no model to be kept
+        named = []
+    order = [(p, m) for p, m in named if p != "offline"]
     if not order:
         return extractive(previous, messages, summary_tokens(config))
     return asyncio.run(_model_summary(config, order, previous, messages))

@@ -1,7 +1,7 @@
 """The chat turn engine behind every face (native SSE, the AI SDK UI stream, the OpenAI-compatible API).
 
 `prepare` (before the response starts, so its errors are plain HTTP errors): assistant from the Redis
-cache -> origin check -> store the user message and read history (one statement) -> retrieve (one
+cache -> origin and provider checks -> store the user message and read history (one statement) -> retrieve (one
 statement), all in one trip to the thread pool. `run` then yields events: `conversation`, `delta`s,
 `error` (if any), `sources`, `done`. It abstains without a model call below the template's threshold,
 builds the prompt within budget, streams with failover and stores the reply: complete, partial (the
@@ -102,6 +102,10 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
         given.principal.check_assistant(given.assistant_id)  # a chat key reaches only its own assistants
     assistant = get_assistant(conn, given.workspace_id, given.assistant_id)
     require_origin(given.origin, assistant.allowed_origins, given.host)  # our own pages always pass
+    config = assistant.config
+    # A template naming a provider without its settings is refused before anything is stored or counted:
+    # the error names the variable to set (a stand-in answer would hide the mistake).
+    llm.provider_order(config.provider, config.model, config.providers)
     visitor = given.visitor
     if given.principal is not None:
         # Before anything is stored or sent to a model: over a limit or the budget, the turn never starts.

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
+from shared.llm.tokens import estimate
 from shared.metrics import count_cache
 from shared.settings import get_settings
 from shared.vectors.dimensions import EmbeddingDimensionsMismatch, verify_store, verify_vector
@@ -27,6 +28,7 @@ log = logging.getLogger("dialog_engine.embeddings")
 # OpenAI's limits: 2,048 inputs and 300,000 tokens summed per request, 8,192 tokens per input.
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 250_000  # headroom under 300k: our count is an estimate, not tiktoken
+BATCH_CHARS_PER_TOKEN = 3.0  # denser than the prompt's 4: batches lean well under the limit
 MAX_RETRIES = 4                   # ingestion: the SDK retries 429/5xx/timeouts with backoff, honouring Retry-After
 QUERY_ATTEMPTS = 2                # the query path: a second try only within EMBEDDING_QUERY_TIMEOUT_S
 MIN_ATTEMPT_S = 0.3               # ... and only if at least this much of the budget is left
@@ -90,18 +92,13 @@ def _query_client() -> Any:
                   max_retries=0, timeout=settings.embedding_query_timeout_s)
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap upper-leaning estimate (about 3 bytes a token) so batches stay under the token budget."""
-    return len(text.encode("utf-8")) // 3 + 1
-
-
 def batches(texts: list[str], max_inputs: int = MAX_INPUTS_PER_REQUEST,
             max_tokens: int = MAX_TOKENS_PER_REQUEST) -> Iterator[list[str]]:
     """Consecutive slices of `texts`, each within the input-count and token limits of one request."""
     batch: list[str] = []
     tokens = 0
     for text in texts:
-        cost = estimate_tokens(text)
+        cost = estimate(text, BATCH_CHARS_PER_TOKEN)
         if batch and (len(batch) >= max_inputs or tokens + cost > max_tokens):
             yield batch
             batch, tokens = [], 0

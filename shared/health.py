@@ -66,11 +66,15 @@ def check_vectors() -> str:
 
 
 def check_llm() -> str:
+    """Which model providers are configured (from the registry); not a network call, a probe spends no tokens."""
+    from shared.llm.registry import PROVIDERS, is_configured, model_providers
+
     settings = get_settings()
-    keyed = [name for name, key in (("openai", settings.openai_api_key or settings.openai_base_url),
-                                    ("anthropic", settings.anthropic_api_key)) if key]
-    # Not a network call: a health probe must not spend tokens. Offline answerer otherwise.
-    return "configured: " + ", ".join(keyed) if keyed else "no model key: offline answerer"
+    keyed = [name for name in model_providers() if is_configured(name, settings)]
+    if not keyed:
+        return "no model key: offline answerer"
+    missing = [f"{name} ({PROVIDERS[name].variables()})" for name in model_providers() if name not in keyed]
+    return "configured: " + ", ".join(keyed) + ("; not configured: " + ", ".join(missing) if missing else "")
 
 
 CHECKS: dict[str, Callable[[], str]] = {

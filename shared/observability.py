@@ -37,10 +37,11 @@ def secret_settings() -> list[str]:
     """Names of the settings holding secrets; *_url settings give their password (user:PASSWORD@host)."""
     from pydantic import SecretStr
 
+    from shared.llm.registry import secret_settings as provider_secrets
     from shared.settings import Settings
 
-    return sorted(name for name, info in Settings.model_fields.items()
-                  if SECRET_SETTING.search(name) or SecretStr in _types(info.annotation))
+    return sorted({name for name, info in Settings.model_fields.items()
+                   if SECRET_SETTING.search(name) or SecretStr in _types(info.annotation)} | provider_secrets())
 
 
 def _types(annotation: Any) -> tuple[Any, ...]:

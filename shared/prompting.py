@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shared.language import AUTO
 from shared.llm import tokens
+from shared.llm.registry import spec
 from shared.phrases import phrase
 from shared.template_config import TemplateConfig
 
@@ -109,11 +111,12 @@ def build_prompt(config: TemplateConfig, *, question: str, passages: list[Any], 
     available = budget(config)
     history = [m for m in history if m.get("content", "").strip() and m.get("role") in ("user", "assistant")]
     numbered = [passage_dict(p, i) for i, p in enumerate(passages, 1)]
-    count = tokens.estimate if provider == "openai" else (lambda t: tokens.estimate(t, 3.5))
+    counting = spec(provider).tokens
+    count: Callable[[str], int] = counting.estimate
     sized = _sizes(count, config, question, numbered, history, summary, detected)
     if sum(sized["all"]) > available:
         # Near the limit the exact count (tiktoken, when available) can admit more than the estimate.
-        count = tokens.counter(provider, model)
+        count = counting.exact(model)
         sized = _sizes(count, config, question, numbered, history, summary, detected)
 
     fixed = sized["head"] + sized["question"]

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
+    openai_compatible_base_url: str | None = None  # the `openai_compatible` provider (shared/llm/registry.py)
+    openai_compatible_api_key: str | None = None
+    openai_compatible_model: str | None = None
     redis_url: str | None = None
     upstash_redis_rest_url: str | None = None
     upstash_redis_rest_token: str | None = None

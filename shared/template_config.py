@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from shared.errors import Unprocessable
+from shared.llm.registry import PROVIDERS
 
-Provider = Literal["openai", "anthropic", "offline"]
+
+def _known_provider(name: str) -> str:
+    if name not in PROVIDERS:
+        raise ValueError(f"Input should be one of {', '.join(map(repr, PROVIDERS))}")
+    return name
+
+
+# A name from the provider registry (shared/llm/registry.py); whether it is configured is the turn's question.
+Provider = Annotated[str, AfterValidator(_known_provider),
+                     WithJsonSchema({"type": "string", "enum": list(PROVIDERS)})]
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant for this organisation. Answer from the numbered context passages, "
@@ -33,7 +43,7 @@ class TemplateConfig(BaseModel):
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, min_length=1, max_length=20_000)
     provider: Provider = "openai"
     model: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
-    # Failover order; None = the template's provider, then the other keyed one.
+    # Failover order; None = the template's provider, then the configured partners (registry `partner`).
     providers: list[Provider] | None = None
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     max_output_tokens: int = Field(default=800, ge=1, le=32_000)

@@ -21,9 +21,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.llm.registry import PROVIDERS  # noqa: E402  (light: no SDK, no settings read)
+
 # Settings must never come from a developer's own environment: no real keys in tests.
-for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PINECONE_API_KEY", "FIRECRAWL_API_KEY", "SENTRY_DSN",
-              "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "VECTOR_BACKEND", "REDIS_URL", "VERCEL_ENV"):
+for _name in ("PINECONE_API_KEY", "FIRECRAWL_API_KEY", "SENTRY_DSN", "VECTOR_BACKEND", "REDIS_URL", "VERCEL_ENV",
+              *(setting.upper() for spec in PROVIDERS.values() for setting in spec.settings)):
     os.environ.pop(_name, None)
 os.environ["ENVIRONMENT"] = "test"
 

@@ -5,6 +5,7 @@ usage. It raises `ProviderError` (retryable or not) for anything that goes wrong
 walks the providers in order: a retryable error or a timeout BEFORE the first token hands the turn to
 the next one; once text has flowed, an error ends the turn (`ProviderInterrupted`) with what was said.
 SDKs load inside the providers' client factories, on first use, never when this package is imported.
+Which providers exist, what configures each and how its tokens count: shared/llm/registry.py.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from typing import Any, Protocol
 
 import anyio
 
+from shared.errors import ServiceUnavailable
+from shared.llm.registry import PROVIDERS, ProviderSpec, is_configured, model_providers, spec
 from shared.settings import get_settings
 
-# name -> module that registers it (imported on first use: each module pulls in its SDK lazily anyway).
-MODULES = {"openai": "shared.llm.openai_provider", "anthropic": "shared.llm.anthropic_provider",
-           "offline": "shared.llm.offline"}
-KEYED = ("openai", "anthropic")
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
 
@@ -87,47 +86,67 @@ class ProviderInterrupted(Exception):
         self.error = error
 
 
+class ProviderNotConfigured(ServiceUnavailable):
+    """A template names a provider this deployment has no settings for; the message names the variable."""
+
+    code = "provider_not_configured"
+
+
 class Provider(Protocol):
     name: str
-    default_model: str
-
-    def configured(self) -> bool:
-        """True when the settings hold what this provider needs (a key or a base URL)."""
 
     def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         """Text chunks, then one usage chunk; raises ProviderError. A plain method that makes the
         client at once and returns the async iterator, so the first-token clock excludes SDK imports."""
 
 
-REGISTRY: dict[str, Callable[[], Provider]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], Provider]], Callable[[], Provider]]:
-    def decorator(factory: Callable[[], Provider]) -> Callable[[], Provider]:
-        REGISTRY[name] = factory
-        return factory
-    return decorator
-
-
 def get_provider(name: str) -> Provider:
-    if name not in REGISTRY and name in MODULES:
-        importlib.import_module(MODULES[name])
-    if name not in REGISTRY:
-        raise LookupError(f"no model provider named {name!r}")
-    return REGISTRY[name]()
+    """A provider object for `name`, its module imported on first use (LookupError for unknown names)."""
+    declared = spec(name)
+    module, _, attribute = declared.provider.partition(":")
+    factory: Callable[[ProviderSpec], Provider] = getattr(importlib.import_module(module), attribute)
+    return factory(declared)
+
+
+def configured(name: str) -> bool:
+    return is_configured(name, get_settings())
+
+
+def default_model(name: str) -> str:
+    provider = spec(name)
+    chosen = getattr(get_settings(), provider.model_setting, None) if provider.model_setting else None
+    return str(chosen or provider.default_model)
 
 
 def provider_order(primary: str, model: str, explicit: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(provider, model) pairs to try: the template's list, else its provider then the other keyed one.
+    """(provider, model) pairs to try: the template's list, else its provider then the configured partners.
 
-    Providers without a key are skipped; with no key at all the offline answerer answers. A provider
-    other than the template's own gets its default model (the template's model names the primary's).
+    Every provider the template names must be configured, else ProviderNotConfigured names the variable
+    to set (a silent stand-in would hide the mistake). Partners it doesn't name join only when configured.
+    With no model provider configured at all the offline answerer answers: the documented keyless mode.
+    A provider other than the template's own gets its default model (the template's model is the primary's).
     """
-    names = list(dict.fromkeys(explicit or [primary, *(n for n in KEYED if n != primary)]))
-    usable = [n for n in names if n == "offline" or get_provider(n).configured()]
-    if not usable:
-        usable = ["offline"]
-    return [(n, model if n == primary and n != "offline" else get_provider(n).default_model) for n in usable]
+    if not any(configured(n) for n in model_providers()):
+        return [("offline", default_model("offline"))]
+    named = list(dict.fromkeys(explicit or [primary]))
+    missing = [n for n in named if n not in PROVIDERS or not configured(n)]
+    if missing:
+        raise _not_configured(missing)
+    partners = [] if explicit else [n for n, s in PROVIDERS.items() if s.partner and n != primary and configured(n)]
+    return [(n, model if n == primary and n != "offline" else default_model(n)) for n in [*named, *partners]]
+
+
+def _not_configured(names: list[str]) -> ProviderNotConfigured:
+    unknown = [n for n in names if n not in PROVIDERS]
+    if unknown:
+        return ProviderNotConfigured(f"The template names the model provider {unknown[0]!r}, which this engine "
+                                     f"does not have (known: {', '.join(PROVIDERS)}).",
+                                     details={"providers": names, "settings": []})
+    variables = [spec(n).variables() for n in names]
+    listed = "; ".join(f"{n}: set {v}" for n, v in zip(names, variables, strict=True))
+    return ProviderNotConfigured(f"The template names a model provider that is not configured ({listed}; in the "
+                                 "Vercel project's Environment Variables or .env).",
+                                 details={"providers": names, "settings": [v.split(" or ") for v in variables]})
 
 
 async def stream_with_failover(order: list[tuple[str, str]], request: LLMRequest) -> AsyncIterator[Answering | Chunk]:
@@ -145,7 +164,7 @@ async def stream_with_failover(order: list[tuple[str, str]], request: LLMRequest
             chunks = provider.stream(replace(request, model=model))
             first = await _first_text(chunks, name, settings.llm_first_token_timeout_s)
         except Exception as exc:
-            error = classify(name, exc)
+            error = (spec(name).classify or classify)(name, exc)
             failures.append(error.record(model))
             if error.retryable:
                 continue

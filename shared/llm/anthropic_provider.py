@@ -1,4 +1,4 @@
-"""Anthropic messages API (streaming); ANTHROPIC_BASE_URL points it at any compatible endpoint."""
+"""Anthropic messages API (streaming); its base URL setting points it at any compatible endpoint."""
 
 from __future__ import annotations
 
@@ -11,23 +11,22 @@ from shared.llm import (
     cached_client,
     classify,
     close_quietly,
-    register,
     timeouts,
 )
+from shared.llm.registry import ProviderSpec
 from shared.settings import get_settings
 
 
 class AnthropicProvider:
-    name = "anthropic"
-    default_model = "claude-haiku-4-5"
-
-    def configured(self) -> bool:
-        return bool(get_settings().anthropic_api_key)
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.name, self.spec = spec.name, spec
 
     def client(self) -> Any:
         settings = get_settings()
-        key = ("anthropic", settings.anthropic_api_key, settings.anthropic_base_url, tuple(timeouts().items()))
-        return cached_client(key, _make_client)
+        api_key = getattr(settings, self.spec.api_key or "", None)
+        base_url = getattr(settings, self.spec.base_url or "", None) or None
+        return cached_client((self.name, api_key, base_url, tuple(timeouts().items())),
+                             lambda: _make_client(api_key, base_url))
 
     def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         return self._events(self.client(), request)
@@ -72,13 +71,9 @@ def alternating(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
-def _make_client() -> Any:
+def _make_client(api_key: str | None, base_url: str | None) -> Any:
     from anthropic import AsyncAnthropic, Timeout
 
-    settings = get_settings()
     # max_retries=0: the SDK would otherwise retry 429/5xx/529 twice before we could fail over.
-    return AsyncAnthropic(api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url or None,
-                          max_retries=0, timeout=Timeout(**timeouts()))
+    return AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=Timeout(**timeouts()))
 
-
-register("anthropic")(AnthropicProvider)

@@ -6,7 +6,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from shared.llm import Chunk, LLMRequest, register, tokens
+from shared.llm import Chunk, LLMRequest, tokens
+from shared.llm.registry import ProviderSpec
 
 MAX_PASSAGES = 3
 MAX_QUOTE_CHARS = 320
@@ -16,11 +17,8 @@ STOP = frozenset(STOP_WORDS.split())
 
 
 class OfflineProvider:
-    name = "offline"
-    default_model = "extractive"
-
-    def configured(self) -> bool:
-        return True
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.name = spec.name
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         from shared.prompting import phrase
@@ -63,5 +61,3 @@ def best_quote(text: str, question: str) -> str:
         quote = quote[: MAX_QUOTE_CHARS - 1].rsplit(" ", 1)[0] + "…"
     return quote
 
-
-register("offline")(OfflineProvider)

@@ -1,4 +1,5 @@
-"""OpenAI chat completions (streaming, with usage), and any OpenAI-compatible server via OPENAI_BASE_URL."""
+"""OpenAI chat completions (streaming, with usage), and any OpenAI-compatible server: the registry line
+names the settings holding the key and the base URL (OPENAI_*, or another endpoint's own)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,35 @@ from shared.llm import (
     cached_client,
     classify,
     close_quietly,
-    register,
     timeouts,
 )
+from shared.llm.registry import ProviderSpec
 from shared.settings import get_settings
 
 
 class OpenAIProvider:
-    name = "openai"
-    default_model = "gpt-4o-mini"
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.name, self.spec = spec.name, spec
 
-    def configured(self) -> bool:
-        # A base URL alone counts: local servers (Ollama, vLLM, LM Studio) need no key.
+    def endpoint(self) -> tuple[str | None, str | None]:
+        """(key, base URL) from the settings its registry line names; local servers need no key."""
         settings = get_settings()
-        return bool(settings.openai_api_key or settings.openai_base_url)
+        return (getattr(settings, self.spec.api_key or "", None) or None,
+                getattr(settings, self.spec.base_url or "", None) or None)
 
     def client(self) -> Any:
-        settings = get_settings()
-        key = ("openai", settings.openai_api_key, settings.openai_base_url, tuple(timeouts().items()))
-        return cached_client(key, _make_client)
+        api_key, base_url = self.endpoint()
+        return cached_client((self.name, api_key, base_url, tuple(timeouts().items())),
+                             lambda: _make_client(api_key, base_url))
 
     def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         return self._events(self.client(), request)
 
     async def _events(self, client: Any, request: LLMRequest) -> AsyncIterator[Chunk]:
-        settings = get_settings()
         messages = [{"role": "system", "content": request.system}, *request.messages]
         # api.openai.com wants max_completion_tokens (reasoning models refuse max_tokens); compatible
         # servers (Ollama, vLLM, LM Studio) know max_tokens.
-        limit = {"max_tokens" if settings.openai_base_url else "max_completion_tokens": request.max_output_tokens}
+        limit = {"max_tokens" if self.endpoint()[1] else "max_completion_tokens": request.max_output_tokens}
         usage: dict[str, int] = {}
         body = {"model": request.model, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
                 "temperature": request.temperature, **limit}
@@ -79,13 +80,9 @@ def _stream_type() -> Any:
     return AsyncStream[_chunk_type()]  # type: ignore[misc]  # the chunk type is only known at run time
 
 
-def _make_client() -> Any:
+def _make_client(api_key: str | None, base_url: str | None) -> Any:
     from openai import AsyncOpenAI, Timeout
 
-    settings = get_settings()
     # max_retries=0: a retry inside the SDK would delay the failover to the next provider.
-    return AsyncOpenAI(api_key=settings.openai_api_key or "not-needed", base_url=settings.openai_base_url or None,
+    return AsyncOpenAI(api_key=api_key or "not-needed", base_url=base_url or None,
                        max_retries=0, timeout=Timeout(**timeouts()))
-
-
-register("openai")(OpenAIProvider)
