@@ -15,14 +15,15 @@ def register(groups: argparse._SubParsersAction) -> None:
     backup = groups.add_parser("backup", help="encrypted database backups in S3").add_subparsers(
         dest="command", required=True)
     create = backup.add_parser("create", help="pg_dump, encrypt to BACKUP_RECIPIENT, upload to BACKUP_BUCKET")
-    create.add_argument("--database-url", help="database to dump (default DATABASE_URL; use a non-pooled URL)")
+    create.add_argument("--database-url", help="database to dump (default DATABASE_URL_UNPOOLED, else DATABASE_URL)")
     create.set_defaults(func=cmd_create)
     listing = backup.add_parser("list", help="backups in the bucket: date, key, size")
     listing.add_argument("--day", help="only this day (YYYY-MM-DD)")
     listing.set_defaults(func=cmd_list)
     restore = backup.add_parser("restore", help="restore a backup into a database (asks for confirmation)")
     restore.add_argument("date", metavar="DATE", help=DATE_HELP)
-    restore.add_argument("--target-url", help="database to restore into (default DATABASE_URL; created if missing)")
+    restore.add_argument("--target-url", help="database to restore into (default DATABASE_URL_UNPOOLED, else "
+                                              "DATABASE_URL; created if missing)")
     restore.add_argument("--yes", action="store_true", help="do not ask: replace the target's data (an existing "
                                                             "database other than the local stack needs --allow-remote)")
     _guards.add_override(restore, "the target database's name")
@@ -80,7 +81,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from shared import backup
     from shared.settings import get_settings
 
-    target = args.target_url or get_settings().database_url
+    target = args.target_url or get_settings().session_database_url
     chosen = backup.resolve(args.date)
     print(f"backup: {chosen.key} ({_size(chosen.size)}, made {chosen.created:%Y-%m-%d %H:%M:%S} UTC)")
     print(f"target: {_where(target)} - its tables will be replaced by the backup's")

@@ -11,7 +11,8 @@ from shared import migrate
 
 def register(groups: argparse._SubParsersAction) -> None:
     db = groups.add_parser("db", help="database migrations").add_subparsers(dest="command", required=True)
-    db.add_parser("migrate", help="apply pending migrations (safe to run again)").set_defaults(func=cmd_migrate)
+    db.add_parser("migrate", help="apply pending migrations (safe to run again; uses DATABASE_URL_UNPOOLED when set)"
+                  ).set_defaults(func=cmd_migrate)
     new = db.add_parser("new", help="create the next numbered migration file")
     new.add_argument("name")
     new.set_defaults(func=cmd_new)
@@ -40,7 +41,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from shared.backup import database_name
     from shared.settings import get_settings
 
-    url = get_settings().database_url
+    url = get_settings().session_database_url
     name = database_name(url)
     try:
         _guards.require_local(_guards.database_is_local_stack(url), action="db reset drops every table",
