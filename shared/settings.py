@@ -210,7 +210,8 @@ class Settings(BaseSettings):
                                 "(unset it or set it to false)")
         if problems:
             raise SettingsError("Configuration error: " + "; ".join(problems)
-                                + " (set it in the Vercel project's Environment Variables or in .env)")
+                                + " (set it in the Vercel project's Environment Variables or export it in this shell; "
+                                "next to a running `make dev` the CLI uses its local stack)")
         return self
 
 
