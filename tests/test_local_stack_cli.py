@@ -37,7 +37,9 @@ def started_by(data: Path) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if str(data) in " ".join(process.info["cmdline"] or []) or (process.info["cwd"] or "") == str(data):
+            cwd = process.info["cwd"] or ""
+            if str(data) in " ".join(process.info["cmdline"] or []) or cwd == str(data) or \
+                    cwd.startswith(f"{data}/"):
                 found.append(process)
     return found
 
@@ -154,3 +156,17 @@ def test_a_test_run_stopped_by_sigterm_leaves_no_server_behind(tmp_path: Path) -
         for process in started_by(folder):
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+def test_a_test_run_leaves_no_redis_server_behind(tmp_path: Path) -> None:
+    """The stand-in tests' own Redis (served to the Upstash and QStash stand-ins) stops with their module."""
+    base = tmp_path / "basetemp"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={base}",
+                          "tests/test_stand_ins.py", "-k", "redis_commands or redis_errors"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    left = started_by(base)
+    for process in left:  # ours (working directory in our basetemp): never leave them to the next run
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert [p.pid for p in left] == []
