@@ -103,8 +103,8 @@ def server_memory(kv: Any) -> str:
 def cmd_clear(args: argparse.Namespace) -> int:
     from shared.kv import get_kv
 
-    if not args.prefix:  # every key: rate-limit windows, spend counters and job dedup ids too, not just caches
-        endpoint = _guards.redis_endpoint()
+    endpoint = _guards.redis_endpoint()  # none configured: get_kv() below says which variables to set
+    if not args.prefix and endpoint:  # every key: rate-limit windows, spend counters and job dedup ids too
         host = _guards.redis_host(endpoint)
         try:
             _guards.require_local(_guards.redis_is_local_stack(endpoint), action="cache clear deletes every key "

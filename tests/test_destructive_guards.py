@@ -27,7 +27,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def production(**env: str) -> dict[str, str]:
     """The test stack's own settings, as a production shell would have them (the check passes)."""
-    return {"ENVIRONMENT": "production", "ALLOW_PRIVATE_HOSTS": "false", **env}
+    return {"ENVIRONMENT": "production", "ALLOW_PRIVATE_HOSTS": "false", "PUBLIC_URL": "https://chat.acme.io", **env}
 
 
 def workspaces(dsn: str) -> int:
