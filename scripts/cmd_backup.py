@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scripts import _guards
+
 DATE_HELP = "YYYY-MM-DD (that day's latest backup), 'latest', or an exact key from `backup list`"
 
 
@@ -13,15 +15,18 @@ def register(groups: argparse._SubParsersAction) -> None:
     backup = groups.add_parser("backup", help="encrypted database backups in S3").add_subparsers(
         dest="command", required=True)
     create = backup.add_parser("create", help="pg_dump, encrypt to BACKUP_RECIPIENT, upload to BACKUP_BUCKET")
-    create.add_argument("--database-url", help="database to dump (default DATABASE_URL; use a non-pooled URL)")
+    create.add_argument("--database-url", help="database to dump (default DATABASE_URL_UNPOOLED, else DATABASE_URL)")
     create.set_defaults(func=cmd_create)
     listing = backup.add_parser("list", help="backups in the bucket: date, key, size")
     listing.add_argument("--day", help="only this day (YYYY-MM-DD)")
     listing.set_defaults(func=cmd_list)
     restore = backup.add_parser("restore", help="restore a backup into a database (asks for confirmation)")
     restore.add_argument("date", metavar="DATE", help=DATE_HELP)
-    restore.add_argument("--target-url", help="database to restore into (default DATABASE_URL; created if missing)")
-    restore.add_argument("--yes", action="store_true", help="do not ask: replace the target's data")
+    restore.add_argument("--target-url", help="database to restore into (default DATABASE_URL_UNPOOLED, else "
+                                              "DATABASE_URL; created if missing)")
+    restore.add_argument("--yes", action="store_true", help="do not ask: replace the target's data (an existing "
+                                                            "database other than the local stack needs --allow-remote)")
+    _guards.add_override(restore, "the target database's name")
     restore.set_defaults(func=cmd_restore)
     verify = backup.add_parser("verify", help="restore a backup into a scratch database and compare row counts")
     verify.add_argument("date", metavar="DATE", nargs="?", default="latest", help=DATE_HELP + " (default latest)")
@@ -76,17 +81,33 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from shared import backup
     from shared.settings import get_settings
 
-    target = args.target_url or get_settings().database_url
+    target = args.target_url or get_settings().session_database_url
     chosen = backup.resolve(args.date)
     print(f"backup: {chosen.key} ({_size(chosen.size)}, made {chosen.created:%Y-%m-%d %H:%M:%S} UTC)")
     print(f"target: {_where(target)} - its tables will be replaced by the backup's")
-    if not args.yes and not _confirmed(backup.database_name(target)):
+    name = backup.database_name(target)
+    if args.allow_remote is None and not (args.yes and _may_skip_question(target)) and not _confirmed(name):
         print("refused: nothing was restored (pass --yes, or type the database name when asked)", file=sys.stderr)
+        if args.yes:
+            print(f"--yes is not enough here: {_where(target)} exists and is not the local stack; name it with "
+                  f"--allow-remote {name} to replace its tables", file=sys.stderr)
+        return 2
+    if args.allow_remote is not None and args.allow_remote != name:
+        print(f"refused: --allow-remote {args.allow_remote!r} does not name the target ({name!r}); nothing was "
+              "restored", file=sys.stderr)
         return 2
     manifest = backup.restore(chosen, target)
     counts = manifest["row_counts"]
     print(f"restored {len(counts)} tables, {sum(counts.values())} rows into {_where(target)}")
     return 0
+
+
+def _may_skip_question(target: str) -> bool:
+    """--yes alone restores into a new database or over the local stack's; over any other existing database
+    (a live one, most likely) the operator must name it (--allow-remote NAME, or type it when asked)."""
+    from shared import backup
+
+    return not backup.database_exists(target) or _guards.database_is_local_stack(target)
 
 
 def _confirmed(database: str) -> bool:

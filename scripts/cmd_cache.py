@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections import defaultdict
 from typing import Any
+
+from scripts import _guards
 
 BATCH = 500
 MEMORY_SAMPLE = 1_000  # keys per prefix asked for MEMORY USAGE; beyond that the total is extrapolated
@@ -18,6 +21,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=cmd_stats)
     clear = cache.add_parser("clear", help="delete cached keys (all of them, or those starting with --prefix)")
     clear.add_argument("--prefix", default="", help="e.g. 'asst:' for cached assistants")
+    _guards.add_override(clear, "the Redis host (needed to delete every key anywhere but the local stack)")
     clear.set_defaults(func=cmd_clear)
 
 
@@ -99,6 +103,16 @@ def server_memory(kv: Any) -> str:
 def cmd_clear(args: argparse.Namespace) -> int:
     from shared.kv import get_kv
 
+    endpoint = _guards.redis_endpoint()  # none configured: get_kv() below says which variables to set
+    if not args.prefix and endpoint:  # every key: rate-limit windows, spend counters and job dedup ids too
+        host = _guards.redis_host(endpoint)
+        try:
+            _guards.require_local(_guards.redis_is_local_stack(endpoint), action="cache clear deletes every key "
+                                  "(rate limits, daily spend, job dedup ids included)", target=f"Redis at {host}",
+                                  name=host, override=args.allow_remote)
+        except _guards.NotLocal as exc:
+            print(f"{exc}\n(`cache clear --prefix asst:` and other prefixes work anywhere)", file=sys.stderr)
+            return 2
     kv = get_kv()
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", args.prefix) + "*"  # the prefix is literal, not a glob
     keys = kv.scan(pattern)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from scripts import cmd_slow
+from scripts import _guards, cmd_slow
 from shared import migrate
 
 
 def register(groups: argparse._SubParsersAction) -> None:
     db = groups.add_parser("db", help="database migrations").add_subparsers(dest="command", required=True)
-    db.add_parser("migrate", help="apply pending migrations (safe to run again)").set_defaults(func=cmd_migrate)
+    db.add_parser("migrate", help="apply pending migrations (safe to run again; uses DATABASE_URL_UNPOOLED when set)"
+                  ).set_defaults(func=cmd_migrate)
     new = db.add_parser("new", help="create the next numbered migration file")
     new.add_argument("name")
     new.set_defaults(func=cmd_new)
-    reset = db.add_parser("reset", help="drop everything and migrate again (local only)")
+    reset = db.add_parser("reset", help="drop everything and migrate again (the local stack only)")
     reset.add_argument("--yes", action="store_true", help="really drop all data")
+    _guards.add_override(reset, "the database's name")
     reset.set_defaults(func=cmd_reset)
     cmd_slow.add_commands(db)
 
@@ -35,6 +38,18 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes:
         print("db reset drops every table and row; run it again with --yes to do it")
         return 2
-    applied = migrate.reset()
+    from shared.backup import database_name
+    from shared.settings import get_settings
+
+    url = get_settings().session_database_url
+    name = database_name(url)
+    try:
+        _guards.require_local(_guards.database_is_local_stack(url), action="db reset drops every table",
+                              target=f"database {name!r} on {_guards.database_host(url) or 'the default socket'}",
+                              name=name, override=args.allow_remote)
+    except _guards.NotLocal as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    applied = migrate.reset(url)
     print(f"reset; applied: {', '.join(applied)}")
     return 0

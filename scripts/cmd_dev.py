@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+import signal
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,39 +39,78 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    import uvicorn
     from dotenv import dotenv_values
 
     from scripts.local_stack import LocalStack
-    from shared.settings import get_settings
 
     shell = dict(os.environ)  # read before .env: only what the developer set explicitly
     dotenv = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}  # model keys and more
     data = Path(args.data)
     stack = LocalStack(data, public_url=f"http://localhost:{args.port}")
     print("starting PostgreSQL, Redis, the Upstash/QStash stand-ins and the local embedding model ...", flush=True)
-    env = stack.start()
-    os.environ.update(dev_environment(env, shell, dotenv, local_embeddings=stack.embeddings_env()))
+    with stop_on_signals():  # SIGTERM / SIGHUP stop it like Ctrl-C: everything started is stopped again
+        try:
+            env = stack.start()
+            applied = dev_environment(env, shell, dotenv, local_embeddings=stack.embeddings_env())
+            os.environ.update(applied)
+            # What this process now runs with, for the CLI in another terminal (scripts/local_stack.py).
+            stack.publish({name: os.environ[name] for name in {*env, *applied} if name in os.environ})
+            _serve(stack, shell, data, args)
+        finally:
+            print("stopping the local stack ...", flush=True)
+            with ignore_interrupts():  # a second Ctrl-C must not leave PostgreSQL or Redis running
+                stack.stop()
+    return 0
+
+
+def _serve(stack: Any, shell: Mapping[str, str], data: Path, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from shared.settings import get_settings
+
     if kept := [name for name in (*SHELL_WINS, "REDIS_URL") if shell.get(name)]:
         print("from your environment instead of the local stack: " + ", ".join(kept), flush=True)
     print(f"crawler: ALLOW_PRIVATE_HOSTS={os.environ.get('ALLOW_PRIVATE_HOSTS') or 'false'}", flush=True)
     get_settings.cache_clear()
     print(f"embeddings: {_embeddings_line(stack.embeddings_url)}", flush=True)
+    from shared.migrate import migrate
+
+    applied = _migrate(migrate, args.revectorize)
+    print("migrations: " + (", ".join(applied) if applied else "up to date"))
+    key = _local_admin_key(data)
+    print(f"\n  Dialog Engine on http://localhost:{args.port}  (chat page: /, health: /api/health)")
+    print(f"  admin key: {key}   (also in {data / 'admin-key'})")
+    print("  the CLI finds this stack by itself: python -m scripts health all (another terminal)\n", flush=True)
+    from scripts.router import create_router
+
+    uvicorn.run(create_router(), host="127.0.0.1", port=args.port, log_level="info")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as SIGINT does, so `finally` stops the stack; without
+    this a `kill` or a closed terminal left PostgreSQL and both redis-servers running. uvicorn takes the
+    signals over while it serves and raises them again after its own shutdown, which lands here."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        from shared.migrate import migrate
-
-        applied = _migrate(migrate, args.revectorize)
-        print("migrations: " + (", ".join(applied) if applied else "up to date"))
-        key = _local_admin_key(data)
-        print(f"\n  Dialog Engine on http://localhost:{args.port}  (chat page: /, health: /api/health)")
-        print(f"  admin key: {key}   (also in {data / 'admin-key'})\n", flush=True)
-        from scripts.router import create_router
-
-        uvicorn.run(create_router(), host="127.0.0.1", port=args.port, log_level="info")
+        yield
     finally:
-        print("stopping the local stack ...", flush=True)
-        stack.stop()
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def ignore_interrupts() -> Iterator[None]:
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _migrate(migrate: Callable[[], list[str]], revectorize: bool) -> list[str]:

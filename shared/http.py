@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import AppError, error_body
+from shared.logs import apply_log_level
 from shared.metrics import MetricsMiddleware
 from shared.observability import init_sentry, install_log_scrubber
 from shared.settings import SettingsError, get_settings
@@ -49,6 +50,7 @@ def create_app(title: str, *, description: str = "", max_body_bytes: BodyLimit =
     app.add_middleware(WidgetCorsMiddleware)  # outermost: a preflight needs no key, body or metrics
     _document_errors(app)
     install_log_scrubber()
+    apply_log_level()
     init_sentry()
     return app
 

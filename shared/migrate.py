@@ -52,7 +52,7 @@ def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]
 def migrate(url: str | None = None, directory: Path | None = None) -> list[str]:
     """Apply every migration not yet recorded; returns the names applied (empty when up to date)."""
     applied_now = []
-    with psycopg.connect(url or get_settings().database_url, autocommit=True) as conn:
+    with psycopg.connect(url or get_settings().session_database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))
         try:
             conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -198,7 +198,7 @@ def new_migration(name: str) -> Path:
 
 def reset(url: str | None = None) -> list[str]:
     """Drop every table of ours and migrate from scratch (local work only; the CLI asks for --yes)."""
-    with psycopg.connect(url or get_settings().database_url, autocommit=True) as conn:
+    with psycopg.connect(url or get_settings().session_database_url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
     return migrate(url)

