@@ -198,9 +198,10 @@ class Settings(BaseSettings):
                 value = getattr(self, name)
                 if not value:
                     problems.append(f"{name.upper()} is not set")
-            optional_secrets = ["openai_api_key", "anthropic_api_key", "pinecone_api_key", "firecrawl_api_key",
-                                "nextauth_secret", "auth_secret", "backup_identity", "backup_recipient",
-                                "direct_database_url", "nextauth_url", "redis_url"]
+            from shared.observability import secret_settings  # derived from names and the provider registry
+
+            optional_secrets = [*secret_settings(), "backup_recipient", "direct_database_url", "nextauth_url",
+                                "redis_url"]
             for name in dict.fromkeys(required + optional_secrets):
                 value = getattr(self, name)
                 if value and is_placeholder(str(value)):

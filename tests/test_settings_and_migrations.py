@@ -27,9 +27,11 @@ def test_missing_secret_in_production_names_the_variable(variable: str) -> None:
         production(**{variable: ""}).check()
 
 
-def test_placeholder_secret_in_production_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="OPENAI_API_KEY still holds a placeholder"):
-        production(openai_api_key="your-openai-key").check()
+@pytest.mark.parametrize("variable", ["openai_api_key", "openai_compatible_api_key", "firecrawl_webhook_secret"])
+def test_placeholder_secret_in_production_names_the_variable(variable: str) -> None:
+    # Every secret setting counts, including a registered provider's (not a hand-kept list).
+    with pytest.raises(SettingsError, match=f"{variable.upper()} still holds a placeholder"):
+        production(**{variable: "your-secret-key"}).check()
 
 
 def test_redis_url_replaces_upstash_in_production() -> None:
