@@ -147,7 +147,7 @@ def _stop_postgres(pg: Any) -> None:
         return
     others = [pid for pid in _handle_pids(pg.pgdata) if pid != os.getpid() and _alive(pid)]
     if not others:
-        from pgserver._commands import pg_ctl
+        from pgserver import pg_ctl
 
         _quietly(lambda: pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pg.pgdata, user=pg.system_user))
         _wait_or_kill(info.pid)

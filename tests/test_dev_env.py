@@ -5,6 +5,7 @@ test sites but not private ranges unless ALLOW_PRIVATE_HOSTS says otherwise."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -70,9 +71,17 @@ def test_allow_private_hosts_defaults_to_loopback_and_an_explicit_value_wins(she
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the ephemeral range: `make dev` starts stand-ins on ephemeral ports (port 0) before it
+    binds its own, and one of them could take a port the kernel had just handed out here."""
+    for _ in range(200):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,14 +19,9 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_dev_env import free_port  # below the ephemeral range the stack's stand-ins use
 
 BARE = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "ENVIRONMENT": "development"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def started_by(data: Path) -> list[psutil.Process]:
