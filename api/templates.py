@@ -1,11 +1,13 @@
-"""/api/templates: the built-in `default` and the workspace's templates; every change makes a new version."""
+"""/api/templates: the built-in `default` and the workspace's templates; every change makes a new version.
+A gated template (PUT .../gate) keeps its assistants on the published version until a new one passes its
+evaluation set (POST .../versions/{version}/publish); see shared/evals/gates.py."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Path
+from fastapi import Body, Path
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +40,9 @@ class TemplatePublic(BaseModel):
     name: str
     builtin: bool = Field(description="The built-in template: readable by every workspace, never changed")
     version: int = Field(description="The latest version, whose config is shown")
+    published_version: int | None = Field(
+        default=None, description="Gated templates: the version assistants follow; null = they follow the latest")
+    gate: dict[str, Any] | None = Field(default=None, description="{set_id, tolerances} when gated")
     config: TemplateConfig
     created_at: datetime
     updated_at: datetime
@@ -52,6 +57,7 @@ class VersionPublic(BaseModel):
     template_id: str
     version: int
     latest: bool
+    published: bool = Field(description="The version assistants following the template use")
     config: TemplateConfig
     created_by: str | None
     created_at: datetime
@@ -64,13 +70,15 @@ class VersionsPublic(BaseModel):
 
 def public(row: Row) -> TemplatePublic:
     return TemplatePublic(id=row["id"], name=row["name"], builtin=row["workspace_id"] is None,
-                          version=row["latest_version"], config=TemplateConfig.model_validate(row["config"]),
+                          version=row["latest_version"], published_version=row.get("published_version"),
+                          gate=row.get("gate"), config=TemplateConfig.model_validate(row["config"]),
                           created_at=row["created_at"], updated_at=row["updated_at"])
 
 
 def version_public(row: Row) -> VersionPublic:
     return VersionPublic(template_id=row["template_id"], version=row["version"],
                          latest=row["version"] == row["latest_version"],
+                         published=row["version"] == (row.get("published_version") or row["latest_version"]),
                          config=TemplateConfig.model_validate(row["config"]),
                          created_by=row["created_by"], created_at=row["created_at"])
 
@@ -139,6 +147,66 @@ def delete(template_id: str, principal: AdminKey, conn: Db) -> None:
     with conn.transaction():
         templates.delete_template(conn, principal.workspace_id, template_id)
         record(conn, principal, "template.deleted", template_id)
+
+
+class GateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    set_id: str = Field(min_length=1, max_length=100, description="An evaluation set of an assistant on this template")
+    tolerances: dict[str, Annotated[float, Field(ge=0, le=10)]] = Field(
+        default_factory=dict, description="Per metric: how much worse a new version may be (see README)")
+
+
+class PublishIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    override: bool = Field(default=False, description="Publish although the gate refuses (recorded in the audit log)")
+    reason: str | None = Field(default=None, max_length=1000, description="Why, for the audit log")
+
+
+class PublishOut(BaseModel):
+    template: TemplatePublic
+    verdict: dict[str, Any]
+
+
+@app.put("/api/templates/{template_id}/gate", response_model=TemplatePublic,
+         summary="Gate the template on an evaluation set: new versions wait for a passing run")
+def set_gate(template_id: str, body: GateIn, principal: AdminKey, conn: Db) -> TemplatePublic:
+    from shared.evals import gates
+
+    with conn.transaction():
+        gated = gates.set_gate(conn, principal.workspace_id, template_id, body.set_id, body.tolerances)
+        record(conn, principal, "template.gated", template_id,
+               {"set_id": body.set_id, "tolerances": body.tolerances, "published_version": gated["published_version"]})
+    return public(templates.get_template(conn, principal.workspace_id, template_id))
+
+
+@app.delete("/api/templates/{template_id}/gate", response_model=TemplatePublic,
+            summary="Remove the gate: assistants follow the latest version again")
+def drop_gate(template_id: str, principal: AdminKey, conn: Db) -> TemplatePublic:
+    from shared.evals import gates
+
+    with conn.transaction():
+        gates.drop_gate(conn, principal.workspace_id, template_id)
+        record(conn, principal, "template.ungated", template_id)
+    return public(templates.get_template(conn, principal.workspace_id, template_id))
+
+
+@app.post("/api/templates/{template_id}/versions/{version}/publish", response_model=PublishOut,
+          summary="Publish a version of a gated template (409 with the failing metrics unless it passes)")
+def publish(template_id: str, version: Annotated[int, Path(ge=1, le=2_147_483_647)], principal: AdminKey, conn: Db,
+            body: Annotated[PublishIn | None, Body()] = None) -> PublishOut:
+    from shared.evals import gates
+
+    given = body or PublishIn()
+    with conn.transaction():
+        verdict = gates.publish(conn, principal.workspace_id, template_id, version, override=given.override)
+        record(conn, principal, "template.published", template_id,
+               {"version": version, "previous": verdict["previous"], "override": verdict["overridden"],
+                "reason": given.reason, "failing": verdict["failing"],
+                "candidate_run_id": verdict["candidate_run_id"], "baseline_run_id": verdict["baseline_run_id"]})
+    return PublishOut(template=public(templates.get_template(conn, principal.workspace_id, template_id)),
+                      verdict=verdict)
 
 
 lambda_handler = Mangum(app)
