@@ -138,12 +138,12 @@ def add_cases(conn: psycopg.Connection[Row], workspace_id: str, set_id: str, cas
         raise Unprocessable(f"A set holds at most {MAX_CASES} cases.", code="too_many_cases",
                             details={"limit": MAX_CASES, "held": held["n"], "adding": len(cases)})
     rows = []
-    for case in cases:
+    for case in cases:  # clock_timestamp(): cases keep the order they were given in, also within a transaction
         row = fetch_one(conn, f"""
             INSERT INTO eval_cases (workspace_id, set_id, question, expected_sources, key_facts, expect_abstain,
-                                    tags, status, origin)
+                                    tags, status, origin, created_at)
             VALUES (%(ws)s, %(set)s, %(question)s, %(expected_sources)s, %(key_facts)s, %(expect_abstain)s,
-                    %(tags)s, %(status)s, %(origin)s)
+                    %(tags)s, %(status)s, %(origin)s, clock_timestamp())
             RETURNING {CASE_COLUMNS}""", {"ws": workspace_id, "set": set_id, "origin": origin, **case.columns()})
         assert row is not None
         rows.append(row)
