@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import Response
 from mangum import Mangum
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from shared.audit import record
@@ -16,137 +14,22 @@ from shared.db import Row
 from shared.deps import AdminKey, Db
 from shared.evals import compare as comparing
 from shared.evals import drafting, runner, sets
+from shared.evals import models as m
 from shared.evals.sets import CaseIn
 from shared.http import create_app
 
 app = create_app("evals", description="Evaluation sets, runs at a template version, and their comparison.",
                  max_body_bytes=sets.MAX_IMPORT_BYTES + 1000)
-Id = Annotated[str, Field(min_length=1, max_length=100)]
+def set_public(row: Row) -> m.SetPublic:
+    return m.SetPublic.model_validate(row)
 
 
-class SetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    assistant_id: Id
-    name: str = Field(min_length=1, max_length=200)
-    run_on_resync: bool = Field(default=False, description="Run the set after each knowledge sync of the assistant")
-    cases: list[CaseIn] = Field(default_factory=list, max_length=500)
+def run_public(row: Row) -> m.RunPublic:
+    return m.RunPublic.model_validate(row)
 
 
-class SetUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    run_on_resync: bool | None = None
-
-
-class SetPublic(BaseModel):
-    id: str
-    assistant_id: str
-    name: str
-    run_on_resync: bool
-    active_cases: int
-    draft_cases: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class SetsPublic(BaseModel):
-    data: list[SetPublic]
-    count: int
-
-
-class CasePublic(BaseModel):
-    id: str
-    question: str
-    expected_sources: list[dict[str, str]]
-    key_facts: list[str]
-    expect_abstain: bool
-    tags: list[str]
-    status: str = Field(description="active (run) or draft (proposed, not run until accepted)")
-    origin: str
-    created_at: datetime
-    updated_at: datetime
-
-
-class CasesPublic(BaseModel):
-    data: list[CasePublic]
-    count: int
-
-
-class CaseUpdate(BaseModel):
-    """Only the fields sent change; `status: "active"` accepts a draft."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    question: str | None = Field(default=None, min_length=1, max_length=8000)
-    expected_sources: list[dict[str, Any]] | None = Field(default=None, max_length=20)
-    key_facts: list[str] | None = Field(default=None, max_length=20)
-    expect_abstain: bool | None = None
-    tags: list[str] | None = Field(default=None, max_length=20)
-    status: str | None = Field(default=None, pattern="^(active|draft)$")
-
-
-class DraftIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(default=10, ge=0, le=100, description="Section cases to propose")
-    offtopic: int = Field(default=3, ge=0, le=6, description="Off-topic cases that must abstain")
-
-
-class AcceptIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    case_ids: list[Id] | None = Field(default=None, max_length=2000, description="Default: every draft of the set")
-
-
-class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    set_id: Id
-    template_version: int | None = Field(default=None, ge=1, le=2_147_483_647, description=(
-        "A version of the assistant's template, published or not; default: the one its chats use now"))
-    trigger: str = Field(default="manual", pattern="^(manual|cli)$")
-
-
-class RunPublic(BaseModel):
-    id: str
-    set_id: str
-    assistant_id: str
-    template_id: str
-    template_version: int
-    status: str = Field(description="queued, running, succeeded or failed")
-    trigger: str
-    cases_total: int | None
-    cases_done: int | None
-    metrics: dict[str, Any] | None
-    alert: dict[str, Any] | None
-    created_by: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-class RunsPublic(BaseModel):
-    data: list[RunPublic]
-    count: int
-
-
-class ResultsPublic(BaseModel):
-    data: list[dict[str, Any]]
-    count: int
-
-
-def set_public(row: Row) -> SetPublic:
-    return SetPublic.model_validate(row)
-
-
-def run_public(row: Row) -> RunPublic:
-    return RunPublic.model_validate(row)
-
-
-@app.post("/api/evals/sets", status_code=201, response_model=SetPublic, summary="Create an evaluation set")
-def create_set(body: SetCreate, principal: AdminKey, conn: Db) -> SetPublic:
+@app.post("/api/evals/sets", status_code=201, response_model=m.SetPublic, summary="Create an evaluation set")
+def create_set(body: m.SetCreate, principal: AdminKey, conn: Db) -> m.SetPublic:
     with conn.transaction():
         row = sets.create_set(conn, principal.workspace_id, body.assistant_id, body.name, body.cases)
         if body.run_on_resync:
@@ -155,20 +38,20 @@ def create_set(body: SetCreate, principal: AdminKey, conn: Db) -> SetPublic:
     return set_public(row)
 
 
-@app.get("/api/evals/sets", response_model=SetsPublic, summary="List evaluation sets")
+@app.get("/api/evals/sets", response_model=m.SetsPublic, summary="List evaluation sets")
 def list_sets(principal: AdminKey, conn: Db,
-              assistant_id: Annotated[str | None, Query(max_length=100)] = None) -> SetsPublic:
+              assistant_id: Annotated[str | None, Query(max_length=100)] = None) -> m.SetsPublic:
     rows = sets.list_sets(conn, principal.workspace_id, assistant_id)
-    return SetsPublic(data=[set_public(r) for r in rows], count=len(rows))
+    return m.SetsPublic(data=[set_public(r) for r in rows], count=len(rows))
 
 
-@app.get("/api/evals/sets/{set_id}", response_model=SetPublic, summary="Read an evaluation set")
-def read_set(set_id: str, principal: AdminKey, conn: Db) -> SetPublic:
+@app.get("/api/evals/sets/{set_id}", response_model=m.SetPublic, summary="Read an evaluation set")
+def read_set(set_id: str, principal: AdminKey, conn: Db) -> m.SetPublic:
     return set_public(sets.get_set(conn, principal.workspace_id, set_id))
 
 
-@app.patch("/api/evals/sets/{set_id}", response_model=SetPublic, summary="Rename a set or change run_on_resync")
-def update_set(set_id: str, body: SetUpdate, principal: AdminKey, conn: Db) -> SetPublic:
+@app.patch("/api/evals/sets/{set_id}", response_model=m.SetPublic, summary="Rename a set or change run_on_resync")
+def update_set(set_id: str, body: m.SetUpdate, principal: AdminKey, conn: Db) -> m.SetPublic:
     with conn.transaction():
         row = sets.update_set(conn, principal.workspace_id, set_id, name=body.name, run_on_resync=body.run_on_resync)
         record(conn, principal, "eval_set.updated", set_id, body.model_dump(exclude_none=True))
@@ -182,23 +65,23 @@ def delete_set(set_id: str, principal: AdminKey, conn: Db) -> None:
         record(conn, principal, "eval_set.deleted", set_id)
 
 
-@app.get("/api/evals/sets/{set_id}/cases", response_model=CasesPublic, summary="List a set's cases")
+@app.get("/api/evals/sets/{set_id}/cases", response_model=m.CasesPublic, summary="List a set's cases")
 def list_cases(set_id: str, principal: AdminKey, conn: Db,
-               status: Annotated[str | None, Query(pattern="^(active|draft)$")] = None) -> CasesPublic:
+               status: Annotated[str | None, Query(pattern="^(active|draft)$")] = None) -> m.CasesPublic:
     rows = sets.list_cases(conn, principal.workspace_id, set_id, status)
-    return CasesPublic(data=[CasePublic.model_validate(r) for r in rows], count=len(rows))
+    return m.CasesPublic(data=[m.CasePublic.model_validate(r) for r in rows], count=len(rows))
 
 
-@app.post("/api/evals/sets/{set_id}/cases", status_code=201, response_model=CasePublic, summary="Add a case")
-def add_case(set_id: str, body: CaseIn, principal: AdminKey, conn: Db) -> CasePublic:
-    return CasePublic.model_validate(sets.add_case(conn, principal.workspace_id, set_id, body))
+@app.post("/api/evals/sets/{set_id}/cases", status_code=201, response_model=m.CasePublic, summary="Add a case")
+def add_case(set_id: str, body: CaseIn, principal: AdminKey, conn: Db) -> m.CasePublic:
+    return m.CasePublic.model_validate(sets.add_case(conn, principal.workspace_id, set_id, body))
 
 
-@app.patch("/api/evals/sets/{set_id}/cases/{case_id}", response_model=CasePublic,
+@app.patch("/api/evals/sets/{set_id}/cases/{case_id}", response_model=m.CasePublic,
            summary="Change a case (status active accepts a draft)")
-def update_case(set_id: str, case_id: str, body: CaseUpdate, principal: AdminKey, conn: Db) -> CasePublic:
+def update_case(set_id: str, case_id: str, body: m.CaseUpdate, principal: AdminKey, conn: Db) -> m.CasePublic:
     changes = body.model_dump(exclude_unset=True)
-    return CasePublic.model_validate(sets.update_case(conn, principal.workspace_id, set_id, case_id, changes))
+    return m.CasePublic.model_validate(sets.update_case(conn, principal.workspace_id, set_id, case_id, changes))
 
 
 @app.delete("/api/evals/sets/{set_id}/cases/{case_id}", status_code=204, summary="Delete a case")
@@ -222,53 +105,53 @@ def export_cases(set_id: str, principal: AdminKey, conn: Db) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{set_id}.jsonl"'})
 
 
-@app.post("/api/evals/sets/{set_id}/draft", status_code=201, response_model=CasesPublic,
+@app.post("/api/evals/sets/{set_id}/draft", status_code=201, response_model=m.CasesPublic,
           summary="Propose draft cases from the assistant's indexed pages, plus off-topic ones")
-def draft(set_id: str, principal: AdminKey, conn: Db, body: DraftIn | None = None) -> CasesPublic:
-    given = body or DraftIn()
+def draft(set_id: str, principal: AdminKey, conn: Db, body: m.DraftIn | None = None) -> m.CasesPublic:
+    given = body or m.DraftIn()
     rows = drafting.draft(conn, principal.workspace_id, set_id, given.count, given.offtopic)
-    return CasesPublic(data=[CasePublic.model_validate(r) for r in rows], count=len(rows))
+    return m.CasesPublic(data=[m.CasePublic.model_validate(r) for r in rows], count=len(rows))
 
 
 @app.post("/api/evals/sets/{set_id}/accept", summary="Accept drafts (all, or those named): they run from now on")
-def accept(set_id: str, principal: AdminKey, conn: Db, body: AcceptIn | None = None) -> dict[str, int]:
+def accept(set_id: str, principal: AdminKey, conn: Db, body: m.AcceptIn | None = None) -> dict[str, int]:
     with conn.transaction():
         count = sets.accept_drafts(conn, principal.workspace_id, set_id, body.case_ids if body else None)
         record(conn, principal, "eval_set.drafts_accepted", set_id, {"cases": count})
     return {"accepted": count}
 
 
-@app.post("/api/evals/runs", status_code=202, response_model=RunPublic,
+@app.post("/api/evals/runs", status_code=202, response_model=m.RunPublic,
           summary="Run a set against its assistant at a template version (a queued job; poll the run)")
-def create_run(body: RunCreate, principal: AdminKey, conn: Db) -> RunPublic:
+def create_run(body: m.RunCreate, principal: AdminKey, conn: Db) -> m.RunPublic:
     return run_public(runner.create_run(conn, principal.workspace_id, body.set_id,
                                         template_version=body.template_version, trigger=body.trigger,
                                         actor=principal.actor or principal.scope))
 
 
-@app.get("/api/evals/runs", response_model=RunsPublic, summary="List runs, newest first")
+@app.get("/api/evals/runs", response_model=m.RunsPublic, summary="List runs, newest first")
 def list_runs(principal: AdminKey, conn: Db, set_id: Annotated[str | None, Query(max_length=100)] = None,
               assistant_id: Annotated[str | None, Query(max_length=100)] = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> RunsPublic:
+              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> m.RunsPublic:
     rows = runner.list_runs(conn, principal.workspace_id, set_id, assistant_id, limit)
-    return RunsPublic(data=[run_public(r) for r in rows], count=len(rows))
+    return m.RunsPublic(data=[run_public(r) for r in rows], count=len(rows))
 
 
-@app.get("/api/evals/runs/{run_id}", response_model=RunPublic, summary="A run: status, progress and metrics")
-def read_run(run_id: str, principal: AdminKey, conn: Db) -> RunPublic:
+@app.get("/api/evals/runs/{run_id}", response_model=m.RunPublic, summary="A run: status, progress and metrics")
+def read_run(run_id: str, principal: AdminKey, conn: Db) -> m.RunPublic:
     return run_public(runner.get_run(conn, principal.workspace_id, run_id))
 
 
-@app.get("/api/evals/runs/{run_id}/results", response_model=ResultsPublic,
+@app.get("/api/evals/runs/{run_id}/results", response_model=m.ResultsPublic,
          summary="Per case: answer, citations, passages, timings, tokens, cost and checks")
-def results(run_id: str, principal: AdminKey, conn: Db) -> ResultsPublic:
+def results(run_id: str, principal: AdminKey, conn: Db) -> m.ResultsPublic:
     rows = runner.list_results(conn, principal.workspace_id, run_id)
-    return ResultsPublic(data=rows, count=len(rows))
+    return m.ResultsPublic(data=rows, count=len(rows))
 
 
-@app.post("/api/evals/runs/{run_id}/resume", status_code=202, response_model=RunPublic,
+@app.post("/api/evals/runs/{run_id}/resume", status_code=202, response_model=m.RunPublic,
           summary="Queue the open cases of an unfinished run again")
-def resume(run_id: str, principal: AdminKey, conn: Db) -> RunPublic:
+def resume(run_id: str, principal: AdminKey, conn: Db) -> m.RunPublic:
     return run_public(runner.resume(conn, principal.workspace_id, run_id))
 
 

@@ -1,6 +1,5 @@
-"""/api/templates: the built-in `default` and the workspace's templates; every change makes a new version.
-A gated template (PUT .../gate) keeps its assistants on the published version until a new one passes its
-evaluation set (POST .../versions/{version}/publish); see shared/evals/gates.py."""
+"""/api/templates: the built-in `default` and the workspace's templates; every change makes a new version (a draft
+until published when the template is gated on an evaluation set: shared/evals/gates.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +14,8 @@ from shared import templates
 from shared.audit import record
 from shared.db import Row
 from shared.deps import AdminKey, Db
+from shared.evals import gates
+from shared.evals.models import GateIn, PublishIn, PublishOut
 from shared.http import create_app
 from shared.template_config import TemplateConfig
 
@@ -40,8 +41,7 @@ class TemplatePublic(BaseModel):
     name: str
     builtin: bool = Field(description="The built-in template: readable by every workspace, never changed")
     version: int = Field(description="The latest version, whose config is shown")
-    published_version: int | None = Field(
-        default=None, description="Gated templates: the version assistants follow; null = they follow the latest")
+    published_version: int | None = Field(default=None, description="Gated: the version assistants follow")
     gate: dict[str, Any] | None = Field(default=None, description="{set_id, tolerances} when gated")
     config: TemplateConfig
     created_at: datetime
@@ -149,64 +149,32 @@ def delete(template_id: str, principal: AdminKey, conn: Db) -> None:
         record(conn, principal, "template.deleted", template_id)
 
 
-class GateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    set_id: str = Field(min_length=1, max_length=100, description="An evaluation set of an assistant on this template")
-    tolerances: dict[str, Annotated[float, Field(ge=0, le=10)]] = Field(
-        default_factory=dict, description="Per metric: how much worse a new version may be (see README)")
-
-
-class PublishIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    override: bool = Field(default=False, description="Publish although the gate refuses (recorded in the audit log)")
-    reason: str | None = Field(default=None, max_length=1000, description="Why, for the audit log")
-
-
-class PublishOut(BaseModel):
-    template: TemplatePublic
-    verdict: dict[str, Any]
-
-
 @app.put("/api/templates/{template_id}/gate", response_model=TemplatePublic,
          summary="Gate the template on an evaluation set: new versions wait for a passing run")
 def set_gate(template_id: str, body: GateIn, principal: AdminKey, conn: Db) -> TemplatePublic:
-    from shared.evals import gates
-
     with conn.transaction():
-        gated = gates.set_gate(conn, principal.workspace_id, template_id, body.set_id, body.tolerances)
-        record(conn, principal, "template.gated", template_id,
-               {"set_id": body.set_id, "tolerances": body.tolerances, "published_version": gated["published_version"]})
+        gates.set_gate(conn, principal.workspace_id, template_id, body.set_id, body.tolerances)
+        record(conn, principal, "template.gated", template_id, body.model_dump())
     return public(templates.get_template(conn, principal.workspace_id, template_id))
 
 
-@app.delete("/api/templates/{template_id}/gate", response_model=TemplatePublic,
+@app.delete("/api/templates/{template_id}/gate", status_code=204,
             summary="Remove the gate: assistants follow the latest version again")
-def drop_gate(template_id: str, principal: AdminKey, conn: Db) -> TemplatePublic:
-    from shared.evals import gates
-
+def drop_gate(template_id: str, principal: AdminKey, conn: Db) -> None:
     with conn.transaction():
         gates.drop_gate(conn, principal.workspace_id, template_id)
         record(conn, principal, "template.ungated", template_id)
-    return public(templates.get_template(conn, principal.workspace_id, template_id))
 
 
 @app.post("/api/templates/{template_id}/versions/{version}/publish", response_model=PublishOut,
           summary="Publish a version of a gated template (409 with the failing metrics unless it passes)")
 def publish(template_id: str, version: Annotated[int, Path(ge=1, le=2_147_483_647)], principal: AdminKey, conn: Db,
             body: Annotated[PublishIn | None, Body()] = None) -> PublishOut:
-    from shared.evals import gates
-
     given = body or PublishIn()
-    with conn.transaction():
+    with conn.transaction():  # the override, if any, is committed with its audit entry or not at all
         verdict = gates.publish(conn, principal.workspace_id, template_id, version, override=given.override)
-        record(conn, principal, "template.published", template_id,
-               {"version": version, "previous": verdict["previous"], "override": verdict["overridden"],
-                "reason": given.reason, "failing": verdict["failing"],
-                "candidate_run_id": verdict["candidate_run_id"], "baseline_run_id": verdict["baseline_run_id"]})
-    return PublishOut(template=public(templates.get_template(conn, principal.workspace_id, template_id)),
-                      verdict=verdict)
+        record(conn, principal, "template.published", template_id, gates.audit_details(verdict, given.reason))
+    return PublishOut(template_id=template_id, published_version=version, verdict=verdict)
 
 
 lambda_handler = Mangum(app)

@@ -56,7 +56,7 @@ def test_a_failing_version_is_refused_and_an_override_is_audited(engine: Any) ->
     assert ok(client.get("/api/audit", params={"action": "template.published"}))["count"] == 0
 
     forced = ok(client.post(publish, json={"override": True, "reason": "legal asked for stricter answers"}))
-    assert forced["template"]["published_version"] == 2 and forced["verdict"]["overridden"] is True
+    assert forced["published_version"] == 2 and forced["verdict"]["overridden"] is True
     assert ok(client.get(f"/api/assistants/{assistant_id}"))["effective_template_version"] == 2
     entry = ok(client.get("/api/audit", params={"action": "template.published"}))["data"][0]
     assert entry["target"] == template_id and entry["details"]["override"] is True
@@ -86,7 +86,8 @@ def test_a_version_that_passes_is_published_without_override(engine: Any) -> Non
     assert client.delete(f"/api/evals/sets/{set_id}").json()["error"]["code"] == "eval_set_in_use"
     ok(client.patch(f"/api/templates/{template_id}", json={"greeting": "Hi there"}))
     assert ok(client.get(f"/api/assistants/{assistant_id}"))["greeting"] == "Hello!"
-    assert ok(client.delete(f"/api/templates/{template_id}/gate"))["published_version"] is None
+    assert client.delete(f"/api/templates/{template_id}/gate").status_code == 204
+    assert ok(client.get(f"/api/templates/{template_id}"))["published_version"] is None
     assert ok(client.get(f"/api/assistants/{assistant_id}"))["greeting"] == "Hi there"
 
 

@@ -7,8 +7,17 @@ from typing import Any
 
 import pytest
 
-from tests.eval_fixtures import (BILLING, DONT_KNOW, RETURNS, SUPPORT, load_knowledge, make_set, ok,
-                                 results_by_question, run_set)
+from tests.eval_fixtures import (
+    BILLING,
+    DONT_KNOW,
+    RETURNS,
+    SUPPORT,
+    load_knowledge,
+    make_set,
+    ok,
+    results_by_question,
+    run_set,
+)
 from tests.fakes.chat_fixtures import clear_caches, make_assistant, openai_api  # noqa: F401
 
 # Question -> what the model stand-in answers (the last user message is the question).

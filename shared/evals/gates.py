@@ -148,3 +148,11 @@ def publish(conn: psycopg.Connection[Row], workspace_id: str, template_id: str, 
             (version, template_id, workspace_id))
     invalidate_template_users(conn, workspace_id, template_id)
     return {**verdict, "previous": template["published_version"], "overridden": not verdict["passed"]}
+
+
+def audit_details(verdict: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """What the audit log keeps of a publish: the version, the one before, whether the gate was overridden
+    (and why), the failing metrics and the runs compared."""
+    return {"version": verdict["version"], "previous": verdict["previous"], "override": verdict["overridden"],
+            "reason": reason, "failing": verdict["failing"], "candidate_run_id": verdict["candidate_run_id"],
+            "baseline_run_id": verdict["baseline_run_id"]}
