@@ -20,6 +20,11 @@ from shared.http import create_app
 
 app = create_app("evals", description="Evaluation sets, runs at a template version, and their comparison.",
                  max_body_bytes=sets.MAX_IMPORT_BYTES + 1000)
+# Any content type is read as JSONL text; OpenAPI says text/plain so clients and fuzzers know to send a string.
+JSONL_BODY = {"requestBody": {"required": True, "content": {"text/plain": {"schema": {
+    "type": "string", "description": "JSONL: one case per line"}}}}}
+
+
 def set_public(row: Row) -> m.SetPublic:
     return m.SetPublic.model_validate(row)
 
@@ -90,7 +95,7 @@ def delete_case(set_id: str, case_id: str, principal: AdminKey, conn: Db) -> Non
 
 
 @app.post("/api/evals/sets/{set_id}/import", summary="Add cases from JSONL (one case per line); ?replace=true first "
-          "removes the set's cases", openapi_extra={"requestBody": {"content": {"application/x-ndjson": {}}}})
+          "removes the set's cases", openapi_extra=JSONL_BODY)
 async def import_cases(set_id: str, request: Request, principal: AdminKey, conn: Db,
                        replace: bool = False) -> dict[str, int]:
     raw = await request.body()
