@@ -294,7 +294,7 @@ def finish_if_complete(conn: psycopg.Connection[Row], workspace_id: str, run_id:
                                   FROM eval_results WHERE run_id = %s ORDER BY ordinal""", (run_id,))
         if any(r["status"] in ("pending", "running") for r in rows):
             return False
-        methods = sorted({(r["scores"] or {}).get("support_method") for r in rows} - {None})
+        methods = sorted({str(m) for r in rows if (m := (r["scores"] or {}).get("support_method"))})
         metrics = scoring.run_metrics([{**r, "scores": r["scores"] or {}} for r in rows],
                                       ", ".join(methods) or judge.method())
         execute(conn, """UPDATE eval_runs SET status = 'succeeded', metrics = %s, finished_at = now()
