@@ -27,7 +27,7 @@ QUOTED = re.compile(r"^\s*>\s?(.+?)\s*$|[\"“](.+?)[\"”]", re.MULTILINE)
 # Higher is better for these; the rest (latency, tokens, cost) are better lower.
 QUALITY = ("hit@1", "hit@3", "hit@5", "mrr", "citation_validity", "key_fact_recall", "abstain_precision",
            "abstain_recall", "answer_support")
-SENTENCE = re.compile(r"(?<=[.!?])\s+")
+MIN_RUN = 3
 LOWER_IS_BETTER = ("ttft_p50_ms", "ttft_p95_ms", "tokens_per_case", "cost_usd")
 
 
@@ -82,14 +82,31 @@ def citation_checks(answer: str, given: dict[int, str]) -> list[dict[str, Any]]:
                 check["problem"] = "no such passage"
             else:
                 passage = normalise(text)
-                # Sentence by sentence: a quote may join sentences that are apart in the passage.
-                missing = [s for s in spans for piece in SENTENCE.split(s)
-                           if normalise(piece) and normalise(piece) not in passage]
+                missing = [span for span in spans if not quoted_from(span, passage)]
                 if missing:
                     check.update(valid=False, problem="quote not in passage", quote=missing[0][:200])
             checks.append(check)
         previous_end = match.end()
     return checks
+
+
+def quoted_from(span: str, passage: str) -> bool:
+    """Whether `span` is made of runs of the (normalised) passage. A quote may join sentences that stand apart
+    in the passage (the offline answerer does), so the span is cut greedily into the longest runs the passage
+    holds; a word the passage lacks fails it, and so does stitching: at most a quarter of the words may sit
+    in runs shorter than MIN_RUN words. (Whole runs of real text stitched together still pass.)"""
+    words, text = normalise(span).split(), f" {passage} "
+    start = stitched = 0
+    while start < len(words):
+        end = start
+        while end < len(words) and f" {' '.join(words[start:end + 1])} " in text:
+            end += 1
+        if end == start:
+            return False
+        if end - start < MIN_RUN:
+            stitched += end - start
+        start = end
+    return stitched * 4 <= len(words) or len(words) < MIN_RUN
 
 
 def facts_found(answer: str, facts: list[str]) -> list[bool]:
