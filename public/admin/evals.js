@@ -39,7 +39,7 @@ async function show() {
   const [cases, runs] = await Promise.all([api(`/api/evals/sets/${id}/cases`), api(`/api/evals/runs?set_id=${id}`)]);
   const version = h("input", { id: "eval-version", type: "number", min: "1", placeholder: t("evals.current") });
   const file = h("input", { id: "eval-import", type: "file", accept: ".jsonl,.ndjson,.txt" });
-  const act = (label, fn) => h("button", { type: "button", class: "secondary", onclick: async () => { await fn(); await show(); } }, label);
+  const act = (label, fn) => h("button", { type: "button", class: "secondary", onclick: async () => { await fn(); await loadSets(setPick.value); } }, label);
   const actions = h("div", { class: "toolbar" },
     act(t("evals.draft"), async () => notify(t("evals.drafted", { count: (await api(`/api/evals/sets/${id}/draft`, { method: "POST", body: {} })).count }))),
     act(t("evals.accept"), () => api(`/api/evals/sets/${id}/accept`, { method: "POST", body: {} })),
