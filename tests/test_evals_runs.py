@@ -183,3 +183,37 @@ def test_duplicated_deliveries_run_and_count_each_case_once(engine: Any, scripte
     engine.wait_for_queue(timeout=30)
     assert ok(client.get(f"/api/evals/runs/{run['id']}"))["metrics"] == done["metrics"]
     assert len(scripted.requests) == 6
+
+
+def test_a_case_left_running_by_a_killed_batch_is_taken_over_once_its_lease_runs_out(
+        engine: Any, scripted: Any, assistant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.queue import publish
+
+    monkeypatch.setenv("JOB_LEASE_SECONDS", "1")
+    clear_caches()
+    assistant_id, client = assistant
+    set_id = make_set(client, assistant_id, CASES[:3])
+    with engine.db() as conn:
+        # What a batch killed mid-case leaves: the run going, its first case `running` under a lease still live.
+        run = conn.execute("""INSERT INTO eval_runs (workspace_id, set_id, assistant_id, template_id, template_version,
+                                                     status, started_at)
+                              SELECT workspace_id, id, assistant_id, 'default', 1, 'running', now() FROM eval_sets
+                              WHERE id = %s RETURNING id, workspace_id""", (set_id,)).fetchone()
+        conn.execute("""INSERT INTO eval_results (run_id, case_id, workspace_id, ordinal, expected)
+                        SELECT %s, id, workspace_id, row_number() OVER (ORDER BY created_at),
+                               jsonb_build_object('question', question, 'expected_sources', expected_sources,
+                                                  'key_facts', key_facts, 'expect_abstain', expect_abstain)
+                        FROM eval_cases WHERE set_id = %s""", (run["id"], set_id))
+        conn.execute("""UPDATE eval_results SET status = 'running', attempts = 1,
+                               lease_until = now() + interval '5 seconds' WHERE run_id = %s AND ordinal = 1""",
+                     (run["id"],))
+    publish("eval_run", {"workspace_id": run["workspace_id"], "run_id": run["id"]})
+    engine.wait_for_queue(timeout=60)
+    done = ok(client.get(f"/api/evals/runs/{run['id']}"))
+    assert done["status"] == "succeeded" and done["cases_done"] == 3
+    results = results_by_question(client, run["id"])
+    assert [results[c["question"]]["attempts"] for c in CASES[:3]] == [2, 1, 1]
+    assert sorted(question_of(b) for b in scripted.requests) == sorted(c["question"] for c in CASES[:3])
+    with engine.db() as conn:
+        batch = conn.execute("SELECT status, attempts FROM jobs WHERE name = 'eval_batch'").fetchone()
+    assert batch["status"] == "succeeded" and batch["attempts"] >= 2  # came back until the case was free

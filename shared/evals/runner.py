@@ -2,12 +2,14 @@
 
 A run is made with one `eval_results` row per case ('pending'). The `eval_run` job fans out: it publishes an
 `eval_batch` job per EVAL_BATCH_SIZE open cases (a resume publishes the still-open ones again, under new
-dedup ids). A batch claims each case with a lease (pending, or running past its lease: a batch killed
-mid-case), runs the turn through shared.chat (`prepare` + `run`, the chat route's own engine, with the
-version's ResolvedAssistant handed in), scores it and stores it only while it still holds that claim.
-So a duplicated delivery, or two batches naming the same case, run and count it once; a finished case is
-never run again. A transient failure (no provider answered, the knowledge base unreachable) hands the case
-back and fails the batch, so QStash retries it and the run resumes where it stopped; after
+dedup ids). A batch claims each case with a lease (JOB_LEASE_SECONDS, renewed while the turn runs; a
+pending case, or a running one whose lease ran out: its batch was killed), runs the turn through shared.chat
+(`prepare` + `run`, the chat route's own engine, with the version's ResolvedAssistant handed in), scores it
+and stores it only while it still holds that claim. So a duplicated delivery, or two batches naming the same
+case, run and count it once; a finished case is never run again. A batch that finds a case held by another
+fails after its other cases, so QStash brings it back: it takes the case over if the holder died.
+A transient failure (no provider answered, the knowledge base unreachable) hands the case back and fails the
+batch, so QStash retries it and the run resumes where it stopped; after
 EVAL_CASE_ATTEMPTS the failure is recorded as the case's result instead. The batch that finds no open case
 left computes the metrics from the rows and marks the run succeeded (one of them wins the update).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -49,6 +52,41 @@ ASSISTANT_AT_VERSION = """
 
 class CaseInterrupted(Exception):
     """A case could not run for a passing reason; its batch fails so QStash retries it (and the run resumes)."""
+
+
+class CaseHeldElsewhere(Exception):
+    """Another batch holds a case of this one under a live lease: fail, so QStash brings this batch back and
+    it takes the case over if that holder died (its lease then runs out), or finds it done."""
+
+
+class CaseLease:
+    """Renews one case's lease every third of it from a daemon thread while the turn runs, on a connection of
+    its own: a batch that is killed stops renewing, so the next delivery takes the case over within a lease."""
+
+    def __init__(self, run_id: str, case_id: str, attempt: int, lease_s: float) -> None:
+        self.key, self.lease_s = (run_id, case_id, attempt), lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"case-lease-{case_id}", daemon=True)
+
+    def __enter__(self) -> CaseLease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def _beat(self) -> None:
+        from shared.db import connect
+
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                with connect() as conn:
+                    conn.execute("""UPDATE eval_results SET lease_until = now() + make_interval(secs => %s)
+                                    WHERE run_id = %s AND case_id = %s AND attempts = %s AND status = 'running'""",
+                                 (self.lease_s, *self.key))
+            except Exception as exc:  # the next beat tries again; the lease is three beats long
+                log.warning("renewing the lease of case %s failed: %s", self.key[1], type(exc).__name__)
 
 
 def assistant_at(conn: psycopg.Connection[Row], workspace_id: str, assistant_id: str,
@@ -171,14 +209,14 @@ def run_batch(workspace_id: str, run_id: str, case_ids: list[str]) -> dict[str, 
     """The `eval_batch` job: run each named case this batch can claim; finish the run when none is left open."""
     from shared.db import connect
 
-    ran = 0
+    ran, held = 0, []
     with connect() as conn:
         run = fetch_one(conn, "SELECT assistant_id, template_version, status FROM eval_runs "
                               "WHERE id = %s AND workspace_id = %s", (run_id, workspace_id))
         if run is None or run["status"] not in ("queued", "running"):
             return {"status": "skipped", "reason": "run finished or gone"}
         assistant = assistant_at(conn, workspace_id, run["assistant_id"], run["template_version"])
-        lease_s = get_settings().llm_total_timeout_s + 60
+        lease_s = get_settings().job_lease_seconds
         for case_id in case_ids:
             claimed = fetch_one(conn, """
                 UPDATE eval_results SET status = 'running', attempts = attempts + 1,
@@ -186,11 +224,17 @@ def run_batch(workspace_id: str, run_id: str, case_ids: list[str]) -> dict[str, 
                 WHERE run_id = %s AND case_id = %s AND workspace_id = %s
                   AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
                 RETURNING expected, attempts""", (lease_s, run_id, case_id, workspace_id))
-            if claimed is None:
-                continue  # finished, or another batch holds it
-            _run_claimed(conn, assistant, run_id, case_id, claimed)
+            if claimed is None:  # finished, or another batch holds it
+                if fetch_one(conn, """SELECT 1 FROM eval_results WHERE run_id = %s AND case_id = %s
+                                      AND status = 'running'""", (run_id, case_id)):
+                    held.append(case_id)
+                continue
+            with CaseLease(run_id, case_id, claimed["attempts"], lease_s):
+                _run_claimed(conn, assistant, run_id, case_id, claimed)
             ran += 1
         finished = finish_if_complete(conn, workspace_id, run_id)
+    if held:
+        raise CaseHeldElsewhere(f"{len(held)} case(s) of run {run_id} are running in another batch")
     return {"status": "ran", "cases": ran, "run_finished": finished}
 
 
