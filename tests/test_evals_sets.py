@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tests.eval_fixtures import BILLING, RETURNS, SUPPORT, load_knowledge, make_set, ok
-from tests.fakes.chat_fixtures import make_assistant
+from tests.fakes.chat_fixtures import make_assistant, openai_api  # noqa: F401
 
 
 def setup(engine: Any) -> tuple[Any, str]:
@@ -116,3 +116,17 @@ def test_drafts_come_from_headings_and_wait_for_acceptance(engine: Any) -> None:
     finished = ok(client.get(f"/api/evals/runs/{run['id']}"))
     # Offline answerer, keyword retrieval: each drafted heading finds its own page; off-topic questions abstain.
     assert finished["metrics"]["hit@1"] == 1.0 and finished["metrics"]["abstain_recall"] == 1.0
+
+
+def test_with_a_model_configured_the_model_writes_the_drafted_questions(engine: Any, openai_api: Any) -> None:  # noqa: F811
+    openai_api.reply = lambda body: f"Question about: {body['messages'][-1]['content'][:20]}?"
+    client, assistant_id = setup(engine)
+    set_id = make_set(client, assistant_id, [])
+    drafted = ok(client.post(f"/api/evals/sets/{set_id}/draft", json={"count": 1, "offtopic": 0}), 201)["data"]
+    assert [(c["question"], c["expected_sources"]) for c in drafted] == [
+        ("Question about: Invoices are sent mo?", [{"url": BILLING}])]
+    assert openai_api.requests[0]["messages"][0]["content"].startswith("Write one question a customer might ask")
+    # A model that fails leaves the heading's question.
+    openai_api.fail(500)
+    again = ok(client.post(f"/api/evals/sets/{set_id}/draft", json={"count": 1, "offtopic": 0}), 201)["data"]
+    assert [c["question"] for c in again] == ["What should I know about refunds?"]
