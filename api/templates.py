@@ -1,11 +1,12 @@
-"""/api/templates: the built-in `default` and the workspace's templates; every change makes a new version."""
+"""/api/templates: the built-in `default` and the workspace's templates; every change makes a new version (a draft
+until published when the template is gated on an evaluation set: shared/evals/gates.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Path
+from fastapi import Body, Path
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +14,8 @@ from shared import templates
 from shared.audit import record
 from shared.db import Row
 from shared.deps import AdminKey, Db
+from shared.evals import gates
+from shared.evals.models import GateIn, PublishIn, PublishOut
 from shared.http import create_app
 from shared.template_config import TemplateConfig
 
@@ -38,6 +41,8 @@ class TemplatePublic(BaseModel):
     name: str
     builtin: bool = Field(description="The built-in template: readable by every workspace, never changed")
     version: int = Field(description="The latest version, whose config is shown")
+    published_version: int | None = Field(default=None, description="Gated: the version assistants follow")
+    gate: dict[str, Any] | None = Field(default=None, description="{set_id, tolerances} when gated")
     config: TemplateConfig
     created_at: datetime
     updated_at: datetime
@@ -52,6 +57,7 @@ class VersionPublic(BaseModel):
     template_id: str
     version: int
     latest: bool
+    published: bool = Field(description="The version assistants following the template use")
     config: TemplateConfig
     created_by: str | None
     created_at: datetime
@@ -64,13 +70,15 @@ class VersionsPublic(BaseModel):
 
 def public(row: Row) -> TemplatePublic:
     return TemplatePublic(id=row["id"], name=row["name"], builtin=row["workspace_id"] is None,
-                          version=row["latest_version"], config=TemplateConfig.model_validate(row["config"]),
+                          version=row["latest_version"], published_version=row.get("published_version"),
+                          gate=row.get("gate"), config=TemplateConfig.model_validate(row["config"]),
                           created_at=row["created_at"], updated_at=row["updated_at"])
 
 
 def version_public(row: Row) -> VersionPublic:
     return VersionPublic(template_id=row["template_id"], version=row["version"],
                          latest=row["version"] == row["latest_version"],
+                         published=row["version"] == (row.get("published_version") or row["latest_version"]),
                          config=TemplateConfig.model_validate(row["config"]),
                          created_by=row["created_by"], created_at=row["created_at"])
 
@@ -139,6 +147,34 @@ def delete(template_id: str, principal: AdminKey, conn: Db) -> None:
     with conn.transaction():
         templates.delete_template(conn, principal.workspace_id, template_id)
         record(conn, principal, "template.deleted", template_id)
+
+
+@app.put("/api/templates/{template_id}/gate", response_model=TemplatePublic,
+         summary="Gate the template on an evaluation set: new versions wait for a passing run")
+def set_gate(template_id: str, body: GateIn, principal: AdminKey, conn: Db) -> TemplatePublic:
+    with conn.transaction():
+        gates.set_gate(conn, principal.workspace_id, template_id, body.set_id, body.tolerances)
+        record(conn, principal, "template.gated", template_id, body.model_dump())
+    return public(templates.get_template(conn, principal.workspace_id, template_id))
+
+
+@app.delete("/api/templates/{template_id}/gate", status_code=204,
+            summary="Remove the gate: assistants follow the latest version again")
+def drop_gate(template_id: str, principal: AdminKey, conn: Db) -> None:
+    with conn.transaction():
+        gates.drop_gate(conn, principal.workspace_id, template_id)
+        record(conn, principal, "template.ungated", template_id)
+
+
+@app.post("/api/templates/{template_id}/versions/{version}/publish", response_model=PublishOut,
+          summary="Publish a version of a gated template (409 with the failing metrics unless it passes)")
+def publish(template_id: str, version: Annotated[int, Path(ge=1, le=2_147_483_647)], principal: AdminKey, conn: Db,
+            body: Annotated[PublishIn | None, Body()] = None) -> PublishOut:
+    given = body or PublishIn()
+    with conn.transaction():  # the override, if any, is committed with its audit entry or not at all
+        verdict = gates.publish(conn, principal.workspace_id, template_id, version, override=given.override)
+        record(conn, principal, "template.published", template_id, gates.audit_details(verdict, given.reason))
+    return PublishOut(template_id=template_id, published_version=version, verdict=verdict)
 
 
 lambda_handler = Mangum(app)

@@ -30,14 +30,16 @@ CACHE_TTL_S = 300
 TOMBSTONE = "-"
 TOMBSTONE_TTL_S = 10  # outlives any reader that loaded the old row before the writer committed
 
-# The assistant, and the pinned or latest version of its template (built-in or the workspace's).
+# The assistant, and the pinned version of its template (built-in or the workspace's), else the published one
+# (a gated template, shared/evals/gates.py), else the latest.
 SELECT_ASSISTANTS = """
     SELECT a.id, a.workspace_id, a.name, a.template_id, a.template_version AS pinned_version,
            a.overrides, a.allowed_origins, a.limits, a.created_at, a.updated_at,
            v.version AS template_version, v.config AS template_config
     FROM assistants a
     JOIN templates t ON t.id = a.template_id AND (t.workspace_id = a.workspace_id OR t.workspace_id IS NULL)
-    JOIN template_versions v ON v.template_id = t.id AND v.version = coalesce(a.template_version, t.latest_version)"""
+    JOIN template_versions v ON v.template_id = t.id
+         AND v.version = coalesce(a.template_version, t.published_version, t.latest_version)"""
 # One statement for a chat turn's cache miss.
 LOAD_ASSISTANT = SELECT_ASSISTANTS + "\n    WHERE a.id = %s AND a.workspace_id = %s"
 
@@ -145,7 +147,8 @@ def invalidate_template_users(conn: psycopg.Connection[Row], workspace_id: str, 
 TEMPLATE_FOR_ASSISTANT = """
     SELECT t.id, t.latest_version, v.version, v.config
     FROM templates t
-    LEFT JOIN template_versions v ON v.template_id = t.id AND v.version = coalesce(%(version)s::int, t.latest_version)
+    LEFT JOIN template_versions v ON v.template_id = t.id
+         AND v.version = coalesce(%(version)s::int, t.published_version, t.latest_version)
     WHERE t.id = %(template_id)s AND (t.workspace_id = %(ws)s OR t.workspace_id IS NULL)"""
 
 

@@ -76,6 +76,7 @@ class TurnInput:
     visitor: Visitor | None = None       # chat keys: the verified or issued end user (limits, ownership)
     started: float = field(default_factory=time.perf_counter)
     model_message: str = ""              # what models and retrieval see: the message, PII redacted if asked
+    assistant: ResolvedAssistant | None = None  # evaluation runs: this template version instead of the stored one
 
     def __post_init__(self) -> None:
         self.model_message = self.model_message or self.message
@@ -100,7 +101,7 @@ class Turn:
 def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     if given.principal is not None:
         given.principal.check_assistant(given.assistant_id)  # a chat key reaches only its own assistants
-    assistant = get_assistant(conn, given.workspace_id, given.assistant_id)
+    assistant = given.assistant or get_assistant(conn, given.workspace_id, given.assistant_id)
     require_origin(given.origin, assistant.allowed_origins, given.host)  # our own pages always pass
     config = assistant.config
     # A template naming a provider without its settings is refused before anything is stored or counted:

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     redis_breaker_s: float = Field(default=3.0, ge=0, description=(
         "After a Redis call failed, calls fail at once for this long (0 = off), so an outage costs one timeout"))
 
+    # Evaluations (README "Evaluations").
+    eval_batch_size: int = Field(default=5, ge=1, le=50, description=(
+        "Cases per eval_batch job: each is a chat turn, so a batch must finish well inside a function's time"))
+    eval_case_attempts: int = Field(default=3, ge=1, le=10, description=(
+        "Tries per case when no provider answers (the batch is retried); then the failure is the case's result"))
+    eval_judge: str | None = Field(default=None, description=(
+        "provider:model that grades answer support (e.g. openai:gpt-4o-mini); unset = lexical overlap, offline"))
+    eval_gate_tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description=(
+        "How much worse a quality metric may be than the published version's before a gated publish is refused"))
+    eval_alert_webhook_url: str | None = None  # re-sync runs whose metrics dropped are POSTed here
+
     # Limits.
     max_body_bytes: int = Field(default=1_000_000, description="Largest JSON body a route accepts (413 above)")
     max_upload_bytes: int = 4_000_000  # under Vercel's 4.5 MB request cap

@@ -1,4 +1,7 @@
-"""Templates and their versions: every change is a new version; the built-in `default` is read-only."""
+"""Templates and their versions: every change is a new version; the built-in `default` is read-only.
+
+Assistants following a template use its latest version, or, when the template is gated on an evaluation set,
+its published version (new versions are drafts until they pass: shared/evals/gates.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from shared.template_config import TemplateConfig, validate_config
 
 # A template visible to the workspace (its own or built-in) with its latest version's config.
 SELECT_TEMPLATES = """
-    SELECT t.id, t.workspace_id, t.name, t.latest_version, t.created_at, t.updated_at,
+    SELECT t.id, t.workspace_id, t.name, t.latest_version, t.published_version, t.gate, t.created_at, t.updated_at,
            v.config, v.created_by
     FROM templates t
     JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version
@@ -61,7 +64,8 @@ def update_template(conn: psycopg.Connection[Row], workspace_id: str, template_i
     """Store a new version: `replace` is the whole config (PUT), `patch` is merged into the latest (PATCH).
 
     The older versions stay readable; assistants following the latest see the change at once (their cache
-    entries are invalidated in the same transaction).
+    entries are invalidated in the same transaction), unless the template is gated: then the new version is a
+    draft until it is published.
     """
     with conn.transaction():
         current = fetch_one(conn, """
@@ -89,7 +93,8 @@ def update_template(conn: psycopg.Connection[Row], workspace_id: str, template_i
 def list_versions(conn: psycopg.Connection[Row], workspace_id: str, template_id: str) -> list[Row]:
     """Every version, newest first (NotFound when the template isn't visible to the workspace)."""
     rows = fetch_all(conn, """
-        SELECT t.id AS template_id, v.version, v.config, v.created_by, v.created_at, t.latest_version
+        SELECT t.id AS template_id, v.version, v.config, v.created_by, v.created_at, t.latest_version,
+               t.published_version
         FROM templates t LEFT JOIN template_versions v ON v.template_id = t.id
         WHERE t.id = %s AND (t.workspace_id = %s OR t.workspace_id IS NULL)
         ORDER BY v.version DESC""", (template_id, workspace_id))
@@ -100,7 +105,8 @@ def list_versions(conn: psycopg.Connection[Row], workspace_id: str, template_id:
 
 def get_version(conn: psycopg.Connection[Row], workspace_id: str, template_id: str, version: int) -> Row:
     row = fetch_one(conn, """
-        SELECT t.id AS template_id, v.version, v.config, v.created_by, v.created_at, t.latest_version
+        SELECT t.id AS template_id, v.version, v.config, v.created_by, v.created_at, t.latest_version,
+               t.published_version
         FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = %s
         WHERE t.id = %s AND (t.workspace_id = %s OR t.workspace_id IS NULL)""", (version, template_id, workspace_id))
     if row is None:

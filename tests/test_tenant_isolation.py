@@ -29,6 +29,7 @@ PATH_IDS = {
     "template_id": ["template_id"], "assistant_id": ["assistant_id"], "source_id": ["source_id"],
     "conversation_id": ["conversation_id", "chat_conversation_id"], "chat_id": ["conversation_id"],
     "key_id": ["admin_key_id", "chat_key_id"], "model_id": ["assistant_id"], "version": ["1"],
+    "set_id": ["eval_set_id"], "case_id": ["eval_case_id"], "run_id": ["eval_run_id"], "other_run_id": ["eval_run_id"],
 }
 
 # A valid body for every route that takes one, so the route gets past validation to the workspace check.
@@ -41,6 +42,15 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/sources/{source_id}/resync"): None,
     ("PATCH", "/api/keys/{key_id}"): {"name": "taken over", "allowed_origins": ["https://evil.example"]},
     ("POST", "/api/keys/{key_id}/identity-secret"): None,
+    ("PUT", "/api/templates/{template_id}/gate"): {"set_id": "evset_planted"},
+    ("POST", "/api/templates/{template_id}/versions/{version}/publish"): {"override": True},
+    ("PATCH", "/api/evals/sets/{set_id}"): {"name": "taken over", "run_on_resync": True},
+    ("POST", "/api/evals/sets/{set_id}/cases"): {"question": "planted"},
+    ("PATCH", "/api/evals/sets/{set_id}/cases/{case_id}"): {"question": "taken over"},
+    ("POST", "/api/evals/sets/{set_id}/import"): {"question": "planted"},  # one JSONL line
+    ("POST", "/api/evals/sets/{set_id}/draft"): {"count": 5},
+    ("POST", "/api/evals/sets/{set_id}/accept"): None,
+    ("POST", "/api/evals/runs/{run_id}/resume"): None,
 }
 
 # Body-taking routes without path ids: requests (with B's key) that name A's records in the body or query.
@@ -72,6 +82,10 @@ def body_references(a: Records, b: Records) -> list[tuple[str, str, str, Any, di
         ("sources of A's assistant", "GET", "/api/sources", None, {"assistant_id": a.assistant_id}, 404),
         ("chat key for A's assistant", "POST", "/api/keys", {"scope": "chat", "assistant_ids": [a.assistant_id]},
          {}, 422),
+        ("eval set for A's assistant", "POST", "/api/evals/sets", {"assistant_id": a.assistant_id, "name": "x"},
+         {}, 404),
+        ("run A's eval set", "POST", "/api/evals/runs", {"set_id": a.eval_set_id}, {}, 404),
+        ("eval sets of A's assistant", "GET", "/api/evals/sets", None, {"assistant_id": a.assistant_id}, 200),
     ]
 
 

@@ -7,8 +7,9 @@ import * as conversations from "./conversations.js";
 import * as feedback from "./feedback.js";
 import * as keys from "./keys.js";
 import * as metrics from "./metrics.js";
+import * as evals from "./evals.js";
 
-const VIEWS = { assistants, templates, sources, conversations, feedback, keys, metrics };
+const VIEWS = { assistants, templates, sources, conversations, feedback, keys, metrics, evals };
 let cleanup = null, shown = 0;
 
 function route() {

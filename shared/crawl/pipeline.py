@@ -275,7 +275,16 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
             {**params, "status": status, "error": error, "kept": kept, "removed": removed, "retry": retry,
              "embeddings": "ready" if embeddings_enabled() else "keyword_only"})
     _compact_term_stats(conn, progress)
+    if status == "ready":
+        _evaluate(conn, progress)
     return {**progress, "status": status}
+
+
+def _evaluate(conn: psycopg.Connection[Row], progress: Row) -> None:
+    """The assistant's evaluation sets that ask for it run after each finished sync (never fails the sync)."""
+    from shared.evals.alerts import on_sync_finished
+
+    on_sync_finished(conn, progress["workspace_id"], progress["assistant_id"])
 
 
 def _compact_term_stats(conn: psycopg.Connection[Row], progress: Row) -> None:

@@ -11,7 +11,7 @@ CANARY = "Canary-7f3a: knowledge only its own workspace may read."
 # Tables whose rows carry workspace_id (plus `workspaces` itself): what a snapshot of a workspace covers.
 WORKSPACE_TABLES = ("workspace_members", "api_keys", "templates", "template_versions", "assistants", "sources",
                     "documents", "chunks", "conversations", "messages", "feedback", "jobs", "performance_metrics",
-                    "usage_daily", "audit_log")
+                    "usage_daily", "audit_log", "eval_sets", "eval_cases", "eval_runs", "eval_results")
 
 
 @dataclass
@@ -34,6 +34,9 @@ class Records:
     chat_conversation_id: str = ""     # started with the chat key
     chat_message_id: str = ""          # the assistant's reply there
     visitor_token: str = ""            # the widget visitor who started it (conversations belong to one visitor)
+    eval_set_id: str = ""
+    eval_case_id: str = ""
+    eval_run_id: str = ""              # a finished run of that set
     secrets: list[str] = field(default_factory=list)
 
     def ids(self) -> dict[str, str]:
@@ -82,7 +85,12 @@ def seed(engine: Any, name: str = "Acme") -> Records:
     widget = turn(engine.client(rec.chat_key), rec.assistant_id, "Do you refund shipping?")
     rec.chat_conversation_id, rec.chat_message_id = widget["conversation_id"], widget["message_id"]
     rec.visitor_token = widget["visitor_token"]
-    engine.wait_for_queue()  # summaries and the like: nothing may still be writing when a test snapshots
+    rec.eval_set_id = _ok(admin.post("/api/evals/sets", json={
+        "assistant_id": rec.assistant_id, "name": f"{name} checks",
+        "cases": [{"question": "How long until refunds are paid?", "key_facts": ["14 days"]}]}), 201)["id"]
+    rec.eval_case_id = _ok(admin.get(f"/api/evals/sets/{rec.eval_set_id}/cases"), 200)["data"][0]["id"]
+    rec.eval_run_id = _ok(admin.post("/api/evals/runs", json={"set_id": rec.eval_set_id}), 202)["id"]
+    engine.wait_for_queue()  # summaries, the run and the like: nothing may still be writing when a test snapshots
     rec.secrets = [admin_key, rec.chat_key, created["identity_secret"]]
     return rec
 

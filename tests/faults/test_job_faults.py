@@ -298,6 +298,63 @@ def scenario_backup(engine: Any, request: pytest.FixtureRequest) -> Scenario:
                     ran=lambda backups: backups == 1, reruns_are_new_runs=True)
 
 
+def evaluation_run(engine: Any) -> tuple[str, str, list[str]]:
+    """A running evaluation run of three cases (offline answerer) whose first case a killed batch left
+    `running` under a lease that ran out; nothing queued yet. Returns (workspace, run id, case ids)."""
+    from tests.eval_fixtures import load_knowledge
+
+    workspace_id, key = engine.workspace()
+    with engine.db() as conn:
+        assistant_id = make_assistant(conn, workspace_id)
+        load_knowledge(conn, workspace_id, assistant_id)
+    cases = [{"question": "How long until refunds are paid?", "key_facts": ["14 days"]},
+             {"question": "When do parcels ship?"}, {"question": "Who won the 1974 world cup?", "expect_abstain": True}]
+    set_id = httpx.post(f"{engine.url}/api/evals/sets", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                        json={"assistant_id": assistant_id, "name": "faults", "cases": cases}).json()["id"]
+    with engine.db() as conn:
+        run_id = conn.execute("""INSERT INTO eval_runs (workspace_id, set_id, assistant_id, template_id,
+                                                        template_version, status, started_at)
+                                 VALUES (%s, %s, %s, 'default', 1, 'running', now()) RETURNING id""",
+                              (workspace_id, set_id, assistant_id)).fetchone()["id"]
+        conn.execute("""INSERT INTO eval_results (run_id, case_id, workspace_id, ordinal, expected)
+                        SELECT %s, id, workspace_id, row_number() OVER (ORDER BY created_at),
+                               jsonb_build_object('question', question, 'expected_sources', expected_sources,
+                                                  'key_facts', key_facts, 'expect_abstain', expect_abstain)
+                        FROM eval_cases WHERE set_id = %s""", (run_id, set_id))
+        case_ids = [r["case_id"] for r in conn.execute(
+            "SELECT case_id FROM eval_results WHERE run_id = %s ORDER BY ordinal", (run_id,))]
+        conn.execute("""UPDATE eval_results SET status = 'running', attempts = 1,
+                               lease_until = now() - interval '1 second' WHERE run_id = %s AND case_id = %s""",
+                     (run_id, case_ids[0]))
+    return workspace_id, run_id, case_ids
+
+
+def evaluation_state(engine: Any, run_id: str) -> dict[str, Any]:
+    with engine.db() as conn:
+        run = conn.execute("SELECT status, metrics FROM eval_runs WHERE id = %s", (run_id,)).fetchone()
+        results = conn.execute("""SELECT case_id, status, attempts, answer, abstained, scores FROM eval_results
+                                  WHERE run_id = %s ORDER BY ordinal""", (run_id,)).fetchall()
+    return {"run": run, "results": results}
+
+
+def evaluation_ran(state: dict[str, Any]) -> bool:
+    # Each case ran once, the killed one's takeover counting as its second attempt; the metrics are there.
+    return (state["run"]["status"] == "succeeded" and state["run"]["metrics"]["key_fact_recall"] == 1.0
+            and [(r["status"], r["attempts"]) for r in state["results"]] == [("done", 2), ("done", 1), ("done", 1)])
+
+
+def scenario_eval_batch(engine: Any, request: pytest.FixtureRequest) -> Scenario:
+    workspace_id, run_id, case_ids = evaluation_run(engine)
+    return Scenario({"workspace_id": workspace_id, "run_id": run_id, "case_ids": case_ids},
+                    state=lambda: evaluation_state(engine, run_id), ran=evaluation_ran)
+
+
+def scenario_eval_run(engine: Any, request: pytest.FixtureRequest) -> Scenario:
+    workspace_id, run_id, _ = evaluation_run(engine)
+    return Scenario({"workspace_id": workspace_id, "run_id": run_id}, state=lambda: evaluation_state(engine, run_id),
+                    ran=evaluation_ran)
+
+
 SCENARIOS = {name.removeprefix("scenario_"): fn for name, fn in globals().items() if name.startswith("scenario_")}
 
 
