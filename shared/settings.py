@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         "keep it under the jobs function's maxDuration (300 s) minus one wave's worst case"))
     ingest_bulk_pages: int = Field(default=1000, ge=1, description=(
         "A first sync with this many pages loads its vectors with pgvector's HNSW index set aside, then builds it"))
-    index_build_memory_mb: int = Field(default=512, ge=64, description=(
+    index_build_memory_mb: int = Field(default=1024, ge=64, description=(
         "maintenance_work_mem for building the HNSW index (the graph should fit: ~1.2x the vectors' size)"))
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 20.0
