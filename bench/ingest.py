@@ -15,6 +15,9 @@ sync of a large source. The clock runs from the first page handed over until the
 HNSW index is valid: fan-out, page jobs (claim, lease, fetch-free waves, parallel embedding requests, one
 COPY per wave), the sync's end, and the index build the bulk load queued.
 
+`--code-root /path/to/main` runs the engine and the fan-out from another checkout (main's one job per page,
+HNSW maintained row by row) in the same harness, for a same-machine baseline.
+
 The plain loader does the same work the straightforward way (LangChain's and LlamaIndex's bulk loaders are
 of this shape, with more layers): chunk, embed 1,000 texts per request one request at a time with the
 openai SDK, executemany INSERT with pgvector's psycopg adapter, then CREATE INDEX (HNSW), on the same
@@ -40,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if "--code-root" in sys.argv:  # the engine's code from another checkout (main, to compare); this file stays
+    ROOT = Path(sys.argv[sys.argv.index("--code-root") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 WORDS = [
@@ -83,6 +88,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def index_valid(conn: Any) -> bool:
+    row = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('chunks_embedding')").fetchone()
+    return bool(row and row["indisvalid"])
 
 
 def rss_mb(pid: int) -> float:
@@ -230,7 +240,6 @@ class Bench:
         from shared.crawl.ingest import queue_firecrawl_pages
         from shared.crawl.pipeline import finalize, load_source
         from shared.db import connect
-        from shared.vectors.bulk_index import index_state
 
         pages = math.ceil(self.args.chunks / CHUNKS_PER_PAGE)
         with connect() as conn:
@@ -266,7 +275,7 @@ class Bench:
                     last_sample = now
                 if row["status"] in ("ready", "failed") and synced_at is None:
                     synced_at = now
-                if synced_at is not None and index_state(conn) == "valid":
+                if synced_at is not None and index_valid(conn):
                     break
                 if now > self.args.timeout_s:
                     raise TimeoutError(f"not done after {now:.0f} s: {dict(row)}")
@@ -370,6 +379,7 @@ def main() -> int:
                         help="the embeddings stand-in waits this long per request (a real API's round trip)")
     parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between timeline samples")
     parser.add_argument("--timeout-s", type=float, default=3600.0)
+    parser.add_argument("--code-root", help="run the engine (and the fan-out) from this checkout, e.g. main's")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database folder")
     args = parser.parse_args()
     if args.plain_chunks is None:
@@ -377,6 +387,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     folder.chmod(0o755)
     pages = math.ceil(args.chunks / CHUNKS_PER_PAGE)
+    print(f"engine code: {ROOT}")
     print(f"{args.chunks} chunks (~{pages} pages of ~2.3 KB), {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, {args.deliveries} deliveries in flight, pgvector HNSW "
           f"(m=16, ef_construction=64), embeddings stand-in latency {args.embed_latency_ms:.0f} ms a request",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.crawl import Page
 from shared.crawl.ingest import ingest_pages
@@ -38,19 +38,20 @@ class PageItem(BaseModel):
 class Payload(JobPayload):
     source_id: str
     generation: int
-    pages: list[PageItem] = Field(default_factory=list, max_length=MAX_PAGES)
     # One page, as messages queued before pages were batched name it.
     url: str | None = None
     depth: int = Field(0, ge=0)
     follow: bool = False
     markdown: str | None = None
     title: str | None = None
+    pages: list[PageItem] = Field(default_factory=list, max_length=MAX_PAGES, validate_default=True)
 
-    @model_validator(mode="after")
-    def _some_page(self) -> Payload:
-        if not self.pages and not self.url:
-            raise ValueError("give the pages to ingest (pages, or url for one page)")
-        return self
+    @field_validator("pages")
+    @classmethod
+    def _some_page(cls, pages: list[PageItem], info: ValidationInfo) -> list[PageItem]:
+        if not pages and not info.data.get("url"):
+            raise ValueError("give the pages to ingest (or url, for one page)")
+        return pages
 
     def refs(self) -> list[PageRef]:
         refs = [item.ref() for item in self.pages]
