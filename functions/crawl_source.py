@@ -1,6 +1,6 @@
 """The `crawl_source` job: start one sync of a source, the way its kind says (shared.knowledge): pasted text
 and files are indexed right here; a URL, a sitemap, a feed or a site has its pages registered and one
-`ingest_pages` job queued per page (a site crawled by Firecrawl instead gets an async crawl whose webhook and
+`ingest_pages` jobs queued, many pages each (a site crawled by Firecrawl instead gets an async crawl whose webhook and
 `poll_crawl` queue the pages)."""
 
 from __future__ import annotations

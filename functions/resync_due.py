@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from shared.crawl.pipeline import finalize, mark_incomplete, publish_crawl, publish_page, start_sync
+from shared.crawl.pipeline import PageRef, finalize, mark_incomplete, publish_crawl, publish_pages, start_sync
 from shared.db import connect, fetch_all
 from shared.jobs import JobPayload
 from shared.knowledge import source_kind
@@ -42,7 +42,20 @@ def run(payload: Payload) -> dict[str, Any]:
             except Exception as exc:  # one source's trouble must not stop the others
                 log.error("scheduled resync of %s failed to start: %s", source["id"], type(exc).__name__)
         swept = sweep(conn)
-    return {"due": len(due), "started": started, **swept}
+        index = _vector_index(conn)
+    return {"due": len(due), "started": started, **swept, **index}
+
+
+def _vector_index(conn: Any) -> dict[str, str]:
+    """The HNSW index back after a bulk load whose end did not queue its build (see shared/vectors/bulk_index.py)."""
+    from shared.vectors.bulk_index import sweep as index_sweep
+
+    try:
+        done = index_sweep(conn)
+    except Exception as exc:  # the next hour tries again
+        log.error("checking the vector index failed: %s", type(exc).__name__)
+        return {}
+    return {"vector_index": done} if done else {}
 
 
 def sweep(conn: Any) -> dict[str, int]:
@@ -82,8 +95,7 @@ def sweep(conn: Any) -> dict[str, int]:
             else:
                 pending = fetch_all(conn, """SELECT url FROM documents WHERE source_id = %s AND sync_generation = %s
                                              AND status = 'pending' LIMIT 1000""", (source["id"], generation))
-                for row in pending:
-                    publish_page(source, generation, row["url"], tag=f"-sweep{hour}")
+                publish_pages(source, generation, [PageRef(row["url"]) for row in pending], tag=f"-sweep{hour}")
                 nudged += 1
         except Exception as exc:  # one source must not stop the sweep
             log.error("sweeping source %s failed: %s", source["id"], type(exc).__name__)

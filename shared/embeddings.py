@@ -111,7 +111,10 @@ def batches(texts: list[str], max_inputs: int = MAX_INPUTS_PER_REQUEST,
 def embed_texts(texts: list[str]) -> list[list[float]] | None:
     """One vector per text, in order; None when no embeddings API is configured (keyword-only retrieval).
 
-    Raises the SDK's error when a request still fails after its retries (the caller's job is retried).
+    The texts go in requests of EMBEDDING_BATCH_INPUTS (within the API's limits), EMBEDDING_CONCURRENCY of them
+    in flight at once. Each request has the client's timeout and the SDK's bounded retries, the only retry
+    layer here: the first request that still fails raises its error (the caller's job is retried as a whole)
+    and the requests not yet sent are dropped.
     """
     if not embeddings_enabled():
         return None
@@ -119,19 +122,35 @@ def embed_texts(texts: list[str]) -> list[list[float]] | None:
         return []
     _verify_store()  # before paying for vectors the store would refuse
     settings = get_settings()
-    client = _client()
-    vectors: list[list[float]] = []
-    for batch in batches(texts):
-        # The API refuses empty strings; a blank chunk still needs a vector to keep positions aligned.
-        reply = client.embeddings.create(input=[t if t.strip() else " " for t in batch],
-                                         model=settings.embedding_model, dimensions=settings.embedding_dimensions)
-        ordered = sorted(reply.data, key=lambda item: item.index)
-        if len(ordered) != len(batch):
-            raise RuntimeError(f"the embeddings API returned {len(ordered)} vectors for {len(batch)} inputs")
-        vectors.extend(list(item.embedding) for item in ordered)
+    requests = list(batches(texts, max_inputs=settings.embedding_batch_inputs))
+    if len(requests) == 1:
+        vectors = _embed_batch(requests[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(settings.embedding_concurrency, len(requests)),
+                                thread_name_prefix="embed") as pool:
+            futures = [pool.submit(_embed_batch, batch) for batch in requests]
+            try:
+                vectors = [vector for future in futures for vector in future.result()]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     for vector in vectors[:1]:  # one API, one size: the first vector tells
         verify_vector(vector, settings.embedding_dimensions)
     return vectors
+
+
+def _embed_batch(batch: list[str]) -> list[list[float]]:
+    settings = get_settings()
+    # The API refuses empty strings; a blank chunk still needs a vector to keep positions aligned.
+    reply = _client().embeddings.create(input=[t if t.strip() else " " for t in batch],
+                                        model=settings.embedding_model, dimensions=settings.embedding_dimensions)
+    ordered = sorted(reply.data, key=lambda item: item.index)
+    if len(ordered) != len(batch):
+        raise RuntimeError(f"the embeddings API returned {len(ordered)} vectors for {len(batch)} inputs")
+    return [list(item.embedding) for item in ordered]
 
 
 def _cache_key(text: str) -> str:

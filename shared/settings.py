@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     embedding_dimensions: int = Field(default=1536, ge=1, le=16_000, description=(
         "Vector size: OpenAI's `dimensions`, chunks.embedding's size, the Pinecone index's. 512 suits "
         "text-embedding-3-small (a third of the index and insert cost); changing it is `vectorize all --resize`"))
+    embedding_batch_inputs: int = Field(default=256, ge=1, le=2048, description=(
+        "Texts per embeddings request while indexing; a page batch's requests run in parallel"))
+    embedding_concurrency: int = Field(default=4, ge=1, le=32, description=(
+        "Embeddings requests one indexing job has in flight at once"))
+    ingest_pages_per_job: int = Field(default=100, ge=1, le=1000, description=(
+        "Pages one ingest_pages job carries (fan-out); a job past INGEST_JOB_BUDGET_S hands the rest on"))
+    ingest_wave_pages: int = Field(default=50, ge=1, le=1000, description=(
+        "Pages a job fetches, embeds and writes together (one COPY)"))
+    ingest_job_budget_s: float = Field(default=120.0, gt=0, description=(
+        "An ingest_pages job starts no new wave after this long and queues the pages left as a new job; "
+        "keep it under the jobs function's maxDuration (300 s) minus one wave's worst case"))
+    ingest_bulk_pages: int = Field(default=1000, ge=1, description=(
+        "A first sync with this many pages loads its vectors with pgvector's HNSW index set aside, then builds it"))
+    index_build_memory_mb: int = Field(default=1024, ge=64, description=(
+        "maintenance_work_mem for building the HNSW index (the graph should fit: ~1.2x the vectors' size)"))
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 20.0
     llm_total_timeout_s: float = 120.0

@@ -118,7 +118,7 @@ def test_a_payload_that_does_not_fit_its_job_is_refused_once_naming_the_fields_a
     cases = [("crawl_source", {"workspace_id": workspace, "source_id": "src_x"}, {"generation"}),
              ("crawl_source", {"workspace_id": workspace, "source_id": "src_x", "generation": "two"}, {"generation"}),
              ("ingest_pages", {"workspace_id": workspace, "source_id": "src_x", "generation": 1, "depth": -1},
-              {"url", "depth"}),
+              {"pages", "depth"}),
              ("vectorize", {"batch": 0, "source_id": 7}, {"batch", "source_id"}),
              ("ping", {"fail_attempts": "lots", "workspace_id": 5}, {"fail_attempts", "workspace_id"}),
              ("cleanup", [], {"(payload)"})]

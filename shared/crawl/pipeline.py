@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -24,6 +25,7 @@ import psycopg
 from shared.crawl import CrawlError, Page
 from shared.db import Row, fetch_all, fetch_one
 from shared.queue import publish
+from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.ingest")
 
@@ -38,6 +40,7 @@ UNSCHEDULED_RETRIES = 3              # sources without a schedule retry an incom
 CONCLUSIVE_FAILURES = ("not_found", "unsupported_content_type", "too_large", "too_many_redirects",
                        "unreadable_page", "unreadable_file", "empty_file", "unsupported_file_type")
 MAX_INLINE_MARKDOWN = 400_000        # Firecrawl markdown carried in a job payload (QStash caps messages at 1 MB)
+MAX_JOB_BYTES = 900_000              # all the markdown one page job carries
 DEFAULT_MAX_DEPTH = 3
 SOURCE_COLUMNS = """id, workspace_id, assistant_id, kind, url, title, config, language, status, sync_generation,
                     crawl_id, sync_interval_hours"""
@@ -63,16 +66,50 @@ def _key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def publish_page(source: Row, generation: int, url: str, *, depth: int = 0, follow: bool = False,
-                 page: Page | None = None, tag: str = "") -> None:
-    """Queue `ingest_pages` for one page; the dedup id makes a second publish of the same page a no-op."""
-    payload: dict[str, Any] = {"workspace_id": source["workspace_id"], "source_id": source["id"],
-                               "generation": generation, "url": url, "depth": depth, "follow": follow}
-    dedup = f"page-{source['id']}-g{generation}-{_key(url)}{tag}"
-    if page is not None and len(page.markdown.encode()) <= MAX_INLINE_MARKDOWN:
-        payload.update(markdown=page.markdown, title=page.title)
-        dedup += "-" + _key(page.title + "\0" + page.markdown)[:12]
-    publish("ingest_pages", payload, dedup_id=dedup, retries=PAGE_ATTEMPTS - 1)
+@dataclass(frozen=True)
+class PageRef:
+    """One page for an `ingest_pages` job: its URL, its depth in a link crawl, whether to follow its links, and
+    its content when Firecrawl sent it (nothing to fetch then)."""
+
+    url: str
+    depth: int = 0
+    follow: bool = False
+    page: Page | None = None
+
+    def payload(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"url": self.url, "depth": self.depth, "follow": self.follow}
+        if self.page is not None and len(self.page.markdown.encode()) <= MAX_INLINE_MARKDOWN:
+            item.update(markdown=self.page.markdown, title=self.page.title)
+        return item
+
+
+def publish_pages(source: Row, generation: int, refs: list[PageRef], *, tag: str = "") -> int:
+    """Queue `ingest_pages` jobs for `refs`, INGEST_PAGES_PER_JOB pages a job (fewer when their markdown would
+    pass MAX_JOB_BYTES); returns how many jobs. Each job's dedup id is made of its pages (and their content),
+    so publishing the same pages again is a no-op."""
+    per_job = get_settings().ingest_pages_per_job
+    jobs: list[list[dict[str, Any]]] = []
+    size = 0
+    for ref in refs:
+        item = ref.payload()
+        cost = len(item.get("markdown") or "") + len(item.get("title") or "") + len(ref.url) + 100
+        if not jobs or len(jobs[-1]) >= per_job or size + cost > MAX_JOB_BYTES:
+            jobs.append([])
+            size = 0
+        jobs[-1].append(item)
+        size += cost
+    for items in jobs:
+        publish_page_job(source, generation, items, tag=tag)
+    return len(jobs)
+
+
+def publish_page_job(source: Row, generation: int, items: list[dict[str, Any]], *, tag: str = "") -> None:
+    """Queue one `ingest_pages` job for `items` (PageRef.payload() dicts)."""
+    key = _key("\n".join(i["url"] + "\0" + (_key(i.get("title", "") + "\0" + i["markdown"]) if "markdown" in i else "")
+                         for i in items))
+    publish("ingest_pages", {"workspace_id": source["workspace_id"], "source_id": source["id"],
+                             "generation": generation, "pages": items},
+            dedup_id=f"pages-{source['id']}-g{generation}-{key}{tag}", retries=PAGE_ATTEMPTS - 1)
 
 
 def publish_crawl(source: Row, generation: int, tag: str = "") -> str:
@@ -115,23 +152,30 @@ def register_pages(conn: psycopg.Connection[Row], source: Row, generation: int, 
 
 
 def begin_attempt(conn: psycopg.Connection[Row], source_id: str, generation: int, url: str) -> Row | None:
-    """Start an attempt at a pending page of this sync; None when it is done already (a duplicate) or stale.
+    """Start an attempt at a pending page of this sync; None when it is done already (a duplicate) or stale."""
+    return begin_attempts(conn, source_id, generation, [url]).get(url)
 
-    A delivery that arrives while another attempt at the page is in flight (a duplicate racing it) runs too,
+
+def begin_attempts(conn: psycopg.Connection[Row], source_id: str, generation: int, urls: list[str]) -> dict[str, Row]:
+    """Start an attempt at each pending page of `urls` in this sync: url -> its document row; the pages done
+    already (a duplicate) or stale are left out.
+
+    A delivery that arrives while another attempt at a page is in flight (a duplicate racing it) runs too,
     but is not counted (`counted` is false): duplicates never use up the page's PAGE_ATTEMPTS.
     """
-    return fetch_one(conn, f"""
+    rows = fetch_all(conn, f"""
         WITH current AS (
             SELECT id, attempt_started_at IS NULL
                        OR attempt_started_at < now() - interval '{ATTEMPT_LEASE}' AS counted
-            FROM documents WHERE source_id = %s AND url = %s AND sync_generation = %s AND status = 'pending'
-            FOR UPDATE)
+            FROM documents WHERE source_id = %s AND url = ANY(%s) AND sync_generation = %s AND status = 'pending'
+            ORDER BY id FOR UPDATE)
         UPDATE documents d SET attempts = d.attempts + current.counted::int, attempt_started_at = now(),
                                updated_at = now()
         FROM current WHERE d.id = current.id
         RETURNING d.id, d.workspace_id, d.assistant_id, d.source_id, d.url, d.content_hash, d.attempts,
                   current.counted""",
-        (source_id, url, generation))
+        (source_id, list(dict.fromkeys(urls)), generation))
+    return {row["url"]: row for row in rows}
 
 
 def record_error(conn: psycopg.Connection[Row], doc: Row, generation: int, message: str) -> None:
@@ -275,6 +319,7 @@ def finalize(conn: psycopg.Connection[Row], source_id: str, generation: int) -> 
             {**params, "status": status, "error": error, "kept": kept, "removed": removed, "retry": retry,
              "embeddings": "ready" if embeddings_enabled() else "keyword_only"})
     _compact_term_stats(conn, progress)
+    _release_index(conn, source_id)
     if status == "ready":
         _evaluate(conn, progress)
     return {**progress, "status": status}
@@ -285,6 +330,16 @@ def _evaluate(conn: psycopg.Connection[Row], progress: Row) -> None:
     from shared.evals.alerts import on_sync_finished
 
     on_sync_finished(conn, progress["workspace_id"], progress["assistant_id"])
+
+
+def _release_index(conn: psycopg.Connection[Row], source_id: str) -> None:
+    """A sync that set the HNSW index aside has ended: the index is built once no other such sync runs."""
+    from shared.vectors.bulk_index import release
+
+    try:
+        release(conn, source_id)
+    except Exception as exc:  # the hourly sweep queues the build too
+        log.warning("queueing the vector index build failed: %s", type(exc).__name__)
 
 
 def _compact_term_stats(conn: psycopg.Connection[Row], progress: Row) -> None:
@@ -333,6 +388,7 @@ def fail_source(conn: psycopg.Connection[Row], source_id: str, generation: int, 
                             pages_kept = %(kept)s, {NEXT_SYNC}
                      WHERE id = %(src)s AND sync_generation = %(gen)s""",
                  {"error": error[:2000], "kept": kept, "retry": retry, "src": source_id, "gen": generation})
+    _release_index(conn, source_id)
 
 
 def start_sync(conn: psycopg.Connection[Row], workspace_id: str, source_id: str) -> Row | None:

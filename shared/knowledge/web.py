@@ -1,6 +1,6 @@
 """Web sources: one page (`url`), a site crawled by its links (`site`), the pages a sitemap lists (`sitemap`).
 
-Their sync registers the pages and queues one `ingest_pages` job per page, which fetches it (Firecrawl when a
+Their sync registers the pages and queues `ingest_pages` jobs, many pages each, which fetch them (Firecrawl when a
 key is set, else the built-in fetcher). A site with a Firecrawl key is crawled by Firecrawl instead: its
 webhook and the `poll_crawl` job queue the pages it returns.
 """
@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 from shared.crawl import Page, firecrawl
 from shared.crawl.pipeline import (
     DEFAULT_MAX_DEPTH,
+    PageRef,
     finalize,
     mark_incomplete,
     mark_indexing,
-    publish_page,
+    publish_pages,
     register_pages,
 )
 from shared.crawl.scope import Scope, normalize_url
@@ -36,11 +37,13 @@ def fetch(url: str) -> Page:
 
 
 def queue_pages(conn: Any, source: Row, generation: int, urls: list[str], *, follow: bool = False) -> dict[str, Any]:
-    """Register `urls` in this sync and queue a page job for each (a sync with none ends at once)."""
+    """Register `urls` in this sync and queue their page jobs, many pages a job (a sync with none ends at once)."""
+    from shared.vectors.bulk_index import maybe_defer
+
     queued = register_pages(conn, source, generation, urls, include_pending=True)
     mark_indexing(conn, source["id"], generation)
-    for url in queued:
-        publish_page(source, generation, url, follow=follow)
+    maybe_defer(conn, source["id"], generation)  # a large first sync: the HNSW index is built once, after it
+    publish_pages(source, generation, [PageRef(url, follow=follow) for url in queued])
     if not queued:
         finalize(conn, source["id"], generation)
     return {"queued": len(queued)}

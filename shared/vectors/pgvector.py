@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
+from pgvector.psycopg.vector import VectorBinaryDumper, register_vector_info
+from psycopg.types import TypeInfo
 
 from shared.settings import get_settings
 from shared.vectors import VectorRecord, require_filter
@@ -17,29 +16,42 @@ from shared.vectors.dimensions import column_dimensions, column_mismatch, verify
 
 
 class PgVector(list):  # type: ignore[type-arg]
-    """A vector sent to PostgreSQL in pgvector's binary format: write `%b::vector` in the SQL."""
+    """A vector for a `%b::vector` query parameter: dumped by pgvector's own binary dumper (UntypedVectorDumper).
+    A connection opened before this module was imported lacks the dumper: psycopg then sends the list as a
+    float8[] and the `::vector` cast turns it into the same vector."""
 
 
-class PgVectorDumper(Dumper):
-    """pgvector's binary input (int16 dimensions, int16 unused, float4s, big-endian).
+class UntypedVectorDumper(VectorBinaryDumper):
+    """pgvector's own binary dumper with the type oid left unknown (0): the `%b::vector` cast in the SQL names
+    the type, so a query needs no catalog look-up (a round trip) on its connection first. Binary, because
+    formatting 1,536 floats as text and parsing them again costs about 2 ms a vector."""
 
-    Formatting 1,536 floats as text and parsing them again costs about 2 ms a vector; packing costs
-    0.03 ms. The type oid is left unknown (0): the `::vector` cast in the SQL tells the server the type.
-    """
-
-    format = Format.BINARY
     oid = 0
 
-    def dump(self, obj: Any) -> bytes:
-        return struct.pack(f">HH{len(obj)}f", len(obj), 0, *obj)
+
+psycopg.adapters.register_dumper(PgVector, UntypedVectorDumper)
 
 
-psycopg.adapters.register_dumper(PgVector, PgVectorDumper)
+def adapt(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """`conn` with the dumper, whenever it was opened (a dictionary entry: no round trip)."""
+    conn.adapters.register_dumper(PgVector, UntypedVectorDumper)
+    return conn
 
 
-def vector_literal(values: list[float]) -> str:
-    """pgvector's text form '[1,2,3]' (for COPY and scripts; queries send PgVector instead)."""
-    return "[" + ",".join(map(repr, map(float, values))) + "]"
+def vector_copy_type(cursor: psycopg.Cursor[Any]) -> str:
+    """Ready `cursor` for a binary COPY with a vector column (`copy.set_types([..., "vector"])`): pgvector's
+    dumpers registered on this cursor only, with the type's oid, which COPY needs. The oid is looked up
+    once per connection; the connection's own adapters get only the type's name (no loaders), so nothing
+    else read on it changes shape."""
+    conn = cursor.connection
+    info = conn.adapters.types.get("vector")
+    if info is None:
+        info = TypeInfo.fetch(conn, "vector")
+        if info is None:
+            raise RuntimeError("the vector extension is not installed (run python -m scripts db migrate)")
+        info.register(conn)
+    register_vector_info(cursor, info)  # type: ignore[arg-type]  # a cursor is an adapt context too
+    return "vector"
 
 
 @contextlib.contextmanager
@@ -64,7 +76,7 @@ class PgVectorStore:
         dimensions = get_settings().embedding_dimensions
         for record in records:
             verify_vector(record.values, dimensions)
-        with _connection(conn) as db, db.transaction(), db.cursor() as cursor:
+        with _connection(conn) as db, db.transaction(), adapt(db).cursor() as cursor:
             verify(db, dimensions)
             # executemany pipelines the statements (one round trip, vectors in binary); one commit for all.
             cursor.executemany("""UPDATE chunks SET embedding = %b::vector, vector_id = id
@@ -94,7 +106,7 @@ class PgVectorStore:
               *, conn: Any = None) -> list[tuple[str, float]]:
         with _connection(conn) as db:
             verify(db, len(vector))
-            rows = db.execute(QUERY, {"ws": workspace_id, "asst": assistant_id, "vec": PgVector(vector),
+            rows = adapt(db).execute(QUERY, {"ws": workspace_id, "asst": assistant_id, "vec": PgVector(vector),
                                       "k": top_k}).fetchall()
         return [(row["id"], float(row["score"])) for row in rows]
 

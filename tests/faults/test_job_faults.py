@@ -235,6 +235,22 @@ def scenario_vectorize(engine: Any, request: pytest.FixtureRequest) -> Scenario:
                     ran=lambda s: len(s) == 7 and all(c["vector_id"] and c["embedded"] for c in s))
 
 
+def scenario_build_vector_index(engine: Any, request: pytest.FixtureRequest) -> Scenario:
+    from shared.vectors.bulk_index import index_state
+
+    request.getfixturevalue("embeddings_api")
+    workspace_id, _ = engine.workspace()
+    with engine.db() as conn:
+        load_corpus(conn, workspace_id, make_assistant(conn, workspace_id))
+        conn.execute("DROP INDEX chunks_embedding")  # a bulk load set it aside and has ended
+
+    def state() -> Any:
+        with engine.db() as conn:
+            return index_state(conn)
+
+    return Scenario({"cron": "vector_index"}, state, ran=lambda s: s == "valid")
+
+
 def scenario_crawl_source(engine: Any, request: pytest.FixtureRequest) -> Scenario:
     served = request.getfixturevalue("site")
     _, workspace_id, assistant_id = knowledge_setup(engine)
