@@ -2,7 +2,7 @@
 
     python bench/clone_to_answer.py [--branch main] [--repo /work/main]
 
-A fresh clone in a temporary folder, an empty pip cache (PIP_CACHE_DIR), no `.venv`: `make dev` creates the
+A fresh clone in a temporary folder, empty pip and uv caches (PIP_CACHE_DIR, UV_CACHE_DIR), no `.venv`: `make dev` creates the
 virtualenv and installs what it installs, then serves. The script waits for /api/health, creates an assistant
 with a pasted text source through the API, waits for it to be ready and asks a question with `stream: false`;
 the clock stops when the answer carries a citation. Prints one summary line per phase and the total; nothing
@@ -49,7 +49,7 @@ def main() -> int:
     clone, cache = work / "clone", work / "pip-cache"
     cache.mkdir()
     port = free_port()
-    env = {**os.environ, "PIP_CACHE_DIR": str(cache), "PORT": str(port)}
+    env = {**os.environ, "PIP_CACHE_DIR": str(cache), "UV_CACHE_DIR": str(cache / "uv"), "PORT": str(port)}
     for name in ("VIRTUAL_ENV", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         env.pop(name, None)  # the newcomer's shell: no venv active, no stack, no model key
     marks: list[tuple[str, float]] = []
