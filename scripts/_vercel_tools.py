@@ -170,7 +170,7 @@ def remove_generated() -> None:
 DEV_ONLY_WITHOUT = ("maxDuration", "memory")
 
 
-def vercel_dev_config(env: dict[str, str]) -> Path:
+def vercel_dev_config(env: dict[str, str], path: Path = ROOT / ".vercel" / "vercel.dev.json") -> Path:
     """vercel.json for `vercel dev`: the same functions, rewrites and headers, without DEV_ONLY_WITHOUT, and
     `env`: vercel dev gives functions only that and the variables of `.env`, never its own environment."""
     config = json.loads((ROOT / "vercel.json").read_text())
@@ -178,7 +178,7 @@ def vercel_dev_config(env: dict[str, str]) -> Path:
         for key in DEV_ONLY_WITHOUT:
             spec.pop(key, None)
     config["env"] = dict(sorted(env.items()))
-    path = ROOT / ".vercel" / "vercel.dev.json"  # local secrets: under .vercel/ (gitignored, never deployed)
+    # Local secrets: under .vercel/ (gitignored, never deployed), readable by us only.
     path.parent.mkdir(exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(json.dumps(config, indent=2))
