@@ -2,12 +2,12 @@
 
     python bench/clone_to_answer.py [--branch main] [--repo /work/main]
 
-A fresh clone in a temporary folder, empty pip and uv caches (PIP_CACHE_DIR, UV_CACHE_DIR), no `.venv`: `make dev` creates the
-virtualenv and installs what it installs, then serves. The script waits for /api/health, creates an assistant
-with a pasted text source through the API, waits for it to be ready and asks a question with `stream: false`;
-the clock stops when the answer carries a citation. Prints one summary line per phase and the total; nothing
-is asserted (the machine is shared: compare runs made together). Ctrl-C on `make dev` and the folder removed
-at the end.
+A fresh clone in a temporary folder, empty pip and uv caches (PIP_CACHE_DIR, UV_CACHE_DIR), no `.venv`:
+`make dev` creates the virtualenv and installs what it installs, then serves. The script waits for /api/health,
+creates an assistant with a pasted text source through the API, waits for it to be ready and asks a question
+with `stream: false`; the clock stops when the answer carries a citation. Prints one line per phase and the
+total; nothing is asserted (the machine is shared: compare runs made together). Ctrl-C on `make dev` and the
+folder removed at the end.
 """
 
 from __future__ import annotations
