@@ -66,6 +66,10 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    try:
+        import pip_audit  # noqa: F401  (and packaging, which it brings)
+    except ImportError as exc:
+        raise AuditError("pip-audit is not installed: `pip install -r requirements-dev.txt` (make test does)") from exc
     ignores = load_ignores(args.ignore_file)
     files = [Path(f) for f in (args.files or [ROOT / name for name in DEFAULT_FILES if (ROOT / name).exists()])]
     pins = read_pins(files)
@@ -156,10 +160,6 @@ def installed_dependencies(pins: dict[str, tuple[str, set[str]]]) -> dict[str, s
 def run_pip_audit(packages: list[Package], args: argparse.Namespace) -> str:
     """pip-audit over exact pins (no resolution: the versions are known); fills in what its service answered and
     returns a line about the service."""
-    try:
-        import pip_audit  # noqa: F401
-    except ImportError as exc:
-        raise AuditError("pip-audit is not installed: `pip install -r requirements-dev.txt` (make test does)") from exc
     with tempfile.TemporaryDirectory(prefix="deps-audit-") as tmp:
         pinned = Path(tmp) / "requirements.txt"
         pinned.write_text("".join(f"{p.name}=={p.version}\n" for p in packages))
