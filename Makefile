@@ -2,17 +2,28 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+LOCAL_STAMP := $(VENV)/.installed-local
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test fuzz lint typecheck build bench clean
+.PHONY: dev test fuzz lint typecheck build bench audit clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+UV_PIN := $(shell grep -E '^uv==' requirements-local.txt)
+# uv installs the same pins several times faster than pip; pip takes over if uv cannot (no route to its index).
+INSTALL = $(VENV)/bin/uv pip install -q --python $(PY) -r $(1) || $(PY) -m pip install -q -r $(1)
+
+# What `make dev` needs and no more (requirements-local.txt): a first start doesn't wait for the test tools.
+$(LOCAL_STAMP): requirements.txt requirements-local.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	test -x $(VENV)/bin/uv || $(PY) -m pip install -q $(UV_PIN)
+	$(call INSTALL,requirements-local.txt)
+	touch $(LOCAL_STAMP)
+
+# Everything else: tests, linters, fuzzing, the audit (requirements-dev.txt).
+$(STAMP): $(LOCAL_STAMP) requirements-dev.txt
+	$(call INSTALL,requirements-dev.txt)
 	touch $(STAMP)
 
-dev: $(STAMP)
+dev: $(LOCAL_STAMP)
 	$(PY) -m scripts dev
 
 test: $(STAMP)
@@ -28,6 +39,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy shared api functions
+
+# Known vulnerabilities in every pinned dependency (and what they pull in); DEPLOYMENT.md §6.
+audit: $(STAMP)
+	$(PY) -m scripts deps audit
 
 build: $(STAMP)
 	$(PY) -m scripts build

@@ -12,7 +12,7 @@ import sys
 # Commands that start or serve a stack themselves: they never borrow a running `make dev`'s settings.
 OWN_STACK = {"dev", "serve"}
 COMMAND_MODULES = ["cmd_db", "cmd_workspace", "cmd_health", "cmd_dev", "cmd_build", "cmd_backup", "cmd_metrics",
-                   "cmd_cache", "cmd_pinecone", "cmd_vectorize", "cmd_queue", "cmd_eval"]
+                   "cmd_cache", "cmd_pinecone", "cmd_vectorize", "cmd_queue", "cmd_eval", "cmd_deps"]
 
 
 def main(argv: list[str] | None = None) -> int:

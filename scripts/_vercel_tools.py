@@ -163,3 +163,46 @@ def remove_generated() -> None:
             if name in GENERATED:
                 (ROOT / name).unlink(missing_ok=True)
         marker.unlink()
+
+
+# vercel/vercel#17620: `vercel dev` fails every Python function whose `functions` entry sets these ("The result of
+# builder.build() must not contain maxDuration"); they only matter deployed, so the dev config leaves them out.
+DEV_ONLY_WITHOUT = ("maxDuration", "memory")
+
+
+def vercel_dev_config(env: dict[str, str], path: Path = ROOT / ".vercel" / "vercel.dev.json") -> Path:
+    """vercel.json for `vercel dev`: the same functions, rewrites and headers, without DEV_ONLY_WITHOUT, and
+    `env`: vercel dev gives functions only that and the variables of `.env`, never its own environment."""
+    config = json.loads((ROOT / "vercel.json").read_text())
+    for spec in config.get("functions", {}).values():
+        for key in DEV_ONLY_WITHOUT:
+            spec.pop(key, None)
+    config["env"] = dict(sorted(env.items()))
+    # Local secrets: under .vercel/ (gitignored, never deployed), readable by us only.
+    path.parent.mkdir(exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def run_vercel_dev(port: int, stack_env: dict[str, str]) -> int:
+    """`vercel dev --local` on 127.0.0.1:port, its functions given `stack_env` (the local stack's settings): no
+    account and no link needed, nothing is pulled from Vercel. Each function is built on its first request (uv installs
+    requirements.txt into .vercel/cache), so the first call of each takes a while."""
+    cli, uv, python = vercel_cli(), find_uv(), find_python(python_version())
+    env = {**os.environ, "VERCEL_TELEMETRY_DISABLED": "1", "NO_UPDATE_NOTIFIER": "1",
+           "PATH": os.pathsep.join([str(python.parent), str(uv.parent), os.environ.get("PATH", "")])}
+    env.pop("VIRTUAL_ENV", None)  # the builder makes its own venv per function
+    command = [str(cli), "dev", "--local", "--yes", "--listen", f"127.0.0.1:{port}",
+               "--local-config", str(vercel_dev_config(stack_env))]
+    print(f"vercel dev (CLI {VERCEL_VERSION}, local mode, {python.name}) on http://localhost:{port} ...", flush=True)
+    child = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        return child.wait()
+    finally:  # Ctrl-C, kill: vercel dev stops its function processes itself when asked to
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -28,6 +28,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     dev = groups.add_parser("dev", help="start PostgreSQL, Redis, the stand-ins and every function locally")
     dev.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     dev.add_argument("--data", default=str(ROOT / ".data"), help="where the local data lives")
+    dev.add_argument("--vercel", action="store_true",
+                     help="serve through `vercel dev --local` (the Vercel CLI's emulation) instead of the local router")
     dev.add_argument("--revectorize", action="store_true",
                      help="stored vectors of another size (another embeddings model): drop them and embed every "
                           "chunk again with this run's model before serving")
@@ -54,8 +56,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             applied = dev_environment(env, shell, dotenv, local_embeddings=stack.embeddings_env())
             os.environ.update(applied)
             # What this process now runs with, for the CLI in another terminal (scripts/local_stack.py).
-            stack.publish({name: os.environ[name] for name in {*env, *applied} if name in os.environ})
-            _serve(stack, shell, data, args)
+            published = {name: os.environ[name] for name in {*env, *applied} if name in os.environ}
+            stack.publish(published)
+            _serve(stack, shell, data, args, published)
         finally:
             print("stopping the local stack ...", flush=True)
             with ignore_interrupts():  # a second Ctrl-C must not leave PostgreSQL or Redis running
@@ -63,7 +66,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(stack: Any, shell: Mapping[str, str], data: Path, args: argparse.Namespace) -> None:
+def _serve(stack: Any, shell: Mapping[str, str], data: Path, args: argparse.Namespace,
+           published: dict[str, str]) -> None:
     import uvicorn
 
     from shared.settings import get_settings
@@ -81,6 +85,11 @@ def _serve(stack: Any, shell: Mapping[str, str], data: Path, args: argparse.Name
     print(f"\n  Dialog Engine on http://localhost:{args.port}  (chat page: /, health: /api/health)")
     print(f"  admin key: {key}   (also in {data / 'admin-key'})")
     print("  the CLI finds this stack by itself: python -m scripts health all (another terminal)\n", flush=True)
+    if getattr(args, "vercel", False):
+        from scripts._vercel_tools import run_vercel_dev
+
+        run_vercel_dev(args.port, published)
+        return
     from scripts.router import create_router
 
     uvicorn.run(create_router(), host="127.0.0.1", port=args.port, log_level="info")

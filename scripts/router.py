@@ -89,8 +89,9 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def create_router() -> Any:
-    """The router with the security headers also on its own 404s and on public/ files, and CORS on the
-    widget's message catalogues (public/i18n/*.json; vercel.json sets the same header on Vercel)."""
+    """The router with the security headers and X-Request-Id also on its own 404s and on public/ files, and CORS
+    on the widget's message catalogues (public/i18n/*.json; vercel.json sets the same header on Vercel)."""
     from shared.http import SecurityHeadersMiddleware, WidgetCorsMiddleware
+    from shared.request_id import RequestIdMiddleware
 
-    return WidgetCorsMiddleware(SecurityHeadersMiddleware(Router()))
+    return RequestIdMiddleware(WidgetCorsMiddleware(SecurityHeadersMiddleware(Router())))

@@ -17,6 +17,7 @@ from shared.errors import AppError, error_body
 from shared.logs import apply_log_level
 from shared.metrics import MetricsMiddleware
 from shared.observability import init_sentry, install_log_scrubber
+from shared.request_id import RequestIdMiddleware
 from shared.settings import SettingsError, get_settings
 
 log = logging.getLogger("dialog_engine")
@@ -47,12 +48,20 @@ def create_app(title: str, *, description: str = "", max_body_bytes: BodyLimit =
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outside ours: times them too; flushes after the last byte
-    app.add_middleware(WidgetCorsMiddleware)  # outermost: a preflight needs no key, body or metrics
+    app.add_middleware(WidgetCorsMiddleware)  # outermost of ours: a preflight needs no key, body or metrics
+    _outermost(app, RequestIdMiddleware)
     _document_errors(app)
     install_log_scrubber()
     apply_log_level()
     init_sentry()
     return app
+
+
+def _outermost(app: FastAPI, middleware: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Wrap even Starlette's ServerErrorMiddleware (add_middleware puts ours inside it): a 500 and the log line
+    of its exception, made there, are then inside the request too (X-Request-Id, request_id)."""
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: middleware(build())  # type: ignore[method-assign]
 
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -214,7 +223,7 @@ CORS_HEADERS = {"access-control-allow-methods": "GET, POST, OPTIONS",
                 "access-control-allow-headers": "authorization, content-type, x-api-key, x-assistant-id, "
                                                 "x-user-id, x-user-hash, x-visitor-token",
                 "access-control-max-age": "600"}
-CORS_EXPOSE = b"retry-after, x-conversation-id, x-visitor-token"
+CORS_EXPOSE = b"retry-after, x-conversation-id, x-visitor-token, x-request-id"
 
 
 class WidgetCorsMiddleware:

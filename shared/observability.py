@@ -109,8 +109,13 @@ def scrub_data(value: Any, depth: int = 0) -> Any:
 
 
 def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
-    """Sentry hook for errors and transactions: the event leaves without secrets."""
+    """Sentry hook for errors and transactions: the event leaves without secrets, tagged with the request id
+    (the X-Request-Id the caller got back and every log line of the request carries)."""
     try:
+        from shared.logs import request_id
+
+        if rid := request_id.get():
+            event.setdefault("tags", {})["request_id"] = rid
         return scrub_data(event)
     except Exception:
         return {}  # never ship an event we could not clean

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     daily_token_budget: int = Field(default=1_000_000, ge=0, description="Tokens in + out per workspace per UTC day")
     auth_secret: str | None = None  # Auth.js v5 name for NEXTAUTH_SECRET; either one works
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"  # the dialog_engine loggers
+    log_format: Literal["json", "text"] = "json"  # one JSON object a line (with request_id), or plain text
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_name(cls, value: Any) -> Any:
+        return str(value).strip().lower() or "json"
 
     @field_validator("log_level", mode="before")
     @classmethod

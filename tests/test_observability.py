@@ -44,7 +44,7 @@ if "sentry_sdk" in sys.modules:
     import sentry_sdk
     sentry_sdk.flush(timeout=5)
 stop()
-print(json.dumps({"status": reply.status_code, "body": reply.text,
+print(json.dumps({"status": reply.status_code, "body": reply.text, "request_id": reply.headers.get("x-request-id"),
                   "loaded": sorted(m for m in ("sentry_sdk", "openai", "anthropic") if m in sys.modules)}))
 """
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}", "X-Api-Key": CHAT_KEY, "Upstash-Signature": QSTASH_TOKEN}
@@ -94,6 +94,11 @@ def test_with_sentry_dsn_errors_reach_sentry_without_secrets() -> None:
     assert "[Filtered]" in everything and "could not reach postgresql://app:[Filtered]@" in everything
     assert [s for s in SECRETS if s in everything] == []
     assert not [s for s in SECRETS if s in stderr]
+    # The error event is tagged with the request id the caller got back (X-Request-Id) and the logs carry.
+    error_events = [json.loads(line) for body in received for line in body.splitlines()
+                    if line.startswith(b"{") and b'"RuntimeError"' in line and b'"exception"' in line]
+    assert outcome["request_id"] and error_events
+    assert {event.get("tags", {}).get("request_id") for event in error_events} == {outcome["request_id"]}
 
 
 def test_log_records_are_scrubbed_wherever_they_are_handled(caplog) -> None:

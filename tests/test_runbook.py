@@ -90,3 +90,38 @@ def test_each_documented_command_exists(words: list[str]) -> None:
     assert exit_code([*head, "--help"]) == 0, f"`python -m scripts {' '.join(head)} --help` fails"
     # The whole documented line parses too: no option or choice that the command does not have.
     assert exit_code(words) == 0, f"`python -m scripts {' '.join(words)}` does not parse"
+
+
+# Variables DEPLOYMENT.md names that are not settings of the engine, each with the file that reads it.
+NOT_SETTINGS = {
+    "AWS_ACCESS_KEY_ID": ".github/workflows/backup.yml",  # boto3 reads the AWS credentials itself
+    "AWS_SECRET_ACCESS_KEY": ".github/workflows/backup.yml",
+    "BACKUP_VERIFY": ".github/workflows/backup.yml",  # a repository variable of the workflow
+    "POSTGRES_PASSWORD": "docker-compose.yml",        # compose's own
+    "SRH_TOKEN": "docker-compose.yml",
+    "POSTGRES_URL_NON_POOLING": "shared/settings.py",  # Vercel Postgres's name, read as DATABASE_URL_UNPOOLED
+    "BACKUP_PASSPHRASE": "shared/backup.py",          # the old format, named in the refusal message
+    "ASSISTANT_ID": "DEPLOYMENT.md",                   # shell variables of the examples
+    "RESTORE_DATABASE_URL": "DEPLOYMENT.md",
+}
+
+
+def test_every_variable_the_runbook_names_is_a_setting_or_read_where_it_says() -> None:
+    from shared.settings import Settings
+
+    settings = {name.upper() for name in Settings.model_fields}
+    example = {line.split("=", 1)[0].strip() for line in (ROOT / ".env.example").read_text().splitlines()
+               if "=" in line and not line.startswith("#")}
+    named = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b", RUNBOOK.read_text()))
+    for name in sorted(named - settings - example):
+        assert name in NOT_SETTINGS, f"DEPLOYMENT.md names {name}: neither a setting nor in .env.example"
+        where = ROOT / NOT_SETTINGS[name]
+        assert name in where.read_text() or name.lower() in where.read_text(), f"{name} is not in {where}"
+
+
+def test_every_make_target_the_docs_name_exists() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
+    for doc in ("README.md", "DEPLOYMENT.md"):
+        for target in set(re.findall(r"`make ([a-z][a-z-]*)", (ROOT / doc).read_text())):
+            assert target in targets, f"{doc} names `make {target}`, which the Makefile does not have"
