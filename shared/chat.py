@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import psycopg
 from starlette.concurrency import run_in_threadpool
 
@@ -208,7 +209,22 @@ def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query
 
 async def prepare(given: TurnInput) -> Turn:
     """Load the assistant, store the user message, retrieve. Raises NotFound/Forbidden before any output."""
-    return await run_in_threadpool(_prepare, given)
+    return await anyio.to_thread.run_sync(_prepare, given, limiter=_database_work())
+
+
+_limiters: dict[int, tuple[Any, anyio.CapacityLimiter]] = {}
+
+
+def _database_work() -> anyio.CapacityLimiter:
+    """Turns doing database work at once in this process: as many as the pool has connections. More threads
+    would only wait for a connection while holding a worker and contending for the GIL with the event
+    loop that streams the other turns' answers; waiting here costs nothing."""
+    loop = asyncio.get_running_loop()
+    known = _limiters.get(id(loop))
+    if known is None or known[0] is not loop:
+        known = (loop, anyio.CapacityLimiter(max(1, get_settings().db_pool_size or 10)))
+        _limiters[id(loop)] = known
+    return known[1]
 
 
 def should_abstain(turn: Turn) -> bool:
@@ -348,7 +364,8 @@ async def _finish(turn: Turn, reply: Reply, timings: dict[str, float | None]) ->
     _track(turn, reply, timings)
     with anyio.CancelScope(shield=True):
         try:
-            return await run_in_threadpool(_store_with_retries, turn, reply, timings, error)
+            return await anyio.to_thread.run_sync(_store_with_retries, turn, reply, timings, error,
+                                                  limiter=_database_work())
         except Exception:
             log.exception("storing the reply of conversation %s failed", turn.conversation_id)
     return None
