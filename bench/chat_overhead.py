@@ -8,7 +8,8 @@ server) once per configuration, each in its own uvicorn process, and a bare one-
   pooled       DB_POOL_SIZE=10 (the default): a warm instance reusing its connections, Redis over Upstash REST;
   fresh        DB_POOL_SIZE=0: a new PostgreSQL connection for every use (the engine before the pool);
   self-hosted  pooled, with REDIS_URL (redis-py to Redis itself) instead of Upstash REST.
-Reported as p50 / p99 over the measured turns (after a warm-up):
+Reported as p50 / p99 over the measured turns (after a warm-up; the configurations take turns, so they share
+the machine's load as it drifts):
   engine_ms  server side, from the request's first dependency to the provider request: auth, the admission
              (assistant, limits, budget, embedding cache), storing the user message, retrieval, the prompt;
   ttft_ms    server side, to the stand-in's first token (adds the SDK and the local HTTP hop);
@@ -105,25 +106,28 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(client: Any, bare: Any, assistant: str, texts: list[str], turns: int, warmup: int = 30
-            ) -> list[dict[str, float]]:
-    rows: list[dict[str, float]] = []
-    conversation = None
+def measure(clients: dict[str, Any], bare: Any, assistant: str, texts: list[str], turns: int, warmup: int = 30
+            ) -> dict[str, list[dict[str, float]]]:
+    """Turns against every configuration in rotation (and the bare endpoint after each), so that all of them
+    run under the same load: on a shared machine it drifts within seconds."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
+    conversations: dict[str, str | None] = dict.fromkeys(clients)
     for n in range(warmup + turns):
-        body: dict[str, Any] = {"assistant_id": assistant, "message": texts[n % len(texts)]}
-        if conversation and n % 10:
-            body["conversation_id"] = conversation
-        client_s, lines = first_event(client, "/api/chat", body)
-        bare_s, _ = first_event(bare, "/sse", {}) if bare else (0.0, [])
-        events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
-        conversation = events[0]["conversation_id"]
-        done = events[-1]
-        assert done["status"] == "complete" and done["provider"] == "openai", done
-        if n >= warmup:
-            timings = done["timings"]
-            rows.append({"engine_ms": timings["engine_ms"], "ttft_ms": timings["ttft_ms"],
-                         "retrieval_ms": timings["retrieval_ms"], "client_ms": client_s * 1000,
-                         "bare_ms": bare_s * 1000})
+        for name, client in clients.items():
+            body: dict[str, Any] = {"assistant_id": assistant, "message": texts[n % len(texts)]}
+            if conversations[name] and n % 10:
+                body["conversation_id"] = conversations[name]
+            client_s, lines = first_event(client, "/api/chat", body)
+            bare_s, _ = first_event(bare, "/sse", {})
+            events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+            conversations[name] = events[0]["conversation_id"]
+            done = events[-1]
+            assert done["status"] == "complete" and done["provider"] == "openai", done
+            if n >= warmup:
+                timings = done["timings"]
+                rows[name].append({"engine_ms": timings["engine_ms"], "ttft_ms": timings["ttft_ms"],
+                                   "retrieval_ms": timings["retrieval_ms"], "client_ms": client_s * 1000,
+                                   "bare_ms": bare_s * 1000})
     return rows
 
 
@@ -184,7 +188,8 @@ def run(turns: int, sizes: list[int]) -> None:
     embed_url, _ = serve_in_thread(corpus.embeddings_app(world))
     os.environ.update({"OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": f"{model_url}/v1",
                        "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector",
-                       "RATE_CHAT_PER_KEY_PER_MINUTE": "0", "RATE_CHAT_PER_USER_PER_MINUTE": "0"})
+                       "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
+                       "DAILY_TOKEN_BUDGET": str(10**12)})  # still read and counted every turn, never reached
     from shared.settings import get_settings
 
     get_settings.cache_clear()
@@ -244,8 +249,9 @@ def run(turns: int, sizes: list[int]) -> None:
                     corpus.load(conn, world, ids, loaded, size - loaded)
                     corpus.build_index(conn)
                 loaded = size
-            for name, (client, counting) in servers.items():
-                col = _columns(measure(client, bare, ids["asst"], texts, turns))
+            measured = measure({name: pair[0] for name, pair in servers.items()}, bare, ids["asst"], texts, turns)
+            for name, (_, counting) in servers.items():
+                col = _columns(measured[name])
                 upstash = None if "REDIS_URL" in configs[name] else upstash_log
                 counters.update(wire=wire, upstash=upstash)
                 c = count(counting, ids["asst"], texts, wire, upstash)

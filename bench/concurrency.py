@@ -93,7 +93,8 @@ def run(concurrency: int, count: int, chunks: int) -> None:
     os.environ.update({"OPENAI_API_KEY": FakeOpenAI().api_key, "OPENAI_BASE_URL": f"{model_url}/v1",
                        "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector",
                        # 64 turns a second from one key and one address are the point here, not a limit.
-                       "RATE_CHAT_PER_KEY_PER_MINUTE": "0", "RATE_CHAT_PER_USER_PER_MINUTE": "0"})
+                       "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
+                       "DAILY_TOKEN_BUDGET": str(10**12)})
     from shared.settings import get_settings
 
     get_settings.cache_clear()

@@ -381,7 +381,9 @@ def _store_with_retries(turn: Turn, reply: Reply, timings: dict[str, float | Non
     attempts = get_settings().chat_store_attempts
     for attempt in range(attempts):
         try:
-            with connect(connect_timeout=STORE_CONNECT_TIMEOUT_S, fresh=attempt > 0) as conn:
+            # The first try usually reuses a pooled connection; retries open fresh ones within a short timeout.
+            timeout = None if attempt == 0 else STORE_CONNECT_TIMEOUT_S
+            with connect(connect_timeout=timeout, fresh=attempt > 0) as conn:
                 message_id, total = _store_reply(conn, turn, reply, timings, error)
         except (psycopg.OperationalError, ServiceUnavailable) as exc:
             log.warning("storing the reply of %s failed (attempt %d of %d): %s", turn.conversation_id,
