@@ -236,7 +236,9 @@ def _remember(key: str, vector: list[float]) -> list[float]:
 # answer; these are embed_query's steps, apart.
 
 def query_cache_probe(text: str) -> tuple[str, list[float] | None]:
-    """(Redis key, the vector when this instance has it) for a query; the caller GETs the key on a miss."""
+    """(Redis key, the vector when this instance has it) for a query; the caller GETs the key on a miss.
+    Raises EmbeddingDimensionsMismatch, as embed_query does, when the store was resized under this instance."""
+    _verify_store()
     key = _cache_key(" ".join(text.split()))
     with _recent_lock:
         if key in _recent:

@@ -131,7 +131,11 @@ def _embedding_probe(assistant: ResolvedAssistant, model_text: Any) -> tuple[str
     text = " ".join(str(model_text(assistant)).split())[:MAX_QUERY_CHARS]
     if not HAS_WORDS.search(text) or not embeddings_enabled():
         return None
-    key, vector = query_cache_probe(text)
+    try:
+        key, vector = query_cache_probe(text)
+    except Exception as exc:  # a resized store: nothing planned; the turn's own embedding step names the error
+        log.warning("query embedding not planned: %s", type(exc).__name__)
+        return None
     return text, key, vector
 
 
