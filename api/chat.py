@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from shared import chat
 from shared.auth import Principal
-from shared.deps import AnyKey, Db, Started
+from shared.deps import AnyKey, Started
 from shared.errors import Unprocessable
 from shared.http import create_app, json_error
 from shared.identity import visitor_for_request, visitor_headers, with_visitor_token
@@ -83,7 +83,8 @@ class UIChatRequest(BaseModel):
 
 @app.post("/api/chat", summary="One chat turn (SSE events, a JSON answer, or the AI SDK UI message stream)",
           response_model=None)
-async def chat_turn(request: Request, started: Started, principal: AnyKey, conn: Db) -> Response:
+async def chat_turn(request: Request, started: Started, principal: AnyKey) -> Response:
+    # No request-long database connection: the turn borrows pooled ones while it runs statements.
     body = await json_body(request)
     if isinstance(body, dict) and "messages" in body and "id" in body:
         ui = validate(UIChatRequest, body)
@@ -97,18 +98,18 @@ async def chat_turn(request: Request, started: Started, principal: AnyKey, conn:
         turn = _turn_input(request, principal, started, assistant_id=assistant_id, message=_last_user_text(ui),
                            conversation_id=ui.id, user_id=ui.user_id, user_hash=ui.user_hash, metadata=ui.metadata)
         turn.create_if_missing = True
-        prepared = await chat.prepare(conn, turn)
-        return EventStreamResponse(relay(chat.run(conn, prepared), ui_message_stream),
+        prepared = await chat.prepare(turn)
+        return EventStreamResponse(relay(chat.run(prepared), ui_message_stream),
                                    headers={**UI_STREAM_HEADERS, **_headers(prepared)})
     req = validate(ChatRequest, body)
     turn = _turn_input(request, principal, started, assistant_id=req.assistant_id, message=req.message,
                        conversation_id=req.conversation_id, user_id=req.user_id, user_hash=req.user_hash,
                        metadata=req.metadata)
-    prepared = await chat.prepare(conn, turn)
+    prepared = await chat.prepare(turn)
     if req.stream:
-        return EventStreamResponse(relay(with_visitor_token(chat.run(conn, prepared), turn.visitor), native_events),
+        return EventStreamResponse(relay(with_visitor_token(chat.run(prepared), turn.visitor), native_events),
                                    headers={**SSE_HEADERS, **_headers(prepared)})
-    result = await chat.collect(with_visitor_token(chat.run(conn, prepared), turn.visitor))
+    result = await chat.collect(with_visitor_token(chat.run(prepared), turn.visitor))
     if result["status"] == "failed":
         error = result["error"] or {"code": "failed", "message": "The turn failed."}
         return json_error(503, error["code"], error["message"], details={

@@ -79,8 +79,7 @@ class CompletionRequest(BaseModel):
 
 
 @app.post("/api/v1/chat/completions", summary="Chat completion (model = assistant id)", response_model=None)
-async def completions(body: CompletionRequest, request: Request, started: Started, principal: AnyKey,
-                      conn: Db) -> Response:
+async def completions(body: CompletionRequest, request: Request, started: Started, principal: AnyKey) -> Response:
     last = body.messages[-1]
     if last.role != "user" or not last.text().strip():
         raise BadRequest("The last message must be a user message with text.", code="invalid_messages")
@@ -97,13 +96,13 @@ async def completions(body: CompletionRequest, request: Request, started: Starte
         temperature=body.temperature, max_output_tokens=body.max_completion_tokens or body.max_tokens,
         origin=request.headers.get("origin"), host=request.headers.get("host"), started=started)
     try:
-        prepared = await chat.prepare(conn, turn)
+        prepared = await chat.prepare(turn)
     except NotFound as exc:
         if exc.code == "assistant_not_found":
             return openai_error(404, f"The model '{body.model}' does not exist.", "model_not_found", "model")
         raise
     headers = {"x-conversation-id": prepared.conversation_id, **visitor_headers(visitor)}
-    events = chat.run(conn, prepared)
+    events = chat.run(prepared)
     completion_id, created = f"chatcmpl-{prepared.user_message_id}", int(time.time())
     if not body.stream:
         result = await chat.collect(events)

@@ -1,20 +1,25 @@
-"""Engine time before the model: POST /api/chat against a local OpenAI stand-in that answers at once.
+"""Engine time and round trips before the model: POST /api/chat against a local OpenAI stand-in answering at once.
 
     python bench/chat_overhead.py [--turns 300] [--chunks 0[,10000,100000]] [--keep]
 
 Starts its own local stack (PostgreSQL + pgvector, Redis, the Upstash and QStash stand-ins) in a temporary
 folder, an OpenAI chat stand-in and an embeddings stand-in, then serves the whole router (`make dev`'s
-server) and a bare one-route FastAPI SSE endpoint, each in its own uvicorn process, so neither shares
-a GIL with the client or the stand-ins. Reported as p50 / p99 over the measured turns (after a warm-up):
-  engine_ms  server side, from the request's first dependency to the provider request: the DB
-             connection, auth, assistant (Redis cache), storing the user message, retrieval, prompt;
+server) once per configuration, each in its own uvicorn process, and a bare one-route FastAPI SSE endpoint:
+  pooled       DB_POOL_SIZE=10 (the default): a warm instance reusing its connections, Redis over Upstash REST;
+  fresh        DB_POOL_SIZE=0: a new PostgreSQL connection for every use (the engine before the pool);
+  self-hosted  pooled, with REDIS_URL (redis-py to Redis itself) instead of Upstash REST.
+Reported as p50 / p99 over the measured turns (after a warm-up; the configurations take turns, so they share
+the machine's load as it drifts):
+  engine_ms  server side, from the request's first dependency to the provider request: auth, the admission
+             (assistant, limits, budget, embedding cache), storing the user message, retrieval, the prompt;
   ttft_ms    server side, to the stand-in's first token (adds the SDK and the local HTTP hop);
-  client     the client's time to the first `delta` event, beside the bare endpoint's time to its first
-             event in the same run; the difference is what the engine adds to an SSE round trip.
-A shorter in-process pass counts the SQL statements and Redis calls made before the provider request.
-Every tenth turn starts a new conversation; the others continue one (history is read). Retrieval is
-the default template's hybrid mode; query vectors repeat, so they come from the caches after first use.
-With --chunks, chunks are loaded with bench/retrieval.py's generator before measuring at each size.
+  client     the client's time to the first `delta` event, beside the bare endpoint's in the same run.
+Then a counting pass per configuration, through a PostgreSQL wire-protocol counter and a logging Upstash
+stand-in (tests/fakes): SQL statements, new connections and Redis round trips per turn, before the model
+request and after it, counted where they arrive (self-hosted Redis is not counted: the same KV calls, over
+redis-py). Every tenth turn starts a new conversation; the others continue one (history is read).
+Retrieval is the default template's hybrid mode; query vectors repeat, so they come from the caches
+after first use. With --chunks, chunks are loaded with bench/retrieval.py's generator before each size.
 """
 
 from __future__ import annotations
@@ -34,46 +39,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COUNTS = {"db": 0, "redis": 0}
-AT_MODEL: list[dict[str, int]] = []
+AT_MODEL: list[tuple[int, int, int]] = []  # (statements, connections, Redis requests) when the model is asked
 SERVE = """
 import sys, uvicorn
 sys.path.insert(0, {root!r})
-if {warm!r}:
-    from bench.chat_overhead import warm_backends
-    warm_backends()
 from {module} import {factory} as make
 uvicorn.run(make(), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
 """
-
-
-def warm_backends() -> None:
-    """Reuse open connections, as a transaction pooler (pgbouncer, Vercel's -pooler URL) keeps its backends:
-    warm catalog caches, and no server-side prepared statements (they don't survive such a pooler)."""
-    import contextlib
-
-    import psycopg
-
-    import shared.db as db
-
-    idle: list[Any] = []
-
-    @contextlib.contextmanager
-    def pooled() -> Any:
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = psycopg.connect(**{**db._connect_kwargs(), "prepare_threshold": None})
-        try:
-            with db.translate_errors():
-                yield conn
-        finally:
-            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.close()
-            else:
-                idle.append(conn)
-
-    db.connect = pooled  # get_db looks it up at call time
+CONFIGS = {"pooled": {"DB_POOL_SIZE": "10"}, "fresh": {"DB_POOL_SIZE": "0"},
+           "self-hosted": {"DB_POOL_SIZE": "10", "REDIS_URL": "<redis>"}}
 
 
 def bare_app() -> Any:
@@ -92,12 +66,13 @@ def bare_app() -> Any:
     return app
 
 
-def serve_process(module: str, factory: str, warm: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
+def serve_process(module: str, factory: str, env: dict[str, str] | None = None
+                  ) -> tuple[str, subprocess.Popen[bytes]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = SERVE.format(root=str(ROOT), module=module, factory=factory, port=port, warm=warm)
-    process = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    code = SERVE.format(root=str(ROOT), module=module, factory=factory, port=port)
+    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     import httpx
 
@@ -110,28 +85,6 @@ def serve_process(module: str, factory: str, warm: bool = False) -> tuple[str, s
             time.sleep(0.1)
     process.kill()
     raise TimeoutError(f"{module} did not start")
-
-
-def instrument() -> None:
-    """Count SQL statements and Redis round trips in this process (the in-process counting pass)."""
-    import psycopg
-
-    from shared.kv import KV
-
-    execute, call = psycopg.Cursor.execute, KV._call
-
-    def counted_execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        # The metrics flush runs after each response (off the request path), maybe during the next turn.
-        if "performance_metrics" not in str(query):
-            COUNTS["db"] += 1
-        return execute(self, query, *args, **kwargs)
-
-    def counted_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        COUNTS["redis"] += 1
-        return call(self, *args, **kwargs)
-
-    psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
-    KV._call = counted_call  # type: ignore[method-assign]
 
 
 def first_event(client: Any, path: str, body: dict[str, Any]) -> tuple[float, list[str]]:
@@ -153,47 +106,80 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(client: Any, bare: Any, assistant: str, texts: list[str], turns: int, warmup: int = 30
-            ) -> list[dict[str, float]]:
-    rows: list[dict[str, float]] = []
+def measure(clients: dict[str, Any], bare: Any, assistant: str, texts: list[str], turns: int, warmup: int = 30
+            ) -> dict[str, list[dict[str, float]]]:
+    """Turns against every configuration in rotation (and the bare endpoint after each), so that all of them
+    run under the same load: on a shared machine it drifts within seconds."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
+    conversations: dict[str, str | None] = dict.fromkeys(clients)
+    for n in range(warmup + turns):
+        for name, client in clients.items():
+            body: dict[str, Any] = {"assistant_id": assistant, "message": texts[n % len(texts)]}
+            if conversations[name] and n % 10:
+                body["conversation_id"] = conversations[name]
+            client_s, lines = first_event(client, "/api/chat", body)
+            bare_s, _ = first_event(bare, "/sse", {})
+            events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+            conversations[name] = events[0]["conversation_id"]
+            done = events[-1]
+            assert done["status"] == "complete" and done["provider"] == "openai", done
+            if n >= warmup:
+                timings = done["timings"]
+                rows[name].append({"engine_ms": timings["engine_ms"], "ttft_ms": timings["ttft_ms"],
+                                   "retrieval_ms": timings["retrieval_ms"], "client_ms": client_s * 1000,
+                                   "bare_ms": bare_s * 1000})
+    return rows
+
+
+def count(client: Any, assistant: str, texts: list[str], wire: Any, upstash: Any, turns: int = 60,
+          warmup: int = 10) -> dict[str, float]:
+    """Mean SQL statements, new connections and Redis round trips per turn, before and after the model request."""
+    totals: Counter[str] = Counter()
     conversation = None
     for n in range(warmup + turns):
         body: dict[str, Any] = {"assistant_id": assistant, "message": texts[n % len(texts)]}
         if conversation and n % 10:
             body["conversation_id"] = conversation
-        COUNTS.update(db=0, redis=0)
+        statements, connections = wire.mark()
+        redis = upstash.mark() if upstash else 0
         AT_MODEL.clear()
-        client_s, lines = first_event(client, "/api/chat", body)
-        bare_s, _ = first_event(bare, "/sse", {}) if bare else (0.0, [])
-        events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
-        conversation = events[0]["conversation_id"]
-        done = events[-1]
-        assert done["status"] == "complete" and done["provider"] == "openai", done
-        if n >= warmup:
-            timings = done["timings"]
-            rows.append({"engine_ms": timings["engine_ms"], "ttft_ms": timings["ttft_ms"],
-                         "retrieval_ms": timings["retrieval_ms"], "client_ms": client_s * 1000,
-                         "bare_ms": bare_s * 1000, "sql": AT_MODEL[0]["db"] if AT_MODEL else -1,
-                         "redis": AT_MODEL[0]["redis"] if AT_MODEL else -1})
-    return rows
+        _, lines = first_event(client, "/api/chat", body)
+        conversation = json.loads(next(line for line in lines if line.startswith("data: "))[6:])["conversation_id"]
+        wire.wait_for("INSERT INTO performance_metrics", statements)  # the turn's last write, after the response
+        time.sleep(0.05)
+        if n < warmup:
+            continue
+        (sql_model, conn_model, redis_model), = AT_MODEL
+        end_sql, end_conn = wire.mark()
+        end_redis = upstash.mark() if upstash else 0
+        totals.update({"sql_before": sql_model - statements, "sql_after": end_sql - sql_model,
+                       "conn_before": conn_model - connections, "conn_after": end_conn - conn_model,
+                       "redis_before": redis_model - redis, "redis_after": end_redis - redis_model})
+    return {name: totals[name] / turns for name in ("sql_before", "sql_after", "conn_before", "conn_after",
+                                                    "redis_before", "redis_after")}
 
 
 def run(turns: int, sizes: list[int]) -> None:
     import httpx
 
     from bench import retrieval as corpus
+    from scripts import local_upstash
     from scripts._serve import serve_in_thread
-    from scripts.router import create_router
     from shared.auth import create_workspace
     from shared.db import connect
     from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.pg_wire import PgWireCounter
+    from tests.fakes.upstash_log import UpstashLog
 
     model = FakeOpenAI()
     model.reply, model.chunk_chars = "OK.", 100
     next_step = model.next_step
+    counters: dict[str, Any] = {}
 
     def snapshot(request: Any, body: dict[str, Any]) -> Any:
-        AT_MODEL.append(dict(COUNTS))
+        if counters:
+            upstash = counters["upstash"]
+            AT_MODEL.append((*counters["wire"].mark(), upstash.mark() if upstash else 0))
         return next_step(request, body)
 
     model.next_step = snapshot  # type: ignore[method-assign]
@@ -201,7 +187,9 @@ def run(turns: int, sizes: list[int]) -> None:
     model_url, _ = serve_in_thread(model.app)
     embed_url, _ = serve_in_thread(corpus.embeddings_app(world))
     os.environ.update({"OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": f"{model_url}/v1",
-                       "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector"})
+                       "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector",
+                       "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
+                       "DAILY_TOKEN_BUDGET": str(10**12)})  # still read and counted every turn, never reached
     from shared.settings import get_settings
 
     get_settings.cache_clear()
@@ -214,21 +202,45 @@ def run(turns: int, sizes: list[int]) -> None:
                                   "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
     texts = corpus.queries(world)
     headers = {"Authorization": f"Bearer {key}"}
-    engine_url, engine_process = serve_process("scripts.router", "create_router")
-    warm_url, warm_process = serve_process("scripts.router", "create_router", warm=True)
-    bare_url, bare_process = serve_process("bench.chat_overhead", "bare_app")
-    counting_url, _ = serve_in_thread(create_router())
-    instrument()
+    redis_url = os.environ["BENCH_REDIS_URL"]
+    configs = {name: {k: (redis_url if v == "<redis>" else v) for k, v in env.items()}
+               for name, env in CONFIGS.items()}
+    upstash_log = UpstashLog()
+    upstash_app = local_upstash.create_app(_redis_client(redis_url), os.environ["UPSTASH_REDIS_REST_TOKEN"])
+
+    async def logged(scope: Any, receive: Any, send: Any) -> None:
+        chunks: list[bytes] = []
+
+        async def reading() -> Any:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                upstash_log.add(b"".join(chunks))
+            return message
+
+        await upstash_app(scope, reading if scope["type"] == "http" else receive, send)
+
+    upstash_url, _ = serve_in_thread(logged)
+    wire = PgWireCounter(os.environ["DATABASE_URL"])
+    processes = []
     try:
-        engines = {"new": httpx.Client(base_url=engine_url, headers=headers, timeout=30),
-                   "warm": httpx.Client(base_url=warm_url, headers=headers, timeout=30)}
-        counting = httpx.Client(base_url=counting_url, headers=headers, timeout=30)
+        bare_url, bare_process = serve_process("bench.chat_overhead", "bare_app")
+        processes.append(bare_process)
+        servers = {}
+        for name, env in configs.items():
+            url, process = serve_process("scripts.router", "create_router", env)
+            counting_env = {**env, "DATABASE_URL": wire.url}
+            if "REDIS_URL" not in env:
+                counting_env["UPSTASH_REDIS_REST_URL"] = upstash_url
+            counting_url, counting_process = serve_process("scripts.router", "create_router", counting_env)
+            processes += [process, counting_process]
+            servers[name] = (httpx.Client(base_url=url, headers=headers, timeout=30),
+                             httpx.Client(base_url=counting_url, headers=headers, timeout=30))
         bare = httpx.Client(base_url=bare_url, timeout=30)
         loaded = 0
-        print("backends: new = a fresh PostgreSQL backend per request (make dev: no pooler); warm = reused, as "
-              "behind a transaction pooler", flush=True)
-        print(f"{'chunks':>7} {'db':>4} | {'engine_ms p50/p99':>17} | {'ttft_ms p50/p99':>15} | "
-              f"{'client /api/chat':>16} | {'client bare SSE':>15} | {'overhead p50':>12} | retrieval_ms", flush=True)
+        print(f"{'chunks':>7} {'config':>11} | {'engine_ms p50/p99':>17} | {'ttft_ms p50/p99':>15} | "
+              f"{'client /api/chat':>16} | {'bare SSE':>15} | before the model: SQL, new conn, Redis | "
+              f"after: SQL, new conn, Redis", flush=True)
         for size in sizes:
             if size > loaded:
                 with connect() as conn:
@@ -237,26 +249,38 @@ def run(turns: int, sizes: list[int]) -> None:
                     corpus.load(conn, world, ids, loaded, size - loaded)
                     corpus.build_index(conn)
                 loaded = size
-            counts = Counter((r["sql"], r["redis"]) for r in measure(counting, None, ids["asst"], texts, 60))
-            for name, client in engines.items():
-                col = _columns(measure(client, bare, ids["asst"], texts, turns))
-                print(f"{size:>7} {name:>4} | {pct(col['engine_ms'], .5):>7.2f} / {pct(col['engine_ms'], .99):>6.2f} | "
+            measured = measure({name: pair[0] for name, pair in servers.items()}, bare, ids["asst"], texts, turns)
+            for name, (_, counting) in servers.items():
+                col = _columns(measured[name])
+                upstash = None if "REDIS_URL" in configs[name] else upstash_log
+                counters.update(wire=wire, upstash=upstash)
+                c = count(counting, ids["asst"], texts, wire, upstash)
+                counters.clear()
+                redis_before = f"{c['redis_before']:.2f}" if upstash else "-"
+                redis_after = f"{c['redis_after']:.2f}" if upstash else "-"
+                print(f"{size:>7} {name:>11} | "
+                      f"{pct(col['engine_ms'], .5):>7.2f} / {pct(col['engine_ms'], .99):>6.2f} | "
                       f"{pct(col['ttft_ms'], .5):>6.2f} / {pct(col['ttft_ms'], .99):>6.2f} | "
                       f"{pct(col['client_ms'], .5):>6.2f} / {pct(col['client_ms'], .99):>7.2f} | "
                       f"{pct(col['bare_ms'], .5):>5.2f} / {pct(col['bare_ms'], .99):>7.2f} | "
-                      f"{pct(col['client_ms'], .5) - pct(col['bare_ms'], .5):>9.2f} ms | "
-                      f"{pct(col['retrieval_ms'], .5):>6.2f} / {pct(col['retrieval_ms'], .99):>6.2f}", flush=True)
-            print(f"{'':>12}   (SQL statements, Redis calls) before the model, over 60 counted turns: "
-                  f"{dict(sorted(counts.items()))}", flush=True)
-            for name, fresh in (("new", True), ("warm", False)):
+                      f"{c['sql_before']:>5.2f}, {c['conn_before']:>4.2f}, {redis_before:>4} | "
+                      f"{c['sql_after']:>5.2f}, {c['conn_after']:>4.2f}, {redis_after:>4}", flush=True)
+            for name, fresh in (("fresh", True), ("reused", False)):
                 floor = db_floor(key, ids, turns, fresh)
-                print(f"{'':>12}   floor, {name} backend: connect + the same three statements by hand (auth "
+                print(f"{'':>20} floor, {name} connection: connect + the same three statements by hand (auth "
                       f"UPDATE, INSERT a message, SELECT chunks) p50 {pct(floor, .5):.2f} / "
                       f"p99 {pct(floor, .99):.2f} ms", flush=True)
     finally:
-        for process in (engine_process, warm_process, bare_process):
+        for process in processes:
             process.terminate()
             process.wait(10)
+        wire.close()
+
+
+def _redis_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
 
 
 def db_floor(key: str, ids: dict[str, str], turns: int, fresh: bool) -> list[float]:
@@ -323,6 +347,7 @@ def main() -> int:
         with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE bench")
         os.environ["DATABASE_URL"] = stack.pg.get_uri("bench")
+        os.environ["BENCH_REDIS_URL"] = f"unix://{stack.redis.socket_file}"
         migrate(os.environ["DATABASE_URL"])
         run(args.turns, [int(s) for s in args.chunks.split(",")])
     finally:

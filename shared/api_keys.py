@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from shared.auth import KEY_COLUMNS, new_identity_secret
+from shared.auth import KEY_COLUMNS, forget_keys, new_identity_secret
 from shared.db import Row, fetch_all, fetch_one
 from shared.errors import NotFound, Unprocessable
 
@@ -53,6 +53,7 @@ def revoke_key(conn: psycopg.Connection[Row], workspace_id: str, key_id: str) ->
                               WHERE id = %s AND workspace_id = %s RETURNING {KEY_COLUMNS}""", (key_id, workspace_id))
     if row is None:
         raise NotFound("No such key in this workspace.")
+    forget_keys([key_id])  # this instance at once; the others within AUTH_CACHE_S
     return row
 
 
@@ -74,6 +75,7 @@ def update_key(conn: psycopg.Connection[Row], workspace_id: str, key_id: str, ch
     row = fetch_one(conn, f"UPDATE api_keys SET {assignments} WHERE id = %(id)s AND workspace_id = %(ws)s "
                           f"RETURNING {KEY_COLUMNS}", {**changes, "id": key_id, "ws": workspace_id})
     assert row is not None
+    forget_keys([key_id])
     return row
 
 
@@ -86,4 +88,5 @@ def rotate_identity_secret(conn: psycopg.Connection[Row], workspace_id: str, key
     if row is None:
         get_key(conn, workspace_id, key_id)  # NotFound for another workspace's key
         raise Unprocessable("Only active chat keys have an identity secret.", code="identity_only_for_chat_keys")
+    forget_keys([key_id])
     return secret, row

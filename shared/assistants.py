@@ -130,6 +130,9 @@ def invalidate(workspace_id: str, assistant_ids: list[str]) -> None:
     Raises ServiceUnavailable when Redis is down, so the change rolls back instead of leaving a stale entry.
     """
     if assistant_ids:
+        from shared.turn_gate import forget
+
+        forget(workspace_id, assistant_ids)  # this instance's copy at once (other instances read the tombstone)
         get_kv().pipeline([["SET", cache_key(workspace_id, a), TOMBSTONE, "EX", TOMBSTONE_TTL_S]
                            for a in assistant_ids])
 

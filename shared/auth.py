@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import psycopg
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
-from shared.db import Row, fetch_one, get_db
+from shared.db import Row, connect, fetch_one
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.origins import require_origin
+from shared.settings import get_settings
 
 Scope = Literal["admin", "chat"]
 KEY_PREFIX = {"admin": "de_admin_", "chat": "de_chat_"}
@@ -105,7 +109,44 @@ def bearer_token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+# Keys found valid, by hash -> (principal, until when it is trusted without asking the database). A revoked
+# or changed key is forgotten at once on the instance that changed it, elsewhere within AUTH_CACHE_S.
+_known: dict[str, tuple[Principal, float]] = {}
+_known_lock = threading.Lock()
+MAX_KNOWN = 2_000
+
+
+def known_principal(key: str) -> Principal | None:
+    """The key's principal when it was found valid less than AUTH_CACHE_S ago in this process (no query)."""
+    entry = _known.get(hash_key(key))
+    if entry is None or entry[1] < time.monotonic():
+        return None
+    return entry[0]
+
+
+def forget_keys(key_ids: list[str] | None = None) -> None:
+    """Drop cached principals of these keys (all with None): after a revoke or a change of the key."""
+    with _known_lock:
+        for digest in [d for d, (p, _) in _known.items() if key_ids is None or p.key_id in key_ids]:
+            _known.pop(digest, None)
+
+
 def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
+    """The key's principal: from this process's short cache, else one statement (which also notes the use)."""
+    cached = known_principal(key)
+    if cached is not None:
+        return cached
+    principal = _load_principal(conn, key)
+    ttl = get_settings().auth_cache_s
+    if ttl > 0:
+        with _known_lock:
+            if len(_known) >= MAX_KNOWN:
+                _known.clear()  # bounded whatever keys are tried; the valid ones come back with one query each
+            _known[hash_key(key)] = (principal, time.monotonic() + ttl)
+    return principal
+
+
+def _load_principal(conn: psycopg.Connection[Row], key: str) -> Principal:
     # One statement; last_used_at is written at most once a minute, so most requests only read.
     row = fetch_one(conn, """
         WITH k AS (SELECT id, workspace_id, scope, allowed_origins, assistant_ids, require_identity,
@@ -125,31 +166,44 @@ def principal_for_key(conn: psycopg.Connection[Row], key: str) -> Principal:
                      visitor_secret=row["visitor_secret"])
 
 
-def credentials_present(request: Request) -> None:
+async def credentials_present(request: Request) -> None:
     """401 for a request with no key and no session, before the database connection is opened (require_key
-    lists this dependency ahead of get_db): anonymous noise must not cost a database session each."""
+    runs this dependency first): anonymous noise must not cost a database session each."""
     if not bearer_token(request) and "session-token" not in request.headers.get("cookie", ""):
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' (or a NextAuth session token).",
                            code="missing_api_key")
 
 
-def require_key(request: Request, _: Annotated[None, Depends(credentials_present)],
-                conn: Annotated[psycopg.Connection[Row], Depends(get_db)]) -> Principal:
-    """Any valid key of any scope (chat routes), or a NextAuth / Auth.js session (shared.nextauth)."""
+async def require_key(request: Request, _: Annotated[None, Depends(credentials_present)]) -> Principal:
+    """Any valid key of any scope (chat routes), or a NextAuth / Auth.js session (shared.nextauth).
+
+    A key seen valid in the last AUTH_CACHE_S costs no query and no thread; otherwise a pooled connection
+    is borrowed for the one statement (a route that needs the database takes its own, from the same pool).
+    """
     key = bearer_token(request)
+    if key and key.startswith("de_") and (principal := known_principal(key)) is not None:
+        check_origin(principal, request.headers.get("origin"))
+        return principal
+    return await run_in_threadpool(_authenticate, request, key)
+
+
+def _authenticate(request: Request, key: str | None) -> Principal:
     if key and key.startswith("de_"):
-        principal = principal_for_key(conn, key)
+        with connect() as conn:
+            principal = principal_for_key(conn, key)
         check_origin(principal, request.headers.get("origin"))
         return principal
     # Not one of our keys: a session token as Bearer (a JOSE object: '{"' in base64url) or in a session cookie.
     if (key and key.startswith("eyJ")) or (not key and "session-token" in request.headers.get("cookie", "")):
         from shared.nextauth import principal_for_request
 
-        return principal_for_request(request, conn, key)
+        with connect() as conn:
+            return principal_for_request(request, conn, key)
     if not key:
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>' (or a NextAuth session token).",
                            code="missing_api_key")
-    return principal_for_key(conn, key)
+    with connect() as conn:
+        return principal_for_key(conn, key)
 
 
 def require_admin(principal: Annotated[Principal, Depends(require_key)]) -> Principal:

@@ -1,17 +1,21 @@
 """The chat turn engine behind every face (native SSE, the AI SDK UI stream, the OpenAI-compatible API).
 
-`prepare` (before the response starts, so its errors are plain HTTP errors): assistant from the Redis
-cache -> origin and provider checks -> store the user message and read history (one statement) -> retrieve (one
-statement), all in one trip to the thread pool. `run` then yields events: `conversation`, `delta`s,
-`error` (if any), `sources`, `done`. It abstains without a model call below the template's threshold,
-builds the prompt within budget, streams with failover and stores the reply: complete, partial (the
-client went away or the provider broke off; what was said is kept) or failed (the user message stays).
+`prepare` (before the response starts, so its errors are plain HTTP errors), in one trip to the thread pool
+on one pooled connection: the admission (shared.turn_gate: assistant, origin and provider checks, rate
+limits, budget and the query embedding's cache, in ONE Redis round trip) -> store the user message and read
+history (one statement; the query embedding, when not cached, runs meanwhile) -> retrieve (one statement).
+The connection goes back to the pool before the answer streams. `run` then yields events: `conversation`,
+`delta`s, `error` (if any), `sources`, `done`. It abstains without a model call below the template's
+threshold, builds the prompt within budget, streams with failover and stores the reply with its token
+usage in one statement: complete, partial (the client went away or the provider broke off; what was said
+is kept) or failed (the user message stays). Then one Redis round trip: the budget's copy, cache fills.
 
-Storing the reply survives a dropped database connection: the request's connection sat idle for the
-whole stream, so a failed store is retried on fresh connections (CHAT_STORE_ATTEMPTS), keyed by an id
-made before the first try, so an ambiguous commit can't store it twice. If it still can't be stored,
-the client is told (`error` store_failed, `done.stored` false with the full text), never `complete` alone.
-Clients see failover reasons as coarse codes; the provider's own error text stays in the database.
+Storing the reply survives a dropped database connection: a pooled connection that broke while the answer
+streamed is replaced at checkout, and a failed store is retried on fresh connections (CHAT_STORE_ATTEMPTS),
+keyed by an id made before the first try, so an ambiguous commit can't store it (or count its tokens) twice.
+If it still can't be stored, the client is told (`error` store_failed, `done.stored` false with the full
+text), never `complete` alone. Clients see failover reasons as coarse codes; the provider's own error text
+stays in the database.
 """
 
 from __future__ import annotations
@@ -26,21 +30,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import psycopg
 from starlette.concurrency import run_in_threadpool
 
-from shared import llm, pii, spend
-from shared.assistants import ResolvedAssistant, get_assistant
+from shared import llm, pii, spend, turn_gate
+from shared.assistants import ResolvedAssistant
 from shared.auth import Principal
-from shared.conversations import HISTORY_LIMIT, Status, finish_turn, new_message_id, start_turn
+from shared.conversations import HISTORY_LIMIT, Status, finish_turn_with_usage, new_message_id, start_turn
 from shared.db import Row, connect
 from shared.errors import AppError, ServiceUnavailable
 from shared.identity import Visitor
 from shared.language import AUTO, answer_language, message_language
 from shared.metrics import track_metric
-from shared.origins import require_origin
 from shared.prompting import Prompt, build_prompt, citations, phrase
-from shared.ratelimit import check_chat
 from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.chat")
@@ -96,29 +99,34 @@ class Turn:
     history_full: bool = False           # start_turn's window was full: older turns may be unsummarised
     detected: str | None = None          # the user's language (ISO 639-1) when the template answers in it
     language: str = "en"                 # the answer's language: the template's pinned one, else the user's
+    after: list[list[Any]] = field(default_factory=list)  # Redis writes left for after the answer (cache fills)
 
 
-def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
+def _prepare(given: TurnInput) -> Turn:
+    """On one pooled connection, given back before the answer streams (64 streaming turns need not hold 64)."""
+    with connect() as conn:
+        return _prepare_on(conn, given)
+
+
+def _prepare_on(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     if given.principal is not None:
         given.principal.check_assistant(given.assistant_id)  # a chat key reaches only its own assistants
-    assistant = given.assistant or get_assistant(conn, given.workspace_id, given.assistant_id)
-    require_origin(given.origin, assistant.allowed_origins, given.host)  # our own pages always pass
-    config = assistant.config
-    # A template naming a provider without its settings is refused before anything is stored or counted:
-    # the error names the variable to set (a stand-in answer would hide the mistake).
-    llm.provider_order(config.provider, config.model, config.providers)
+    # One Redis round trip: assistant, origin and provider checks, limits and budget (over them: the turn never
+    # starts), and the query embedding's cache entry.
+    admission = turn_gate.admit(conn, given, lambda a: _model_text(a, given.message))
+    assistant = admission.assistant
+    if given.assistant is not None:  # an evaluation run at another template version: its own config and plan
+        assistant = given.assistant
+        llm.provider_order(assistant.config.provider, assistant.config.model, assistant.config.providers)
+        admission = turn_gate.Admission(assistant, after=admission.after)
     visitor = given.visitor
-    if given.principal is not None:
-        # Before anything is stored or sent to a model: over a limit or the budget, the turn never starts.
-        check_chat(given.principal, assistant.limits, visitor.id if visitor else given.external_user_id,
-                   client_ip=given.client_ip, anonymous=visitor is not None and visitor.anonymous)
     redacted = None
     if assistant.config.pii_redaction:
         # Models, logs, retrieval and non-admin readers see placeholders; the stored original is for admins.
         text, mapping = pii.redact(given.message)
         redacted = text if mapping else None
         given.model_message = text
-    query_vector = _embed_ahead(assistant, given.model_message)
+    query_vector = _embed_ahead(assistant, given.model_message, admission)
     start = start_turn(conn, workspace_id=given.workspace_id, assistant_id=given.assistant_id,
                        conversation_id=given.conversation_id, user_message=given.message,
                        external_user_id=given.external_user_id, metadata=given.metadata,
@@ -134,7 +142,7 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     turn.language = answer_language(assistant.config.language, turn.detected)
     if HAS_WORDS.search(given.model_message):
         began = time.perf_counter()
-        vector = _vector_of(query_vector)
+        vector = _vector_of(query_vector, turn)
         try:
             turn.passages = _retrieve(conn, assistant, given.model_message, vector)
         except AppError as exc:  # the user message is stored: end the turn cleanly instead of a bare 503
@@ -147,31 +155,52 @@ def _prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
     return turn
 
 
-def _embed_ahead(assistant: ResolvedAssistant, message: str) -> concurrent.futures.Future[Any] | None:
-    """Start the query embedding (an API call, or a cache read) while the user message is being stored;
-    retrieval then finds the vector in the embeddings module's cache."""
+def _model_text(assistant: ResolvedAssistant, message: str) -> str:
+    """What retrieval searches for under this assistant's settings (PII redacted when it asks)."""
+    return pii.redact(message)[0] if assistant.config.pii_redaction else message
+
+
+def _embed_ahead(assistant: ResolvedAssistant, message: str,
+                 admission: turn_gate.Admission | None = None) -> concurrent.futures.Future[Any] | None:
+    """Start the query embedding while the user message is being stored. The cache was read with the
+    admission (this instance's copy, then Redis): a hit needs nothing more, a miss calls the API here and
+    caches the vector after the answer; without a planned read, embed_query reads the cache itself."""
     if assistant.config.retrieval.mode == "keyword" or not HAS_WORDS.search(message):
         return None
-    from shared.embeddings import embed_query, embeddings_enabled
+    from shared.embeddings import embed_query, embed_query_uncached, embeddings_enabled
     from shared.retrieval import MAX_QUERY_CHARS
 
     if not embeddings_enabled():
         return None
-    return _AHEAD.submit(embed_query, " ".join(message.split())[:MAX_QUERY_CHARS])
+    text = " ".join(message.split())[:MAX_QUERY_CHARS]
+    if admission is not None and admission.embedding_key and admission.embedding_text == text:
+        if admission.cached_vector is not None:
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            done.set_result(admission.cached_vector)
+            return done
+        if admission.embedding_read:
+            return _AHEAD.submit(embed_query_uncached, text, admission.embedding_key)
+    return _AHEAD.submit(embed_query, text)
 
 
-def _vector_of(ahead: concurrent.futures.Future[Any] | None) -> list[float] | None:
+def _vector_of(ahead: concurrent.futures.Future[Any] | None, turn: Turn | None = None) -> list[float] | None:
     """The embed-ahead result, or None (keyword retrieval) when it failed: retrieval never embeds again.
     embed_query bounds itself by EMBEDDING_QUERY_TIMEOUT_S; the wait here is bounded too, in case the
-    pool was busy with other turns' embeddings."""
+    pool was busy with other turns' embeddings. A vector fetched from the API leaves its cache write for
+    after the answer (`turn.after`)."""
     if ahead is None:
         return None
     try:
-        result: list[float] | None = ahead.result(timeout=get_settings().embedding_query_timeout_s + 0.5)
-        return result
+        result = ahead.result(timeout=get_settings().embedding_query_timeout_s + 0.5)
     except Exception as exc:  # an API error or timeout: keyword search still answers
         log.warning("query embedding failed, keyword search only: %s", type(exc).__name__)
         return None
+    if isinstance(result, tuple):  # (vector, the Redis command that caches it)
+        vector, cache_write = result
+        if turn is not None:
+            turn.after.append(cache_write)
+        return list(vector)
+    return None if result is None else list(result)
 
 
 def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query: str,
@@ -183,9 +212,24 @@ def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query
                     top_k=settings.top_k, min_score=settings.min_score, mode=settings.mode, query_vector=vector)
 
 
-async def prepare(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
+async def prepare(given: TurnInput) -> Turn:
     """Load the assistant, store the user message, retrieve. Raises NotFound/Forbidden before any output."""
-    return await run_in_threadpool(_prepare, conn, given)
+    return await anyio.to_thread.run_sync(_prepare, given, limiter=_database_work())
+
+
+_limiters: dict[int, tuple[Any, anyio.CapacityLimiter]] = {}
+
+
+def _database_work() -> anyio.CapacityLimiter:
+    """Turns doing database work at once in this process: as many as the pool has connections. More threads
+    would only wait for a connection while holding a worker and contending for the GIL with the event
+    loop that streams the other turns' answers; waiting here costs nothing."""
+    loop = asyncio.get_running_loop()
+    known = _limiters.get(id(loop))
+    if known is None or known[0] is not loop:
+        known = (loop, anyio.CapacityLimiter(max(1, get_settings().db_pool_size or 10)))
+        _limiters[id(loop)] = known
+    return known[1]
 
 
 def should_abstain(turn: Turn) -> bool:
@@ -219,7 +263,7 @@ class Reply:
         return "".join(self.parts)
 
 
-async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]:
+async def run(turn: Turn) -> AsyncIterator[Event]:
     """The turn's events; stores the reply even when the consumer goes away mid-stream."""
     reply = Reply()
     prompt: Prompt | None = None
@@ -246,7 +290,7 @@ async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]
     except (asyncio.CancelledError, GeneratorExit):
         reply.status, reply.error = "partial", ("client_disconnected", "The client went away.")
         reply.sources = citations(reply.text, prompt.passages) if prompt and reply.text else []
-        await _finish(conn, turn, reply, _timings(turn, reply))
+        await _finish(turn, reply, _timings(turn, reply))
         raise
     except Exception:
         log.exception("chat turn %s failed", turn.conversation_id)
@@ -254,7 +298,7 @@ async def run(conn: psycopg.Connection[Row], turn: Turn) -> AsyncIterator[Event]
         reply.error = ("internal_error", "Something went wrong on our side; it has been logged.")
     reply.sources = citations(reply.text, prompt.passages) if prompt and reply.text else []
     timings = _timings(turn, reply)
-    message_id = await _finish(conn, turn, reply, timings)
+    message_id = await _finish(turn, reply, timings)
     if summary_job is not None:
         with anyio.CancelScope(shield=True):
             await asyncio.wait([summary_job], timeout=5)
@@ -316,8 +360,7 @@ async def _stream(turn: Turn, reply: Reply, order: list[tuple[str, str]], reques
         await llm.close_quietly(items)
 
 
-async def _finish(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None]
-                  ) -> str | None:
+async def _finish(turn: Turn, reply: Reply, timings: dict[str, float | None]) -> str | None:
     """Store the reply; shielded, so a client that went away still leaves its partial answer.
     Returns the message id, or None when it could not be stored (the caller tells the client)."""
     error = None if reply.error is None else f"{reply.error[0]}: {reply.error[1]}"
@@ -326,49 +369,65 @@ async def _finish(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timin
     _track(turn, reply, timings)
     with anyio.CancelScope(shield=True):
         try:
-            return await run_in_threadpool(_store_with_retries, conn, turn, reply, timings, error)
+            return await anyio.to_thread.run_sync(_store_with_retries, turn, reply, timings, error,
+                                                  limiter=_database_work())
         except Exception:
             log.exception("storing the reply of conversation %s failed", turn.conversation_id)
     return None
 
 
-def _store_with_retries(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None],
-                        error: str | None) -> str | None:
-    """The request's connection first; when it broke (it sat idle while the answer streamed), fresh ones.
+def _store_with_retries(turn: Turn, reply: Reply, timings: dict[str, float | None], error: str | None) -> str | None:
+    """On a pooled connection (checked on checkout: one that broke while the answer streamed is replaced);
+    when a try fails anyway, on a fresh one after a short backoff.
 
-    Bounded by CHAT_STORE_ATTEMPTS with a short backoff. finish_turn is keyed by `reply.id`, so an
-    attempt whose commit happened but whose answer was lost is found again, not stored twice.
+    Bounded by CHAT_STORE_ATTEMPTS. The statement is keyed by `reply.id`, so an attempt whose commit
+    happened but whose answer was lost is found again, not stored (nor its tokens counted) twice.
     """
     attempts = get_settings().chat_store_attempts
     for attempt in range(attempts):
         try:
-            if attempt == 0 and not conn.broken and not conn.closed:
-                return _store_reply(conn, turn, reply, timings, error)
-            with connect(connect_timeout=STORE_CONNECT_TIMEOUT_S) as fresh:
-                return _store_reply(fresh, turn, reply, timings, error)
+            # The first try usually reuses a pooled connection; retries open fresh ones within a short timeout.
+            timeout = None if attempt == 0 else STORE_CONNECT_TIMEOUT_S
+            with connect(connect_timeout=timeout, fresh=attempt > 0) as conn:
+                message_id, total = _store_reply(conn, turn, reply, timings, error)
         except (psycopg.OperationalError, ServiceUnavailable) as exc:
             log.warning("storing the reply of %s failed (attempt %d of %d): %s", turn.conversation_id,
                         attempt + 1, attempts, type(exc).__name__)
             if attempt + 1 < attempts:
                 time.sleep(STORE_BACKOFF_S[min(attempt, len(STORE_BACKOFF_S) - 1)])
+            continue
+        _after_answer(turn, total)
+        return message_id
     log.error("the reply of conversation %s could not be stored (%s, %d characters)", turn.conversation_id,
               reply.status, len(reply.text))
     return None
 
 
 def _store_reply(conn: psycopg.Connection[Row], turn: Turn, reply: Reply, timings: dict[str, float | None],
-                 error: str | None) -> str:
-    message_id = finish_turn(
-        conn, workspace_id=turn.input.workspace_id, conversation_id=turn.conversation_id, content=reply.text,
-        citations=reply.sources, model=reply.model, provider=reply.provider, failover=reply.failover,
-        usage=reply.usage, timings=timings, status=reply.status, error=error, message_id=reply.id)
-    if reply.usage:  # partial answers cost tokens too
-        try:
-            spend.record_usage(conn, turn.input.workspace_id, reply.usage.get("input_tokens", 0),
-                               reply.usage.get("output_tokens", 0))
-        except Exception:  # the reply is stored; a missed usage row must not turn the turn into an error
-            log.exception("recording token usage of %s failed", turn.conversation_id)
-    return message_id
+                 error: str | None) -> tuple[str, int | None]:
+    """The reply and its token usage (partial answers cost tokens too), in one statement."""
+    return finish_turn_with_usage(
+        conn, workspace_id=turn.input.workspace_id, conversation_id=turn.conversation_id, message_id=reply.id,
+        usage=reply.usage, day=spend.utc_now().date(), content=reply.text, citations=reply.sources,
+        model=reply.model, provider=reply.provider, failover=reply.failover, timings=timings,
+        status=reply.status, error=error)
+
+
+def _after_answer(turn: Turn, tokens_today: int | None) -> None:
+    """One Redis round trip after the answer: the budget's copy raised to today's total, cache fills."""
+    commands = list(turn.after)
+    if tokens_today is not None:
+        commands.append(spend.raise_counter_command(turn.input.workspace_id, tokens_today))
+    if not commands:
+        return
+    from shared.kv import optional_kv
+
+    kv = optional_kv()
+    try:
+        if kv is not None:
+            kv.pipeline(commands)
+    except ServiceUnavailable:  # the row is written; the next turn's usage brings the copy up to date
+        log.warning("token counter and caches not updated: Redis is unreachable")
 
 
 def client_ip(request: Any) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 from typing import Any, Literal, NamedTuple
 
 import psycopg
@@ -132,7 +133,7 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
 
 # Keyed by an id the caller chose before the first attempt: a retry after an ambiguous commit (the
 # connection dropped before the answer arrived) finds the row it already wrote instead of adding another.
-FINISH_TURN = """
+_INSERT_REPLY = """
 WITH m AS (
     INSERT INTO messages (id, workspace_id, conversation_id, role, content, redacted_content, citations, model,
                           provider, failover, usage, timings, status, error)
@@ -143,11 +144,27 @@ WITH m AS (
     RETURNING id, conversation_id
 ), touched AS (
     UPDATE conversations c SET updated_at = now() FROM m WHERE c.id = m.conversation_id
-)
+)"""
+_ALREADY_STORED = """
+WHERE %(id)s::text IS NOT NULL AND id = %(id)s AND workspace_id = %(ws)s AND conversation_id = %(cid)s"""
+FINISH_TURN = _INSERT_REPLY + """
 SELECT id FROM m
 UNION ALL
-SELECT id FROM messages
-WHERE %(id)s::text IS NOT NULL AND id = %(id)s AND workspace_id = %(ws)s AND conversation_id = %(cid)s"""
+SELECT id FROM messages""" + _ALREADY_STORED
+# The reply and its token usage in one statement: usage is added only when this call inserted the reply,
+# so a retry after an ambiguous commit counts the tokens once, like the reply. `total` is today's total
+# (NULL when nothing was added), for the budget's Redis copy.
+FINISH_TURN_WITH_USAGE = _INSERT_REPLY + """, used AS (
+    INSERT INTO usage_daily (workspace_id, day, tokens_in, tokens_out)
+    SELECT %(ws)s, %(day)s, %(tokens_in)s, %(tokens_out)s FROM m WHERE %(tokens_in)s + %(tokens_out)s > 0
+    ON CONFLICT (workspace_id, day) DO UPDATE
+    SET tokens_in = usage_daily.tokens_in + EXCLUDED.tokens_in,
+        tokens_out = usage_daily.tokens_out + EXCLUDED.tokens_out
+    RETURNING tokens_in + tokens_out AS total
+)
+SELECT id, (SELECT total FROM used) AS total FROM m
+UNION ALL
+SELECT id, NULL FROM messages""" + _ALREADY_STORED
 
 
 def new_message_id() -> str:
@@ -174,6 +191,27 @@ def add_message(conn: psycopg.Connection[Row], *, workspace_id: str, conversatio
     if row is None:
         raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
     return str(row["id"])
+
+
+def finish_turn_with_usage(conn: psycopg.Connection[Row], *, workspace_id: str, conversation_id: str,
+                           message_id: str, usage: dict[str, Any], day: date, **fields: Any) -> tuple[str, int | None]:
+    """finish_turn and the turn's tokens added to usage_daily in ONE statement (the chat turn's store).
+
+    Returns (message id, today's token total, or None when this call added nothing: a retry, or no tokens).
+    """
+    tokens_in, tokens_out = max(0, int(usage.get("input_tokens") or 0)), max(0, int(usage.get("output_tokens") or 0))
+    row = fetch_one(conn, FINISH_TURN_WITH_USAGE, {
+        "id": message_id, "ws": workspace_id, "cid": conversation_id, "role": "assistant",
+        "content": fields.get("content", ""), "redacted": fields.get("redacted_content"),
+        "citations": Jsonb(fields.get("citations") or []), "model": fields.get("model"),
+        "provider": fields.get("provider"),
+        "failover": Jsonb(fields["failover"]) if fields.get("failover") is not None else None,
+        "usage": Jsonb(usage or {}), "timings": Jsonb(fields.get("timings") or {}),
+        "status": fields.get("status", "complete"), "error": fields.get("error"),
+        "day": day, "tokens_in": tokens_in, "tokens_out": tokens_out})
+    if row is None:
+        raise NotFound("No such conversation in this workspace.", code="conversation_not_found")
+    return str(row["id"]), None if row["total"] is None else int(row["total"])
 
 
 def finish_turn(conn: psycopg.Connection[Row], *, workspace_id: str, conversation_id: str, content: str,

@@ -1,7 +1,8 @@
-"""PostgreSQL through psycopg 3: one short-lived connection per invocation, errors translated in one place.
+"""PostgreSQL through psycopg 3: connections from a small per-process pool, errors translated in one place.
 
-Serverless functions can't keep a pool across invocations reliably, so each request opens one
-connection (about 2 ms locally, less behind Vercel's pooler) and always closes it. Behind a
+A warm instance reuses its connections (shared.db_pool: none kept idle past DB_POOL_IDLE_S, each
+checkout health-checked); DB_POOL_SIZE=0 opens and closes one per use instead. A route holds a connection
+only while it runs statements: a chat turn gives it back before the answer streams. Behind a
 transaction-mode pooler server-side prepared statements break, so they are off for pooled URLs.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,6 +19,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
+from shared.db_pool import Pool, PoolBusy
 from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from shared.metrics import note_query
 from shared.settings import get_settings
@@ -38,23 +41,63 @@ def _connect_kwargs() -> dict[str, Any]:
     }
 
 
+_pools: dict[tuple[str, int, float, float], Pool] = {}
+_pools_lock = threading.Lock()
+
+
+def get_pool() -> Pool | None:
+    """This process's pool for DATABASE_URL (None with DB_POOL_SIZE=0). A changed URL (tests switch
+    databases) closes the pools of the others."""
+    settings = get_settings()
+    if settings.db_pool_size <= 0:
+        return None
+    key = (settings.database_url, settings.db_pool_size, settings.db_pool_idle_s, settings.db_pool_wait_s)
+    pool = _pools.get(key)
+    if pool is not None:
+        return pool
+    with _pools_lock:
+        if key not in _pools:
+            for old in [k for k in _pools if k != key]:
+                _pools.pop(old).close()
+            _pools[key] = Pool(_connect_kwargs(), settings.db_pool_size, settings.db_pool_idle_s,
+                               settings.db_pool_wait_s)
+        return _pools[key]
+
+
 @contextlib.contextmanager
-def connect(connect_timeout: float | None = None) -> Iterator[psycopg.Connection[Row]]:
-    """A connection in autocommit mode; use `with conn.transaction():` for several statements."""
+def connect(connect_timeout: float | None = None, fresh: bool = False) -> Iterator[psycopg.Connection[Row]]:
+    """A connection in autocommit mode; use `with conn.transaction():` for several statements.
+
+    Pooled unless DB_POOL_SIZE=0 or `fresh` (a health check must see whether new connections work);
+    `connect_timeout` bounds opening a new one (a retry inside a request can't wait the default 10 s).
+    Don't close it: leaving the block gives it back.
+    """
+    pool = None if fresh else get_pool()
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                if pool is not None:
+                    conn = stack.enter_context(pool.connection(connect_timeout))
+                else:
+                    conn = stack.enter_context(_fresh(connect_timeout))
+            except psycopg.OperationalError as exc:
+                log.error("database unreachable: %s", type(exc).__name__)
+                raise ServiceUnavailable("The database is unreachable; try again shortly.",
+                                         code="database_unavailable") from None  # the chain may name the host
+            with translate_errors():
+                yield conn
+    except PoolBusy:
+        log.error("every pooled database connection stayed busy (DB_POOL_SIZE)")
+        raise ServiceUnavailable("The database is busy; try again shortly.", code="database_busy") from None
+
+
+@contextlib.contextmanager
+def _fresh(connect_timeout: float | None) -> Iterator[psycopg.Connection[Row]]:
     kwargs = _connect_kwargs()
-    if connect_timeout is not None:  # a retry inside a request can't wait the default 10 s
+    if connect_timeout is not None:
         kwargs["connect_timeout"] = max(1, round(connect_timeout))
-    try:
-        conn = psycopg.connect(**kwargs)
-    except psycopg.OperationalError as exc:
-        log.error("database unreachable: %s", type(exc).__name__)
-        raise ServiceUnavailable("The database is unreachable; try again shortly.",
-                                 code="database_unavailable") from None  # the chain may name the host
-    try:
-        with translate_errors():
-            yield conn
-    finally:
-        conn.close()
+    with psycopg.connect(**kwargs) as conn:
+        yield conn
 
 
 def get_db() -> Iterator[psycopg.Connection[Row]]:

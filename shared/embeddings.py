@@ -249,3 +249,38 @@ def _remember(key: str, vector: list[float]) -> list[float]:
     return vector
 
 
+
+
+# The chat turn reads the query cache in its one Redis round trip (shared.turn_gate) and writes it after the
+# answer; these are embed_query's steps, apart.
+
+def query_cache_probe(text: str) -> tuple[str, list[float] | None]:
+    """(Redis key, the vector when this instance has it) for a query; the caller GETs the key on a miss.
+    Raises EmbeddingDimensionsMismatch, as embed_query does, when the store was resized under this instance."""
+    _verify_store()
+    key = _cache_key(" ".join(text.split()))
+    with _recent_lock:
+        if key in _recent:
+            _recent.move_to_end(key)
+            count_cache("query_embedding", True)
+            return key, _recent[key]
+    return key, None
+
+
+def query_vector_from_cache(key: str, raw: str | None) -> list[float] | None:
+    """The vector of a cache entry read by the caller (None on a miss or an unreadable entry)."""
+    count_cache("query_embedding", bool(raw))
+    if not raw:
+        return None
+    try:
+        return _remember(key, _unpack(raw))
+    except (ValueError, TypeError) as exc:
+        log.warning("unreadable query embedding cache entry: %s", type(exc).__name__)
+        return None
+
+
+def embed_query_uncached(text: str, key: str) -> tuple[list[float], list[Any]]:
+    """The API's vector for a query the cache did not have, and the Redis command that caches it."""
+    _verify_store()
+    vector = _embed_one(" ".join(text.split()))
+    return _remember(key, vector), ["SET", key, _pack(vector), "EX", QUERY_CACHE_TTL_S]

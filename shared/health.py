@@ -32,7 +32,7 @@ def require_operator(token: str) -> None:
 def check_db() -> str:
     from shared.db import connect
 
-    with connect() as conn:
+    with connect(fresh=True) as conn:  # not a pooled one: it must show that new connections are accepted
         conn.execute("SELECT 1")
     return "PostgreSQL answers"
 

@@ -1,8 +1,9 @@
 """Performance metrics (the runbook's PerformanceMonitor): buffered per process, written after the response.
 
-track_metric() only appends to an in-memory list; the list is written in one INSERT when it is large,
-right after each HTTP response has been sent (MetricsMiddleware: a serverless function may be frozen
-once it has answered, so waiting for a later request could lose points), and at interpreter exit.
+track_metric() only appends to an in-memory list; the list is written in one INSERT on a pooled connection
+when it is large, right after each HTTP response has been sent, at most one write per request
+(MetricsMiddleware: a serverless function may be frozen once it has answered, so waiting for a later
+request could lose points), and at interpreter exit.
 Nothing here ever raises into the caller: a metric is never worth a failed request.
 Responses anyone can cause without a key (401, 405, 404 of no route, liveness pings) are only counted in
 memory and written as http.request_count points along with the next real flush: a flood of them must not
@@ -44,7 +45,8 @@ DEFAULT_SLOW_QUERY_MS = 200.0
 Point = tuple[str, float, datetime, str, "str | None"]
 _buffer: list[Point] = []
 _lock = threading.Lock()  # guards _buffer (sync routes and jobs record from worker threads)
-_flush_lock = threading.Lock()  # one flush at a time per process; the running one drains what others add
+_done = threading.Condition(_lock)  # flush(wait=True) waits on it for flushes of other threads
+_in_flight = 0  # flushes writing right now (guarded by _lock)
 _last_warning = 0.0
 _flusher_started = False  # one background flusher at a time, however fast points arrive
 
@@ -130,29 +132,33 @@ def _counted_points() -> list[Point]:
 
 
 def flush(wait: bool = False) -> int:
-    """Write the buffered points in one INSERT; returns how many this call wrote. Never raises.
+    """Write what is buffered now in one INSERT; returns how many points this call wrote. Never raises.
 
-    If another thread is flushing, return at once: it keeps draining until the buffer is empty.
-    wait=True (exit, scripts, tests) waits for that flush instead, so every point recorded before
-    the call is in the database when it returns.
+    Each call takes the points buffered when it starts (those of concurrent requests too) and writes
+    them in one statement on a pooled connection: one write per request at most, however many flushes
+    overlap; points recorded meanwhile go with the next flush. wait=True (exit, scripts, tests) also
+    waits for flushes running in other threads, so every point recorded before the call is written.
     """
-    written, must_wait = 0, wait
+    global _in_flight
     if _counts and (_buffer or wait):  # the counters ride along with a real write, never cause one
         points = _counted_points()
         with _lock:
             _buffer.extend(points)
-    while _buffer or must_wait:
-        must_wait = False
-        if not _flush_lock.acquire(timeout=10 if wait else -1, blocking=wait):
-            return written
+    with _lock:
+        points = _buffer[:]
+        _buffer.clear()
+        _in_flight += bool(points)
+    written = 0
+    if points:
         try:
-            with _lock:
-                points = _buffer[:]
-                _buffer.clear()
-            if points:
-                written += _insert(points)
+            written = _insert(points)
         finally:
-            _flush_lock.release()
+            with _done:
+                _in_flight -= 1
+                _done.notify_all()
+    if wait:
+        with _done:
+            _done.wait_for(lambda: _in_flight == 0, timeout=10)
     return written
 
 
@@ -171,10 +177,12 @@ INSERT = """
 
 
 def _insert(points: list[Point]) -> int:
+    from shared.db import connect  # shared.db imports this module (note_query)
+
     try:
-        # Its own short connection: the request's may be gone, and this runs after the response anyway.
-        with psycopg.connect(get_settings().database_url, autocommit=True, connect_timeout=3,
-                             prepare_threshold=None) as conn:
+        # A pooled connection (the request's has been given back by now); a short wait for a new one, after
+        # the response anyway.
+        with connect(connect_timeout=3) as conn:
             conn.execute(INSERT, [list(column) for column in zip(*points, strict=True)])
         return len(points)
     except Exception as exc:
@@ -223,7 +231,7 @@ class MetricsMiddleware:
         finally:
             if not recorded:  # the app raised, or the client went away mid-stream
                 _record_request(scope, status, started)
-            if _buffer and not _flush_lock.locked():
+            if _buffer:  # never for a request that recorded nothing (401, 404 of no route, liveness)
                 with anyio.CancelScope(shield=True):  # a disconnected client must not cancel the write
                     await anyio.to_thread.run_sync(flush)
 

@@ -84,6 +84,38 @@ def chat_limits(principal: Principal, assistant_limits: Mapping[str, Any] | None
     return [limit for limit in limits if limit.max_requests > 0]
 
 
+@dataclass
+class ChatCheck:
+    """One chat turn's limit scripts and budget read, as commands to send in someone's pipeline."""
+
+    limits: list[Limit]
+    generators: list[Any]
+    commands: list[list[Any]]  # one EVAL per limit, then the budget counter's GET when there is a budget
+    budget: int
+
+
+def plan_chat(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,
+              *, client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None,
+              budget: bool = True, anonymous: bool = False) -> ChatCheck:
+    """The commands that count one chat turn (send them with kv.pipeline, then settle_chat the replies)."""
+    limits = chat_limits(principal, assistant_limits, external_user_id, client_ip, workspace_settings, anonymous)
+    generators, commands = _limit_commands(limits)
+    token_budget = spend.resolve_budget(assistant_limits, workspace_settings) if budget else 0
+    if token_budget > 0:
+        commands.append(["GET", spend.counter_key(principal.workspace_id)])
+    return ChatCheck(limits, generators, commands, token_budget)
+
+
+def settle_chat(check: ChatCheck, replies: list[Any] | None) -> None:
+    """Raise RateLimited over a limit or past the budget; None replies (Redis down) let the turn pass."""
+    if replies is None:
+        return
+    responses = [generator.send(int(reply)) for generator, reply in zip(check.generators, replies, strict=False)]
+    _raise_if_over(check.limits, responses)
+    if check.budget > 0:
+        spend.evaluate(int(replies[len(check.generators)] or 0), check.budget)
+
+
 def check_chat(principal: Principal, assistant_limits: Mapping[str, Any] | None, external_user_id: str | None,
                *, client_ip: str | None = None, workspace_settings: Mapping[str, Any] | None = None,
                budget: bool = True, anonymous: bool = False) -> None:
@@ -92,20 +124,16 @@ def check_chat(principal: Principal, assistant_limits: Mapping[str, Any] | None,
     One Redis round trip covers both rate limits and (with `budget`) the workspace's token counter,
     so the chat engine need not also call spend.check_budget.
     """
-    limits = chat_limits(principal, assistant_limits, external_user_id, client_ip, workspace_settings, anonymous)
-    extra: list[list[Any]] = []
-    token_budget = 0
-    if budget:
-        token_budget = spend.resolve_budget(assistant_limits, workspace_settings)
-        if token_budget > 0:
-            extra.append(["GET", spend.counter_key(principal.workspace_id)])
-    outcome = _run(limits, extra)
-    if outcome is None:
+    check = plan_chat(principal, assistant_limits, external_user_id, client_ip=client_ip,
+                      workspace_settings=workspace_settings, budget=budget, anonymous=anonymous)
+    if not check.commands:
         return
-    responses, replies = outcome
-    _raise_if_over(limits, responses)
-    if extra:
-        spend.evaluate(int(replies[0] or 0), token_budget)
+    try:
+        replies = get_kv().pipeline(check.commands)
+    except ServiceUnavailable:
+        log.warning("rate limits skipped: Redis is unreachable")
+        replies = None
+    settle_chat(check, replies)
 
 
 def check_ingest(workspace_id: str, kind: IngestKind = "ingest",
@@ -129,6 +157,21 @@ def _run(limits: list[Limit], extra: list[list[Any]]) -> tuple[list[Any], list[A
     """Run every limiter's script (and the extra commands) in one pipeline; None if Redis is down."""
     if not limits and not extra:
         return [], []
+    generators, commands = _limit_commands(limits)
+    try:
+        replies = get_kv().pipeline(commands + extra)
+    except ServiceUnavailable:
+        log.warning("rate limits skipped: Redis is unreachable")
+        return None
+    # replies: one per limit, then the extra reads the caller pipelined (returned apart)
+    responses = [generator.send(int(reply)) for generator, reply in zip(generators, replies, strict=False)]
+    return responses, replies[len(generators):]
+
+
+def _limit_commands(limits: list[Limit]) -> tuple[list[Any], list[list[Any]]]:
+    """upstash-ratelimit's SlidingWindow script for each limit: (its generators, the EVAL commands)."""
+    if not limits:
+        return [], []
     # 0.3 s of imports: paid by the first request that needs a limit, not by every cold start.
     from upstash_ratelimit.limiter import SlidingWindow
 
@@ -142,14 +185,7 @@ def _run(limits: list[Limit], extra: list[list[Any]]) -> tuple[list[Any], list[A
             raise RuntimeError(f"upstash-ratelimit asked for {command!r}, expected 'eval'")
         commands.append(["EVAL", script if kv.upstash else _without_shebang(script), len(keys), *keys, *args])
         generators.append(generator)
-    try:
-        replies = kv.pipeline(commands + extra)
-    except ServiceUnavailable:
-        log.warning("rate limits skipped: Redis is unreachable")
-        return None
-    # replies: one per limit, then the extra reads the caller pipelined (returned apart)
-    responses = [generator.send(int(reply)) for generator, reply in zip(generators, replies, strict=False)]
-    return responses, replies[len(generators):]
+    return generators, commands
 
 
 def _without_shebang(script: str) -> str:

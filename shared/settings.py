@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     sentry_dsn: str | None = None
     sentry_traces_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     slow_query_ms: float = 200.0  # statements slower than this show in `db slow-queries`
+    db_pool_size: int = Field(default=10, ge=0, le=200, description=(
+        "Database connections a process keeps for reuse and has open at most (0 = a fresh one per use)"))
+    db_pool_idle_s: float = Field(default=30.0, gt=0, le=3600, description=(
+        "A pooled connection unused this long is closed (a quiet instance holds no backend)"))
+    db_pool_wait_s: float = Field(default=10.0, gt=0, le=120, description=(
+        "How long a request waits for a pooled connection when all DB_POOL_SIZE are busy (then 503)"))
+    auth_cache_s: float = Field(default=5.0, ge=0, le=60, description=(
+        "API keys found valid are trusted this long per process without a query (0 = every request asks); "
+        "a revoked key stops working within it everywhere, at once on the instance that revoked it"))
     # A running job's lease, renewed every third of it; a retry after it ran out runs the job again.
     job_lease_seconds: float = Field(default=30.0, ge=0.5, le=300.0)
     backup_bucket: str | None = None

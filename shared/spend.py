@@ -94,10 +94,15 @@ def record_usage(conn: psycopg.Connection[Row], workspace_id: str, tokens_in: in
     row = fetch_one(conn, UPSERT, (workspace_id, today, tokens_in, tokens_out))
     total = int(row["total"]) if row else 0
     try:
-        get_kv().pipeline([["EVAL", RAISE_TO, 1, counter_key(workspace_id, today), total, COUNTER_TTL_S]])
+        get_kv().pipeline([raise_counter_command(workspace_id, total, today)])
     except ServiceUnavailable:  # the row is written; the next record_usage brings the copy up to date
         log.warning("token counter not updated: Redis is unreachable")
     return total
+
+
+def raise_counter_command(workspace_id: str, total: int, day: date | None = None) -> list[object]:
+    """The Redis command that raises the budget's copy to `total` (never lowers it), for a caller's pipeline."""
+    return ["EVAL", RAISE_TO, 1, counter_key(workspace_id, day), total, COUNTER_TTL_S]
 
 
 def usage(conn: psycopg.Connection[Row], workspace_id: str, days: int = 30,
