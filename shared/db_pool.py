@@ -7,6 +7,10 @@ pooler at all. A fresh backend costs the connect and then runs the same statemen
 - none at first and none kept longer than DB_POOL_IDLE_S unused (min size 0: a quiet instance holds no
   backend, and a frozen one finds its stale connections gone, not handed out);
 - at most DB_POOL_SIZE checked out at once; a request beyond that waits up to DB_POOL_WAIT_S (then 503);
+  but a task that already holds one (a job that runs a chat turn, a reply stored beside the turn's own
+  connection) never waits: it would be waiting on itself, and N such tasks deadlock a pool of N. With no
+  slot free it gets an extra connection outside the count, closed after use (`held()` marks a task
+  holding one it was handed);
 - every checkout is health-checked without a round trip: a connection whose socket has something to read
   while idle was closed or terminated by the server (pg_terminate_backend, a restart, the pooler's idle
   timeout) and is replaced, never handed to a request; one returned in a transaction or broken is closed;
@@ -23,6 +27,7 @@ import select
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
@@ -30,6 +35,20 @@ from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("dialog_engine.db")
 MAX_LIFETIME_S = 1800.0  # then replaced, so backends (and a pooler's) don't live forever
+# Connections this task (and the threads and tasks it starts, which copy its context) holds from the pool.
+_holding: ContextVar[int] = ContextVar("dialog_engine_db_holding", default=0)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Mark the code inside as holding a pooled connection it was handed (a FastAPI dependency's is
+    opened in another context, so the mark does not reach the route by itself)."""
+    _holding.set(_holding.get() + 1)
+    try:
+        yield
+    finally:
+        # Not a token reset: FastAPI enters a sync dependency in one copied context and leaves it in another.
+        _holding.set(max(0, _holding.get() - 1))
 
 
 class PoolBusy(Exception):
@@ -44,6 +63,7 @@ class Pool:
         self.wait_s = wait_s
         self.opened = 0        # connections this pool opened (tests and the bench read it)
         self.discarded = 0     # idle ones found broken at checkout
+        self.overflowed = 0    # extra connections for tasks that already held one
         self.closed = False
         self._idle: list[tuple[psycopg.Connection[Any], float, float]] = []  # (conn, born, returned), LIFO
         self._lock = threading.Lock()
@@ -52,7 +72,17 @@ class Pool:
 
     @contextlib.contextmanager
     def connection(self, connect_timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
-        if not self._slots.acquire(timeout=self.wait_s):
+        nested = _holding.get() > 0  # waiting for a slot could mean waiting for our own connection to return
+        if nested and not self._slots.acquire(blocking=False):
+            conn = self._open(connect_timeout)
+            self.overflowed += 1
+            try:
+                with held():
+                    yield conn
+            finally:
+                _close(conn)
+            return
+        if not nested and not self._slots.acquire(timeout=self.wait_s):
             raise PoolBusy(f"no database connection free after {self.wait_s:.1f} s")
         try:
             conn, born = self._checkout(connect_timeout)
@@ -60,21 +90,26 @@ class Pool:
             self._slots.release()
             raise
         try:
-            yield conn
+            with held():
+                yield conn
         finally:
             self._return(conn, born)
             self._slots.release()
+
+    def _open(self, connect_timeout: float | None) -> psycopg.Connection[Any]:
+        kwargs = dict(self.kwargs)
+        if connect_timeout is not None:
+            kwargs["connect_timeout"] = max(1, round(connect_timeout))
+        conn = psycopg.connect(**kwargs)
+        self.opened += 1
+        return conn
 
     def _checkout(self, connect_timeout: float | None) -> tuple[psycopg.Connection[Any], float]:
         while True:
             with self._lock:
                 item = self._idle.pop() if self._idle else None
             if item is None:
-                kwargs = dict(self.kwargs)
-                if connect_timeout is not None:
-                    kwargs["connect_timeout"] = max(1, round(connect_timeout))
-                conn = psycopg.connect(**kwargs)
-                self.opened += 1
+                conn = self._open(connect_timeout)
                 self._start_janitor()
                 return conn, time.monotonic()
             conn, born, returned = item

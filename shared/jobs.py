@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.db import Row, connect, fetch_one
+from shared.db_pool import held
 from shared.errors import AppError, NotFound
 from shared.metrics import track_metric
 from shared.settings import get_settings
@@ -202,7 +203,8 @@ def run_job(conn: psycopg.Connection[Row], jobs: Jobs, name: str, payload: Any, 
     started = time.perf_counter()
     try:
         with Heartbeat(claimed["id"], claimed["attempts"], lease_s):
-            result = job.run(parsed)
+            with held():  # the job's body runs while the route's connection is held
+                result = job.run(parsed)
     except Exception as exc:
         # The error text is stored for operators, never returned to the caller.
         finish(conn, claimed["id"], claimed["attempts"], started, error=f"{type(exc).__name__}: {exc}"[:2000])

@@ -91,3 +91,37 @@ def test_a_transaction_left_open_is_not_pooled(engine, pg_wire) -> None:  # noqa
         conn.execute("SELECT 1")  # opens a transaction that is never committed
     with connect() as conn:  # a new connection: the open transaction is not carried into this use
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE and conn.autocommit
+
+
+def test_tasks_holding_every_connection_can_still_open_another(engine, monkeypatch) -> None:
+    """A job holds its route's connection and its body (a chat turn, a reply store) opens another: with every
+    pooled connection held that way, waiting for a free one would wait on itself. Here it failed after
+    DB_POOL_WAIT_S with 503 `database_busy`; a holder now gets an extra connection at once."""
+    import threading
+
+    monkeypatch.setenv("DB_POOL_SIZE", "2")
+    monkeypatch.setenv("DB_POOL_WAIT_S", "1")
+    clear_caches()
+    both_hold = threading.Barrier(2, timeout=10)
+    outcomes: list[object] = []
+
+    def job() -> None:
+        try:
+            with connect() as outer:
+                outer.execute("SELECT 1")
+                both_hold.wait()
+                with connect() as inner:
+                    outcomes.append(inner.execute("SELECT 2").fetchone())
+        except Exception as exc:  # what the old pool raised: ServiceUnavailable (database_busy)
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == [{"?column?": 2}, {"?column?": 2}]
+    pool = get_pool()
+    assert pool is not None and pool.overflowed == 2
+    with connect() as conn:  # the extra connections were closed, the pool's own are reused
+        assert conn.execute("SELECT 3 AS n").fetchone() == {"n": 3}

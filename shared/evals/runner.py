@@ -280,11 +280,11 @@ async def run_case(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, 
 
     question = expected["question"]
     started = time.perf_counter()
-    turn = await chat.prepare(conn, chat.TurnInput(
+    turn = await chat.prepare(chat.TurnInput(
         workspace_id=assistant.workspace_id, assistant_id=assistant.id, message=question, assistant=assistant,
         external_user_id=f"eval:{run_id}", metadata={"eval_run": run_id}, started=started))
     engine_abstained = chat.should_abstain(turn)
-    result = await chat.collect(chat.run(conn, turn))
+    result = await chat.collect(chat.run(turn))
     try:
         delete_conversation(conn, assistant.workspace_id, turn.conversation_id)
     except Exception as exc:  # a leftover evaluation conversation is untidy, not wrong
