@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     embedding_dimensions: int = Field(default=1536, ge=1, le=16_000, description=(
         "Vector size: OpenAI's `dimensions`, chunks.embedding's size, the Pinecone index's. 512 suits "
         "text-embedding-3-small (a third of the index and insert cost); changing it is `vectorize all --resize`"))
+    hybrid_vector_weight: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "Weight of vector ranks in hybrid search when keyword search has strong evidence (weak evidence: 1, "
+        "as keyword ranks). 0 keeps the keyword order there; raise it only for an embedding model that "
+        "bench/retrieval_quality.py shows beating keyword search on your pages"))
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 20.0
     llm_total_timeout_s: float = 120.0
