@@ -170,7 +170,8 @@ def run_set(name: str, engine_url: str, top: int, dump: dict[str, Any] | None = 
             for mode in MODES:
                 results.append((mode, engine_ranks(conn, ids, questions, offtopic, base, mode, top)))
             if dump is not None:
-                dump[name] = candidate_lists(conn, ids, questions + offtopic, base)
+                dump[name] = {"questions": candidate_lists(conn, ids, questions, base),
+                              "bm25": {"hit@5": results[0][1].hit(5), "mrr": results[0][1].mrr}}
     return results
 
 
@@ -180,7 +181,8 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=20, help="passages retrieved per question")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
     parser.add_argument("--misses", action="store_true", help="print the questions each engine mode missed")
-    parser.add_argument("--dump", default="", help="write each question's keyword and vector lists to this JSON file")
+    parser.add_argument("--dump", default="", help="write each question's keyword and vector lists to this JSON file "
+                                                   "(bench/fusion_replay.py replays fusions on it)")
     parser.add_argument("--abstain", type=float, default=0.5, help="abstain_threshold to report on (0..1)")
     args = parser.parse_args()
 
