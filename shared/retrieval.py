@@ -126,15 +126,17 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
             vector_cte = found
     if use_keyword:
         params["common"] = common_lexemes(conn)
-    from shared.settings import get_settings
+    both = use_keyword and vector_cte is not EMPTY_VECTOR
+    params.update(kw_used=int(use_keyword), vec_used=int(vector_cte is not EMPTY_VECTOR))
+    if both:
+        from shared.settings import get_settings
 
-    params.update(rescue_below=RESCUE_BELOW, strong_vw=get_settings().hybrid_vector_weight,
-                  kw_used=int(use_keyword), vec_used=int(vector_cte is not EMPTY_VECTOR))
+        params.update(rescue_below=RESCUE_BELOW, strong_vw=get_settings().hybrid_vector_weight)
     # Limits are inlined (plain ints) so a cached generic plan still knows them and keeps the indexes.
     sql = ("WITH " + (KEYWORD if use_keyword else EMPTY_KEYWORD) + ",\n" + vector_cte + ",\n" + FUSE).format(
         kw_pool=KEYWORD_CANDIDATES, postings=POSTINGS, k1=BM25_K1, b=BM25_B, heading_boost=HEADING_BOOST,
         occurrences_every=_occurrences("{1,1,1,1}"), occurrences_heading=_occurrences("{0,0,0,1}"),
-        pool=int(pool), top_k=int(top_k))
+        pool=int(pool), top_k=int(top_k), vector_weight=EVIDENCE_WEIGHT if both else "1.0::float8")
     rows = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
     return [Passage(**row) for row in rows]
 
@@ -300,18 +302,24 @@ vec AS (
 
 EMPTY_VECTOR = "vec AS (SELECT NULL::text AS id, NULL::float8 AS score, NULL::bigint AS rank WHERE false)"
 
-# The vector list's weight follows the keyword evidence (see the module docstring). Ties (a zero vector weight)
-# keep the keyword order, then the vector order.
+# The vector list's weight follows the keyword evidence (see the module docstring), read by a window over the
+# joined lists so kw stays a single-use CTE the planner inlines; with one list it is a constant (that list's
+# own ranks decide). Ties (a zero vector weight) keep the keyword order, then the vector order.
+EVIDENCE_WEIGHT = """CASE WHEN coalesce(max(kw.score) OVER (), 0) < %(rescue_below)s THEN 1.0
+                ELSE %(strong_vw)s END::float8"""
+
 FUSE = """
-weights AS (
-    SELECT CASE WHEN coalesce(max(score), 0) < %(rescue_below)s THEN 1.0 ELSE %(strong_vw)s END::float8 AS vw
-    FROM kw),
-fused AS (
+joined AS (
     SELECT coalesce(kw.id, vec.id) AS id, kw.rank AS keyword_rank, kw.score AS keyword_score,
            vec.rank AS vector_rank, vec.score AS vector_score,
-           (coalesce(1.0::float8 / (%(k)s + kw.rank), 0) + w.vw * coalesce(1.0::float8 / (%(k)s + vec.rank), 0))
-               * (%(k)s + 1) / (%(kw_used)s + w.vw * %(vec_used)s) AS score
-    FROM kw FULL JOIN vec ON vec.id = kw.id CROSS JOIN weights w),
+           coalesce(1.0::float8 / (%(k)s + kw.rank), 0) AS kw_rrf,
+           coalesce(1.0::float8 / (%(k)s + vec.rank), 0) AS vec_rrf,
+           {vector_weight} AS vw
+    FROM kw FULL JOIN vec ON vec.id = kw.id),
+fused AS (
+    SELECT id, keyword_rank, keyword_score, vector_rank, vector_score,
+           (kw_rrf + vw * vec_rrf) * (%(k)s + 1) / (%(kw_used)s + vw * %(vec_used)s) AS score
+    FROM joined),
 best AS (
     SELECT * FROM fused WHERE score >= %(min_score)s
     ORDER BY score DESC, keyword_rank NULLS LAST, vector_rank NULLS LAST, id LIMIT {top_k})
