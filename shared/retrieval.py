@@ -302,11 +302,11 @@ vec AS (
 
 EMPTY_VECTOR = "vec AS (SELECT NULL::text AS id, NULL::float8 AS score, NULL::bigint AS rank WHERE false)"
 
-# The vector list's weight follows the keyword evidence (see the module docstring), read by a window over the
-# joined lists so kw stays a single-use CTE the planner inlines; with one list it is a constant (that list's
-# own ranks decide). Ties (a zero vector weight) keep the keyword order, then the vector order.
-EVIDENCE_WEIGHT = """CASE WHEN coalesce(max(kw.score) OVER (), 0) < %(rescue_below)s THEN 1.0
-                ELSE %(strong_vw)s END::float8"""
+# The vector list's weight follows the keyword evidence (see the module docstring): one value per search, read
+# from the materialised kw_scored (kw stays a single-use CTE the planner inlines); with one list it is a
+# constant (that list's own ranks decide). Ties (a zero vector weight) keep the keyword order, then the vector's.
+EVIDENCE_WEIGHT = """(SELECT CASE WHEN coalesce(max(score), 0) < %(rescue_below)s THEN 1.0 ELSE %(strong_vw)s END
+            FROM kw_scored)::float8"""
 
 FUSE = """
 joined AS (
