@@ -41,7 +41,9 @@ class SearchResult(BaseModel):
     url: str | None
     heading_path: str
     text: str
-    score: float = Field(description="Reciprocal rank fusion (k=60) over the methods used, scaled to 0..1")
+    score: float = Field(description=(
+        "Reciprocal rank fusion (k=60), vector ranks weighted by the keyword evidence, scaled to 0..1 "
+        "(1: first in every list that counts)"))
     keyword: MethodScore
     vector: MethodScore
 

@@ -129,7 +129,23 @@ def engine_ranks(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]]
     return score
 
 
-def run_set(name: str, engine_url: str, top: int) -> list[tuple[str, Score]]:
+def candidate_lists(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
+    """Each question's keyword and vector lists (the pools hybrid fuses), for trying fusions offline (--dump)."""
+    from shared.retrieval import retrieve
+
+    dumped = []
+    for q in questions:
+        entry: dict[str, Any] = {"question": q["question"], "expected": q.get("expected")}
+        for mode in ("keyword", "vector"):
+            passages = retrieve(conn, workspace_id=ids["ws"], assistant_id=ids["asst"], query=q["question"],
+                                top_k=100, mode=mode)  # type: ignore[arg-type]
+            entry[mode] = [[p.chunk_id, (p.url or "").removeprefix(base + "/"),
+                            p.keyword_score if mode == "keyword" else p.vector_score] for p in passages]
+        dumped.append(entry)
+    return dumped
+
+
+def run_set(name: str, engine_url: str, top: int, dump: dict[str, Any] | None = None) -> list[tuple[str, Score]]:
     from shared.auth import create_workspace
     from shared.db import connect
     from tests import corpora
@@ -153,6 +169,9 @@ def run_set(name: str, engine_url: str, top: int) -> list[tuple[str, Score]]:
             results = [("BM25 (bm25s, page level)", bm25_ranks(texts, questions, corpora.LANGUAGE[name], top))]
             for mode in MODES:
                 results.append((mode, engine_ranks(conn, ids, questions, offtopic, base, mode, top)))
+            if dump is not None:
+                dump[name] = {"questions": candidate_lists(conn, ids, questions, base),
+                              "bm25": {"hit@5": results[0][1].hit(5), "mrr": results[0][1].mrr}}
     return results
 
 
@@ -162,6 +181,8 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=20, help="passages retrieved per question")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
     parser.add_argument("--misses", action="store_true", help="print the questions each engine mode missed")
+    parser.add_argument("--dump", default="", help="write each question's keyword and vector lists to this JSON file "
+                                                   "(bench/fusion_replay.py replays fusions on it)")
     parser.add_argument("--abstain", type=float, default=0.5, help="abstain_threshold to report on (0..1)")
     args = parser.parse_args()
 
@@ -201,7 +222,10 @@ def main() -> int:
         os.environ["PUBLIC_URL"] = engine_url
         get_settings.cache_clear()
         print(f"embeddings: {describe_embeddings()} (model {get_settings().embedding_model})", flush=True)
-        table = [(name, run_set(name, engine_url, args.top_k)) for name in names]
+        dump: dict[str, Any] | None = {} if args.dump else None
+        table = [(name, run_set(name, engine_url, args.top_k, dump)) for name in names]
+        if dump is not None:
+            Path(args.dump).write_text(json.dumps(dump))
     finally:
         if stop_server:
             stop_server()

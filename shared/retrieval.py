@@ -14,8 +14,15 @@ Words found in a large share of all chunks (per ANALYZE's statistics) choose no 
 lists are the slow part and they say little; they still count in the score.
 
 Vector search runs inside the same statement on pgvector; with Pinecone its (id, score) list is passed in
-and joined. Every row is filtered by workspace and assistant. Fused score: RRF with k=60, a vector rank
-weighted VECTOR_WEIGHT, divided by its best possible value, so 1.0 means "first in every method used".
+and joined. Every row is filtered by workspace and assistant.
+
+Fusion weighs each list by the keyword search's absolute evidence (the best passage's keyword_score): when it
+is weak (below RESCUE_BELOW: no passage has most of the query's rarer words), vector ranks count as much as
+keyword ranks (RRF, k=60), so a question worded unlike the pages is rescued by meaning; when it is strong,
+vector ranks count `hybrid_vector_weight` (HYBRID_VECTOR_WEIGHT, default 0: the keyword order stands, vector
+matches follow). Equal weights throughout let a weak vector list (the local model; any model on a language
+it barely knows) push a passage with every word of the question out of the top 5 (README "Knowledge").
+The fused score is divided by its best possible value, so 1.0 means "first in every method that counts".
 evidence() is the absolute signal the abstain threshold reads.
 """
 from __future__ import annotations
@@ -35,7 +42,7 @@ log = logging.getLogger("dialog_engine.retrieval")
 
 Mode = Literal["keyword", "vector", "hybrid"]
 RRF_K = 60
-VECTOR_WEIGHT = 0.5        # a vector rank counts half a keyword rank in the fusion (see README "Knowledge")
+RESCUE_BELOW = 0.5         # keyword evidence under which vector ranks weigh as much as keyword ranks
 MAX_QUERY_CHARS = 1000
 KEYWORD_CANDIDATES = 100   # per pass (rarest words / all words) scored exactly: each reads a tsvector, ~10 µs
 POSTINGS = 4000            # postings of the rarest words ranked before that (no tsvector read: ~1 µs each)
@@ -119,14 +126,17 @@ def retrieve(conn: psycopg.Connection[Row], *, workspace_id: str, assistant_id: 
             vector_cte = found
     if use_keyword:
         params["common"] = common_lexemes(conn)
-    vector_weight = VECTOR_WEIGHT if use_keyword else 1.0
-    params["vw"] = vector_weight
-    params["max_rrf"] = (int(use_keyword) + vector_weight * int(vector_cte is not EMPTY_VECTOR)) / (RRF_K + 1)
+    both = use_keyword and vector_cte is not EMPTY_VECTOR
+    params.update(kw_used=int(use_keyword), vec_used=int(vector_cte is not EMPTY_VECTOR))
+    if both:
+        from shared.settings import get_settings
+
+        params.update(rescue_below=RESCUE_BELOW, strong_vw=get_settings().hybrid_vector_weight)
     # Limits are inlined (plain ints) so a cached generic plan still knows them and keeps the indexes.
     sql = ("WITH " + (KEYWORD if use_keyword else EMPTY_KEYWORD) + ",\n" + vector_cte + ",\n" + FUSE).format(
         kw_pool=KEYWORD_CANDIDATES, postings=POSTINGS, k1=BM25_K1, b=BM25_B, heading_boost=HEADING_BOOST,
         occurrences_every=_occurrences("{1,1,1,1}"), occurrences_heading=_occurrences("{0,0,0,1}"),
-        pool=int(pool), top_k=int(top_k))
+        pool=int(pool), top_k=int(top_k), vector_weight=EVIDENCE_WEIGHT if both else "1.0::float8")
     rows = conn.cursor(row_factory=dict_row).execute(sql, params).fetchall()
     return [Passage(**row) for row in rows]
 
@@ -292,16 +302,28 @@ vec AS (
 
 EMPTY_VECTOR = "vec AS (SELECT NULL::text AS id, NULL::float8 AS score, NULL::bigint AS rank WHERE false)"
 
+# The vector list's weight follows the keyword evidence (see the module docstring): one value per search, read
+# from the materialised kw_scored (kw stays a single-use CTE the planner inlines); with one list it is a
+# constant (that list's own ranks decide). Ties (a zero vector weight) keep the keyword order, then the vector's.
+EVIDENCE_WEIGHT = """(SELECT CASE WHEN coalesce(max(score), 0) < %(rescue_below)s THEN 1.0 ELSE %(strong_vw)s END
+            FROM kw_scored)::float8"""
+
 FUSE = """
-fused AS (
+joined AS (
     SELECT coalesce(kw.id, vec.id) AS id, kw.rank AS keyword_rank, kw.score AS keyword_score,
            vec.rank AS vector_rank, vec.score AS vector_score,
-           (coalesce(1.0::float8 / (%(k)s + kw.rank), 0) + %(vw)s * coalesce(1.0::float8 / (%(k)s + vec.rank), 0))
-               / %(max_rrf)s AS score
+           coalesce(1.0::float8 / (%(k)s + kw.rank), 0) AS kw_rrf,
+           coalesce(1.0::float8 / (%(k)s + vec.rank), 0) AS vec_rrf,
+           {vector_weight} AS vw
     FROM kw FULL JOIN vec ON vec.id = kw.id),
+fused AS (
+    SELECT id, keyword_rank, keyword_score, vector_rank, vector_score,
+           (kw_rrf + vw * vec_rrf) * (%(k)s + 1) / (%(kw_used)s + vw * %(vec_used)s) AS score
+    FROM joined),
 best AS (
-    SELECT * FROM fused WHERE score >= %(min_score)s ORDER BY score DESC, id LIMIT {top_k})
+    SELECT * FROM fused WHERE score >= %(min_score)s
+    ORDER BY score DESC, keyword_rank NULLS LAST, vector_rank NULLS LAST, id LIMIT {top_k})
 SELECT c.id AS chunk_id, c.source_id, c.document_id, c.title, c.url, c.heading_path, c.text,
        f.score, f.keyword_rank, f.keyword_score, f.vector_rank, f.vector_score
 FROM best f JOIN chunks c ON c.id = f.id AND c.workspace_id = %(ws)s AND c.assistant_id = %(asst)s
-ORDER BY f.score DESC, f.id"""
+ORDER BY f.score DESC, f.keyword_rank NULLS LAST, f.vector_rank NULLS LAST, f.id"""

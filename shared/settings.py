@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         "A first sync with this many pages loads its vectors with pgvector's HNSW index set aside, then builds it"))
     index_build_memory_mb: int = Field(default=1024, ge=64, description=(
         "maintenance_work_mem for building the HNSW index (the graph should fit: ~1.2x the vectors' size)"))
+    hybrid_vector_weight: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "Weight of vector ranks in hybrid search when keyword search has strong evidence (weak evidence: 1, "
+        "as keyword ranks). 0 keeps the keyword order there; raise it only for an embedding model that "
+        "bench/retrieval_quality.py shows beating keyword search on your pages"))
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 20.0
     llm_total_timeout_s: float = 120.0
