@@ -11,10 +11,11 @@ from fastapi import Depends
 
 from shared.auth import Principal, require_admin, require_key
 from shared.db import Row, get_db
-from shared.llm.prewarm import prewarm
 
 
 async def _clock() -> float:
+    from shared.llm.prewarm import prewarm  # only chat routes start this clock
+
     prewarm()  # a chat turn begins: its model SDKs load in the background while auth and the database run
     return time.perf_counter()
 
