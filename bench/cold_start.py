@@ -185,6 +185,16 @@ def spawn(module: str, path: Path) -> tuple[subprocess.Popen[bytes], str, float]
     raise SystemExit(f"{module} did not start within 120 s")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL: on a loaded machine a server still importing an SDK can be slow to exit."""
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def get_root(url: str) -> tuple[float, float]:
     import httpx
 
@@ -226,8 +236,7 @@ def measure(module: str, path: Path, first: Callable[[str], tuple[float, float]]
         first_ms = first(url)
         samples = [warm(url) for _ in range(warm_requests)]
     finally:
-        process.terminate()
-        process.wait(10)
+        stop(process)
     return Timing(ready_ms, first_ms, (statistics.median(s[0] for s in samples),
                                        statistics.median(s[1] for s in samples)))
 
