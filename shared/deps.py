@@ -14,6 +14,9 @@ from shared.db import Row, get_db
 
 
 async def _clock() -> float:
+    from shared.llm.prewarm import prewarm  # only chat routes start this clock
+
+    prewarm()  # a chat turn begins: its model SDKs load in the background while auth and the database run
     return time.perf_counter()
 
 
