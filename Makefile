@@ -1,10 +1,11 @@
-# Dialog Engine: `make dev` runs everything locally, `make test` installs what it needs and runs the tests.
+# Dialog Engine: `make dev` runs everything locally, `make test` installs what it needs and runs the tests
+# (`make unit` first: the fast tier, no stack; then the integration tests against the real local stack).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test fuzz lint typecheck build bench clean
+.PHONY: dev test unit fuzz lint typecheck build bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,9 +16,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 dev: $(STAMP)
 	$(PY) -m scripts dev
 
-test: $(STAMP)
+test: unit
 	scripts/ensure-chromium
-	$(PY) -m pytest -q --ignore=tests/test_fuzz.py
+	$(PY) -m pytest -q --ignore=tests/test_fuzz.py --ignore=tests/unit
+
+# Pure functions only (tests/unit/): seconds, no PostgreSQL, Redis or stand-in started.
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 # Schemathesis over every function's OpenAPI schema (~2 min): FUZZ_EXAMPLES=200 FUZZ_RANDOM=1 digs deeper.
 fuzz: $(STAMP)
