@@ -1,11 +1,10 @@
-# Dialog Engine: `make dev` runs everything locally, `make test` installs what it needs and runs the tests
-# (`make unit` first: the fast tier, no stack; then the integration tests against the real local stack).
+# Dialog Engine: `make dev` runs everything locally, `make test` installs what it needs and runs the tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test unit fuzz lint typecheck build bench clean
+.PHONY: dev test fuzz lint typecheck build bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +15,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 dev: $(STAMP)
 	$(PY) -m scripts dev
 
+# The unit tier first (seconds), then the integration tests against the real local stack.
 test: unit
 	scripts/ensure-chromium
 	$(PY) -m pytest -q --ignore=tests/test_fuzz.py --ignore=tests/unit
 
-# Pure functions only (tests/unit/): seconds, no PostgreSQL, Redis or stand-in started.
+# The fast tier: pure functions only (tests/unit/), no PostgreSQL, Redis or stand-in started.
+.PHONY: unit
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
