@@ -26,9 +26,15 @@ $(STAMP): $(LOCAL_STAMP) requirements-dev.txt
 dev: $(LOCAL_STAMP)
 	$(PY) -m scripts dev
 
-test: $(STAMP)
+# The unit tier first (seconds), then the integration tests against the real local stack.
+test: unit
 	scripts/ensure-chromium
-	$(PY) -m pytest -q --ignore=tests/test_fuzz.py
+	$(PY) -m pytest -q --ignore=tests/test_fuzz.py --ignore=tests/unit
+
+# The fast tier: pure functions only (tests/unit/), no PostgreSQL, Redis or stand-in started.
+.PHONY: unit
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 # Schemathesis over every function's OpenAPI schema (~2 min): FUZZ_EXAMPLES=200 FUZZ_RANDOM=1 digs deeper.
 fuzz: $(STAMP)

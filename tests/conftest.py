@@ -1,23 +1,19 @@
-"""Fixtures: one real local stack per session (PostgreSQL, Redis, Upstash and QStash stand-ins, the router
-served over HTTP), and a fresh database copied from a migrated template for every test that asks for it."""
+"""The root of the test suite, in two tiers:
+
+- tests/unit/: pure functions, no stack; `make unit` runs them in seconds (tests/unit/conftest.py refuses a
+  unit test that asks for the stack).
+- everything else: integration tests against the real local stack (PostgreSQL, Redis, the Upstash and QStash
+  stand-ins, the router over HTTP) and the protocol stand-ins in tests/fakes/.
+
+This file only makes the environment safe (no developer's keys reach a test) and registers the fixture
+plugins below; test modules request fixtures by name and import only helpers, never fixtures."""
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
-import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,152 +27,18 @@ for _name in ("PINECONE_API_KEY", "FIRECRAWL_API_KEY", "SENTRY_DSN", "VECTOR_BAC
     os.environ.pop(_name, None)
 os.environ["ENVIRONMENT"] = "test"
 
-from scripts._serve import serve_in_thread  # noqa: E402
-from scripts.local_stack import LocalStack  # noqa: E402
+# Fixture plugins, imported after the environment above is clean. None is autouse, and none starts a server
+# or the stack before a test requests it.
+pytest_plugins = [
+    "tests.plugins.stack",         # stack, engine, qstash
+    "tests.fakes.fixtures",        # embeddings_api, pinecone_api, local_model
+    "tests.fakes.chat_fixtures",   # openai_api, anthropic_api, redis_proxy
+    "tests.fakes.crawl_fixtures",  # site, firecrawl_api, private_hosts_blocked
+    "tests.fakes.backup_fixtures", # s3_url, backups
+]
 
-TEMPLATE_DB = "dialog_template"
-_db_numbers = itertools.count(1)
+# Older spellings (`from tests.conftest import clear_caches`) keep working; the plugins' asserts still read well.
+pytest.register_assert_rewrite("tests.plugins", "tests.fakes")
+from tests.plugins.stack import CACHE_CLEARERS, TEMPLATE_DB, Engine, Stack, clear_caches  # noqa: E402
 
-
-def clear_caches() -> None:
-    """Forget cached settings and clients after the environment changed."""
-    from shared import kv, queue, settings, vectors
-
-    settings.get_settings.cache_clear()
-    kv.get_kv.cache_clear()
-    queue._client.cache_clear()
-    vectors.get_vector_store.cache_clear()
-    for hook in CACHE_CLEARERS:
-        hook()
-
-
-# Modules with cached clients of their own append a function here.
-CACHE_CLEARERS: list[Any] = []
-
-
-@dataclass
-class Stack:
-    local: LocalStack
-    server_url: str
-    admin_dsn: str
-
-    def dsn(self, database: str) -> str:
-        return self.local.pg.get_uri(database)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    # A run stopped by SIGTERM (CI cancelling, `timeout`) tears down like Ctrl-C does: pytest runs the
-    # finalizers on KeyboardInterrupt, and the stack's PostgreSQL and redis-servers are daemons that would
-    # otherwise outlive it.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-    # Not pytest's tmp_path: as root, pgserver runs PostgreSQL as its own user, which needs to reach the folder.
-    folder = Path(tempfile.mkdtemp(prefix="dialog-engine-stack-"))
-    folder.chmod(0o755)
-    local = LocalStack(folder, qstash_backoff_scale=0.01)
-    env = local.start()
-    # Tests add sources on made-up hosts (docs.example) that only the Firecrawl stand-in serves, so the crawler
-    # must not resolve them; tests of the guard itself set "false" or "loopback" (what `make dev` uses).
-    os.environ.update(env, ALLOW_PRIVATE_HOSTS="true")
-    clear_caches()
-    from shared.migrate import migrate
-
-    admin_dsn = local.pg.get_uri()
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    migrate(local.pg.get_uri(TEMPLATE_DB))
-
-    from scripts.router import create_router
-
-    server_url, stop_server = serve_in_thread(create_router())
-    os.environ["PUBLIC_URL"] = server_url
-    try:
-        yield Stack(local, server_url, admin_dsn)
-    finally:
-        stop_server()
-        local.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def engine(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """A fresh database (copied from the migrated template) and an empty cache for one test."""
-    name = f"test_{os.getpid()}_{next(_db_numbers)}"
-    with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    monkeypatch.setenv("DATABASE_URL", stack.dsn(name))
-    monkeypatch.setenv("PUBLIC_URL", stack.server_url)
-    stack.local.redis.flushdb()
-    clear_caches()
-    engine = Engine(stack, stack.dsn(name))
-    # Each test starts with an empty queue: no dedup ids or schedules left from the test before.
-    try:
-        engine.wait_for_queue(timeout=5)
-    except TimeoutError:
-        pass  # a message delayed far into the future: dropped with the rest
-    stack.local.queue_redis.flushdb()
-    try:
-        yield engine
-    finally:
-        engine.close()
-        monkeypatch.undo()
-        clear_caches()
-        with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-class Engine:
-    """What a test needs: the served API, its database and helpers to make workspaces and keys."""
-
-    def __init__(self, stack: Stack, dsn: str) -> None:
-        self.stack = stack
-        self.dsn = dsn
-        self.url = stack.server_url
-        self._clients: list[httpx.Client] = []
-
-    def db(self) -> psycopg.Connection[Any]:
-        from psycopg.rows import dict_row
-
-        return psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row)
-
-    def workspace(self, name: str = "Acme") -> tuple[str, str]:
-        """A new workspace; returns (workspace id, admin key)."""
-        from shared.auth import create_workspace
-
-        with self.db() as conn:
-            workspace, key = create_workspace(conn, name)
-        return workspace["id"], key
-
-    def client(self, key: str | None = None, **headers: str) -> httpx.Client:
-        all_headers = {k.replace("_", "-"): v for k, v in headers.items()}
-        if key:
-            all_headers["Authorization"] = f"Bearer {key}"
-        client = httpx.Client(base_url=self.url, headers=all_headers, timeout=30)
-
-        def keep_visitor_token(response: httpx.Response) -> None:
-            # As the widget does: keep the anonymous visitor token the engine issues and send it back.
-            if response.headers.get("x-visitor-token"):
-                client.headers["x-visitor-token"] = response.headers["x-visitor-token"]
-
-        client.event_hooks["response"].append(keep_visitor_token)
-        self._clients.append(client)
-        return client
-
-    def wait_for_queue(self, timeout: float = 15.0) -> None:
-        """Block until the QStash stand-in has delivered (or given up on) everything queued."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            reply = httpx.get(f"{os.environ['QSTASH_URL']}/__local/idle", timeout=5)
-            if reply.json().get("idle"):
-                return
-            time.sleep(0.02)
-        raise TimeoutError("the QStash stand-in still has messages in flight")
-
-    def close(self) -> None:
-        for client in self._clients:
-            client.close()
+__all__ = ["CACHE_CLEARERS", "ROOT", "TEMPLATE_DB", "Engine", "Stack", "clear_caches"]

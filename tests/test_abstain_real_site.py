@@ -2,7 +2,6 @@
 `site` source): off-topic questions get the fallback without a model call, questions the manual answers
 reach the model. The threshold reads the best passage's normalised BM25 (or cosine similarity), which is
 absolute; the fused score is relative, so an off-topic question's best passage scored 1.0 and never abstained."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import corpora
-from tests.fakes.chat_fixtures import chat, make_assistant, openai_api, text_of  # noqa: F401
+from tests.fakes.chat_fixtures import chat, make_assistant, text_of
 from tests.fakes.crawl_fixtures import add_source, wait_synced
 
 QUESTIONS = Path(__file__).resolve().parent.parent / "bench" / "corpora" / "flask"

@@ -18,8 +18,7 @@ from scripts.__main__ import main
 from scripts.cmd_queue import SCHEDULE_PREFIX, vercel_crons
 from shared.settings import Settings
 from tests.conftest import ROOT
-from tests.test_backup import IDENTITY, RECIPIENT, backups, s3_url  # noqa: F401
-from tests.test_queue_init import qstash  # noqa: F401
+from tests.test_backup import IDENTITY, RECIPIENT
 from tests.test_runbook import exit_code
 
 WORKFLOW = ROOT / ".github" / "workflows" / "backup.yml"
@@ -93,7 +92,7 @@ def run_step(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
                           check=False, env=full, stdin=subprocess.DEVNULL)
 
 
-def test_the_workflows_steps_make_and_verify_a_backup(backups, engine, monkeypatch) -> None:  # noqa: F811
+def test_the_workflows_steps_make_and_verify_a_backup(backups, engine, monkeypatch) -> None:
     # What the backup job would find in the repository's settings.
     for name in ("BACKUP_IDENTITY", "BACKUP_RECIPIENT"):  # set by the fixture; the workflow decides here
         monkeypatch.delenv(name, raising=False)
@@ -120,7 +119,7 @@ def test_the_workflows_steps_make_and_verify_a_backup(backups, engine, monkeypat
     assert run_step(command, env).returncode == 1
 
 
-def test_self_hosted_queue_init_adds_the_nightly_backup_on_request(engine, qstash, capsys) -> None:  # noqa: F811
+def test_self_hosted_queue_init_adds_the_nightly_backup_on_request(engine, qstash, capsys) -> None:
     assert main(["queue", "init"]) == 0
     ids = {s["scheduleId"] for s in qstash.get("/v2/schedules").json()}
     assert SCHEDULE_PREFIX + "backup" not in ids

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    chat,
-    clear_caches,
-    last,
-    make_assistant,
-    messages,
-    openai_api,
-    text_of,
-)
+from tests.fakes.chat_fixtures import chat, clear_caches, last, make_assistant, messages, text_of
 from tests.fakes.fixtures import add_page
 
 ANSWER = "Refunds take 14 days [1]. Keep the receipt."
@@ -28,7 +20,7 @@ def setup_page(engine: Any, **overrides: Any) -> tuple[str, str, str, list[dict[
     return workspace, key, assistant, chunks
 
 
-def test_stream_events_order_content_and_storage(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_stream_events_order_content_and_storage(engine: Any, openai_api: Any) -> None:
     openai_api.reply = ANSWER
     _, key, assistant, chunks = setup_page(engine)
     events = chat(engine.client(key), assistant_id=assistant, message="How long do refunds take?",
@@ -72,7 +64,7 @@ def test_stream_events_order_content_and_storage(engine: Any, openai_api: Any) -
     assert row["external_user_id"] == "u-1" and row["metadata"] == {"page": "/help"}
 
 
-def test_continued_conversation_sends_history(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_continued_conversation_sends_history(engine: Any, openai_api: Any) -> None:
     _, key, assistant, _ = setup_page(engine)
     client = engine.client(key)
     openai_api.reply = "First answer."
@@ -86,7 +78,7 @@ def test_continued_conversation_sends_history(engine: Any, openai_api: Any) -> N
         {"role": "user", "content": "And shipping?"}]
 
 
-def test_non_stream_answer(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_non_stream_answer(engine: Any, openai_api: Any) -> None:
     openai_api.reply = ANSWER
     _, key, assistant, chunks = setup_page(engine)
     reply = engine.client(key).post("/api/chat", json={"assistant_id": assistant, "message": "Refunds?",
@@ -100,7 +92,7 @@ def test_non_stream_answer(engine: Any, openai_api: Any) -> None:  # noqa: F811
         assert messages(conn, body["conversation_id"])[1]["id"] == body["message_id"]
 
 
-def test_abstains_below_threshold_without_a_model_call(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_abstains_below_threshold_without_a_model_call(engine: Any, openai_api: Any) -> None:
     _, key, assistant, _ = setup_page(engine, abstain_threshold=0.5, fallback_message="Please ask our team.")
     client = engine.client(key)
     events = chat(client, assistant_id=assistant, message="Who won the football match yesterday?")
@@ -112,13 +104,13 @@ def test_abstains_below_threshold_without_a_model_call(engine: Any, openai_api: 
     assert len(openai_api.requests) == 1
 
 
-def test_abstains_in_the_template_language(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_abstains_in_the_template_language(engine: Any, openai_api: Any) -> None:
     _, key, assistant, _ = setup_page(engine, abstain_threshold=0.3, language="de")
     events = chat(engine.client(key), assistant_id=assistant, message="Wer hat gestern gewonnen?")
     assert text_of(events).startswith("Das weiß ich leider nicht") and openai_api.requests == []
 
 
-def test_hybrid_retrieval_embeds_each_question_once(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_hybrid_retrieval_embeds_each_question_once(engine: Any, openai_api: Any) -> None:
     openai_api.reply = "Fourteen days [1]."
     _, key, assistant, chunks = setup_page(engine, retrieval={"mode": "hybrid"})
     client = engine.client(key)
@@ -131,14 +123,14 @@ def test_hybrid_retrieval_embeds_each_question_once(engine: Any, openai_api: Any
     assert len(openai_api.embedding_requests) == 1  # a repeated question comes from the cache
 
 
-def test_message_without_words_skips_retrieval(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_message_without_words_skips_retrieval(engine: Any, openai_api: Any) -> None:
     _, key, assistant, _ = setup_page(engine)
     events = chat(engine.client(key), assistant_id=assistant, message="👍 ?!")
     assert last(events, "done")["timings"]["retrieval_ms"] == 0
     assert "<context id=\"1\"" not in openai_api.requests[-1]["messages"][0]["content"]
 
 
-def test_another_workspaces_ids_are_not_found(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_another_workspaces_ids_are_not_found(engine: Any, openai_api: Any) -> None:
     _, key, assistant, _ = setup_page(engine)
     conversation_id = chat(engine.client(key), assistant_id=assistant, message="Hi")[0][1]["conversation_id"]
     other_workspace, other_key = engine.workspace("Other")
@@ -156,7 +148,7 @@ def test_another_workspaces_ids_are_not_found(engine: Any, openai_api: Any) -> N
         assert len(messages(conn, conversation_id)) == 2  # nothing was added to it
 
 
-def test_request_limits_and_validation(engine: Any, openai_api: Any, monkeypatch: Any) -> None:  # noqa: F811
+def test_request_limits_and_validation(engine: Any, openai_api: Any, monkeypatch: Any) -> None:
     _, key, assistant, _ = setup_page(engine)
     client = engine.client(key)
     monkeypatch.setenv("MAX_MESSAGE_CHARS", "50")
@@ -174,7 +166,7 @@ def test_request_limits_and_validation(engine: Any, openai_api: Any, monkeypatch
     assert openai_api.requests == []
 
 
-def test_origins_of_chat_keys_and_assistants(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_origins_of_chat_keys_and_assistants(engine: Any, openai_api: Any) -> None:
     workspace, admin_key = engine.workspace()
     with engine.db() as conn:
         open_assistant = make_assistant(conn, workspace)
@@ -203,7 +195,7 @@ def test_origins_of_chat_keys_and_assistants(engine: Any, openai_api: Any) -> No
     assert same.post("/api/chat", json={"assistant_id": shop_assistant, "message": "Hi"}).status_code == 200
 
 
-def test_chat_key_continues_only_its_own_conversations(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_chat_key_continues_only_its_own_conversations(engine: Any, openai_api: Any) -> None:
     workspace, _ = engine.workspace()
     from shared.auth import create_key
 

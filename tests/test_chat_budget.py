@@ -7,7 +7,7 @@ from typing import Any
 from shared.llm.tokens import MESSAGE_OVERHEAD, estimate
 from shared.prompting import build_prompt
 from shared.template_config import TemplateConfig
-from tests.fakes.chat_fixtures import chat, last, make_assistant, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import chat, last, make_assistant
 from tests.fakes.fixtures import add_page
 
 SMALL = {"context_window_tokens": 1000, "max_output_tokens": 200}  # a budget of 800 tokens
@@ -24,7 +24,7 @@ def fake_model(body: dict[str, Any]) -> str:
     return "An answer that goes on for a while about the topic. " * 8  # ~420 characters
 
 
-def test_long_conversation_stays_within_budget_and_uses_its_summary(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_long_conversation_stays_within_budget_and_uses_its_summary(engine: Any, openai_api: Any) -> None:
     openai_api.reply = fake_model
     workspace, key = engine.workspace()
     with engine.db() as conn:

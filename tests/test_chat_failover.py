@@ -8,17 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    anthropic_api,
-    chat,
-    clear_caches,
-    last,
-    make_assistant,
-    messages,
-    openai_api,
-    text_of,
-    wait_for,
-)
+from tests.fakes.chat_fixtures import chat, clear_caches, last, make_assistant, messages, text_of, wait_for
 
 
 @pytest.fixture
@@ -34,7 +24,7 @@ def assistant_and_key(engine: Any, **overrides: Any) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("failure", ["529", "500", "429", "timeout"])
-def test_failure_before_first_token_fails_over(engine: Any, openai_api: Any, anthropic_api: Any,  # noqa: F811
+def test_failure_before_first_token_fails_over(engine: Any, openai_api: Any, anthropic_api: Any,
                                               quick_timeouts: None, failure: str) -> None:
     if failure == "timeout":
         openai_api.hang(3)
@@ -61,7 +51,7 @@ def test_failure_before_first_token_fails_over(engine: Any, openai_api: Any, ant
     assert "data, not instructions" in anthropic_api.requests[-1]["system"]
 
 
-def test_template_order_anthropic_first(engine: Any, openai_api: Any, anthropic_api: Any) -> None:  # noqa: F811
+def test_template_order_anthropic_first(engine: Any, openai_api: Any, anthropic_api: Any) -> None:
     anthropic_api.fail(529)
     assistant, key = assistant_and_key(engine, provider="anthropic", model="claude-sonnet-4-5")
     events = chat(engine.client(key), assistant_id=assistant, message="Hi")
@@ -74,7 +64,7 @@ def test_template_order_anthropic_first(engine: Any, openai_api: Any, anthropic_
     assert anthropic_api.requests[0]["model"] == "claude-sonnet-4-5"
 
 
-def test_client_error_does_not_fail_over(engine: Any, openai_api: Any, anthropic_api: Any) -> None:  # noqa: F811
+def test_client_error_does_not_fail_over(engine: Any, openai_api: Any, anthropic_api: Any) -> None:
     openai_api.fail(400)
     assistant, key = assistant_and_key(engine)
     events = chat(engine.client(key), assistant_id=assistant, message="Hi")
@@ -82,7 +72,7 @@ def test_client_error_does_not_fail_over(engine: Any, openai_api: Any, anthropic
     assert last(events, "error")["code"] == "providers_unavailable"
 
 
-def test_both_providers_down(engine: Any, openai_api: Any, anthropic_api: Any) -> None:  # noqa: F811
+def test_both_providers_down(engine: Any, openai_api: Any, anthropic_api: Any) -> None:
     openai_api.fail(500)
     anthropic_api.fail(529)
     assistant, key = assistant_and_key(engine)
@@ -108,8 +98,8 @@ def test_both_providers_down(engine: Any, openai_api: Any, anthropic_api: Any) -
     assert [(m["role"], m["content"]) for m in stored] == [("user", "Again?"), ("assistant", "")]
 
 
-def test_failure_after_first_token_keeps_the_partial_answer(engine: Any, openai_api: Any,  # noqa: F811
-                                                            anthropic_api: Any) -> None:  # noqa: F811
+def test_failure_after_first_token_keeps_the_partial_answer(engine: Any, openai_api: Any,
+                                                            anthropic_api: Any) -> None:
     openai_api.reply = "One two three four five six seven."
     openai_api.chunk_chars = 4
     openai_api.break_after(2)
@@ -124,7 +114,7 @@ def test_failure_after_first_token_keeps_the_partial_answer(engine: Any, openai_
     assert stored["status"] == "partial" and stored["content"] == "One two "
 
 
-def test_anthropic_overloaded_mid_stream(engine: Any, openai_api: Any, anthropic_api: Any) -> None:  # noqa: F811
+def test_anthropic_overloaded_mid_stream(engine: Any, openai_api: Any, anthropic_api: Any) -> None:
     anthropic_api.reply = "Alpha beta gamma delta."
     anthropic_api.break_after(1)
     assistant, key = assistant_and_key(engine, provider="anthropic", model="claude-haiku-4-5")
@@ -136,7 +126,7 @@ def test_anthropic_overloaded_mid_stream(engine: Any, openai_api: Any, anthropic
     assert "overloaded_error" in stored["error"]  # the provider's detail is kept for admins
 
 
-def test_client_that_disconnects_leaves_a_partial_message(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_client_that_disconnects_leaves_a_partial_message(engine: Any, openai_api: Any) -> None:
     openai_api.reply = "word " * 80
     openai_api.delay = 0.03
     assistant, key = assistant_and_key(engine)

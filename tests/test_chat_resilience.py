@@ -13,16 +13,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from shared.conversations import finish_turn, start_turn
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    anthropic_api,
+from tests.fakes.chat_fixtures import (
     clear_caches,
     last,
     make_assistant,
     messages,
     new_chat_key,
-    openai_api,
     parse_sse,
-    redis_proxy,
     text_of,
     wait_for,
 )
@@ -68,7 +65,7 @@ def stream_and_kill(engine: Any, key: str, assistant: str, refuse_new: bool = Fa
     return parse_sse("\n".join(body))
 
 
-def test_the_reply_is_stored_once_when_the_connection_drops_mid_stream(engine, openai_api) -> None:  # noqa: F811
+def test_the_reply_is_stored_once_when_the_connection_drops_mid_stream(engine, openai_api) -> None:
     openai_api.reply, openai_api.delay = ANSWER, 0.01
     workspace, key, assistant = setup(engine)
     events = stream_and_kill(engine, key, assistant)
@@ -81,7 +78,7 @@ def test_the_reply_is_stored_once_when_the_connection_drops_mid_stream(engine, o
     assert stored[1]["content"] == ANSWER and stored[1]["id"] == done["message_id"]
 
 
-def test_a_reply_that_cannot_be_stored_says_so_and_carries_its_text(engine, openai_api) -> None:  # noqa: F811
+def test_a_reply_that_cannot_be_stored_says_so_and_carries_its_text(engine, openai_api) -> None:
     openai_api.reply, openai_api.delay = ANSWER, 0.01
     workspace, key, assistant = setup(engine)
     try:
@@ -97,7 +94,7 @@ def test_a_reply_that_cannot_be_stored_says_so_and_carries_its_text(engine, open
     assert [m["role"] for m in stored] == ["user"]  # the acknowledged message is kept; the reply is not there
 
 
-def post_and_kill(engine: Any, openai_api: Any, key: str, path: str, body: dict[str, Any]) -> httpx.Response:  # noqa: F811
+def post_and_kill(engine: Any, openai_api: Any, key: str, path: str, body: dict[str, Any]) -> httpx.Response:
     """POST a non-streaming turn; while the model answers, kill the connections and refuse new ones."""
     result: dict[str, Any] = {}
 
@@ -116,7 +113,7 @@ def post_and_kill(engine: Any, openai_api: Any, key: str, path: str, body: dict[
     return result["reply"]
 
 
-def test_the_json_answer_says_when_the_reply_was_not_stored(engine, openai_api) -> None:  # noqa: F811
+def test_the_json_answer_says_when_the_reply_was_not_stored(engine, openai_api) -> None:
     openai_api.reply, openai_api.delay = ANSWER, 0.01
     workspace, key, assistant = setup(engine)
     reply = post_and_kill(engine, openai_api, key, "/api/chat",
@@ -126,7 +123,7 @@ def test_the_json_answer_says_when_the_reply_was_not_stored(engine, openai_api) 
     assert answer["error"]["code"] == "store_failed"
 
 
-def test_the_openai_face_says_when_the_reply_was_not_stored(engine, openai_api) -> None:  # noqa: F811
+def test_the_openai_face_says_when_the_reply_was_not_stored(engine, openai_api) -> None:
     openai_api.reply, openai_api.delay = ANSWER, 0.01
     workspace, key, assistant = setup(engine)
     reply = post_and_kill(engine, openai_api, key, "/api/v1/chat/completions",
@@ -150,7 +147,7 @@ def test_finish_turn_with_the_same_id_stores_the_reply_once(engine) -> None:
     assert [(m["role"], m["content"]) for m in stored] == [("user", "Hi"), ("assistant", "Hello!")]
 
 
-def test_a_failing_embeddings_api_is_asked_once_per_turn_then_keywords_answer(engine, openai_api) -> None:  # noqa: F811
+def test_a_failing_embeddings_api_is_asked_once_per_turn_then_keywords_answer(engine, openai_api) -> None:
     openai_api.embedding_status = 503
     workspace, key, assistant = setup(engine, retrieval={"mode": "hybrid"})
     reply = engine.client(key).post("/api/chat", json={"assistant_id": assistant, "message": "Refund policy?"})
@@ -160,7 +157,7 @@ def test_a_failing_embeddings_api_is_asked_once_per_turn_then_keywords_answer(en
     assert 1 <= openai_api.embedding_attempts <= 2
 
 
-def test_a_hung_embeddings_api_does_not_hold_the_turn(engine, openai_api, monkeypatch) -> None:  # noqa: F811
+def test_a_hung_embeddings_api_does_not_hold_the_turn(engine, openai_api, monkeypatch) -> None:
     monkeypatch.setenv("EMBEDDING_QUERY_TIMEOUT_S", "0.5")
     clear_caches()
     openai_api.embedding_hang = 60
@@ -171,8 +168,8 @@ def test_a_hung_embeddings_api_does_not_hold_the_turn(engine, openai_api, monkey
     assert last(events, "done")["status"] == "complete" and text_of(events) == "Hello from the model."
 
 
-def test_a_stalled_redis_costs_a_turn_one_timeout_and_limits_fail_open(engine, openai_api,  # noqa: F811
-                                                                        redis_proxy, monkeypatch) -> None:  # noqa: F811
+def test_a_stalled_redis_costs_a_turn_one_timeout_and_limits_fail_open(engine, openai_api,
+                                                                        redis_proxy, monkeypatch) -> None:
     monkeypatch.setenv("REDIS_BREAKER_S", "60")  # longer than any turn, however busy the machine
     clear_caches()
     workspace, key, assistant = setup(engine)
@@ -185,8 +182,8 @@ def test_a_stalled_redis_costs_a_turn_one_timeout_and_limits_fail_open(engine, o
     redis_proxy.set_mode("pass")
 
 
-def test_clients_see_coarse_failover_reasons_and_never_the_providers_words(engine, openai_api,  # noqa: F811
-                                                                           anthropic_api) -> None:  # noqa: F811
+def test_clients_see_coarse_failover_reasons_and_never_the_providers_words(engine, openai_api,
+                                                                           anthropic_api) -> None:
     openai_api.fail(503)
     workspace, key, assistant = setup(engine)
     reply = engine.client(key).post("/api/chat", json={"assistant_id": assistant, "message": "Hi"})
@@ -198,8 +195,8 @@ def test_clients_see_coarse_failover_reasons_and_never_the_providers_words(engin
     assert "Scripted failure 503." in stored["failover"][0]["message"]  # kept for admins
 
 
-def test_a_chat_key_reading_the_conversation_back_sees_coarse_reasons_only(engine, openai_api,  # noqa: F811
-                                                                          anthropic_api) -> None:  # noqa: F811
+def test_a_chat_key_reading_the_conversation_back_sees_coarse_reasons_only(engine, openai_api,
+                                                                          anthropic_api) -> None:
     openai_api.fail(503)
     anthropic_api.fail(529)
     workspace, admin_key, assistant = setup(engine)
@@ -219,7 +216,7 @@ def test_a_chat_key_reading_the_conversation_back_sees_coarse_reasons_only(engin
     assert "Scripted failure 503." in seen_by_admin["messages"][-1]["failover"][0]["message"]
 
 
-def test_the_title_of_a_redacting_assistant_holds_no_pii(engine, openai_api) -> None:  # noqa: F811
+def test_the_title_of_a_redacting_assistant_holds_no_pii(engine, openai_api) -> None:
     workspace, key, assistant = setup(engine, pii_redaction=True)
     reply = engine.client(key).post("/api/chat", json={"assistant_id": assistant,
                                                        "message": "I am jane.doe@example.com, help"})

@@ -1,6 +1,5 @@
 """Crawling: the built-in fetcher (robots.txt, scope, depth, limits, sitemaps, content types, timeouts,
 redirects) and Firecrawl through firecrawl-py against its stand-in (scrape, crawl with webhook, polling)."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -13,15 +12,8 @@ import pytest
 from shared.crawl import CrawlError, firecrawl
 from shared.crawl.fetch import fetch_page, get
 from shared.crawl.ssrf import guarded_transport
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    chunk_rows,
-    firecrawl_api,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
-from tests.fakes.fixtures import _conftest
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
+from tests.plugins.stack import clear_caches
 
 
 def paths(engine, source: dict, base: str) -> set[str]:
@@ -142,7 +134,7 @@ def _firecrawl_site(fake, base: str) -> None:
 def test_firecrawl_site_crawl_arrives_by_signed_webhook(engine, site, firecrawl_api, monkeypatch) -> None:
     monkeypatch.setattr(firecrawl, "POLL_DELAY_S", 1)
     monkeypatch.setenv("FIRECRAWL_WEBHOOK_SECRET", "whsec-test")
-    _conftest().clear_caches()
+    clear_caches()
     firecrawl_api.webhook_secret = "whsec-test"
     base = "https://anvils.example"
     _firecrawl_site(firecrawl_api, base)
@@ -178,7 +170,7 @@ def test_firecrawl_polling_finishes_the_crawl_without_webhooks(engine, firecrawl
 
 def test_webhook_refuses_bad_signatures_and_ignores_unknown_crawls(engine, firecrawl_api, monkeypatch) -> None:
     monkeypatch.setenv("FIRECRAWL_WEBHOOK_SECRET", "whsec-test")
-    _conftest().clear_caches()
+    clear_caches()
     firecrawl_api.webhook_secret = "whsec-test"
     body, headers = firecrawl_api.event("crawl-1", "crawl.page", [], {"source_id": "src_x", "workspace_id": "ws_x"})
     client = engine.client()

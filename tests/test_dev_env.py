@@ -24,7 +24,6 @@ from psycopg.rows import dict_row
 
 from scripts.cmd_dev import dev_environment
 from tests.conftest import ROOT
-from tests.fakes.crawl_fixtures import site  # noqa: F401
 from tests.fakes.fixtures import make_assistant
 from tests.fakes.tcp_proxy import TcpProxy, postgres_target
 
@@ -98,7 +97,7 @@ def explicit_database(stack) -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_make_dev_runs_against_an_explicit_database_behind_a_proxy(explicit_database, site) -> None:  # noqa: F811
+def test_make_dev_runs_against_an_explicit_database_behind_a_proxy(explicit_database, site) -> None:
     proxy = TcpProxy(postgres_target(explicit_database))
     database = urlsplit(explicit_database).path.lstrip("/")
     through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"

@@ -7,10 +7,9 @@ import pytest
 from shared import embeddings
 from shared.embeddings import MAX_INPUTS_PER_REQUEST, embed_query, embed_texts
 from tests.fakes.embeddings_server import embed
-from tests.fakes.fixtures import embeddings_api  # noqa: F401
 
 
-def test_many_texts_are_split_into_requests_of_at_most_2048_inputs(embeddings_api) -> None:  # noqa: F811
+def test_many_texts_are_split_into_requests_of_at_most_2048_inputs(embeddings_api) -> None:
     texts = [f"passage number {i}" for i in range(2100)] + [""]
     vectors = embed_texts(texts)
     assert vectors is not None and len(vectors) == len(texts)
@@ -22,21 +21,21 @@ def test_many_texts_are_split_into_requests_of_at_most_2048_inputs(embeddings_ap
     assert {r["dimensions"] for r in embeddings_api.requests} == {1536}
 
 
-def test_long_texts_are_split_by_the_token_budget(embeddings_api) -> None:  # noqa: F811
+def test_long_texts_are_split_by_the_token_budget(embeddings_api) -> None:
     long_text = "lorem ipsum dolor sit amet " * 8_000  # ~216 KB: about a quarter of a request's budget
     vectors = embed_texts([long_text] * 5)
     assert vectors is not None and len(vectors) == 5
     assert len(embeddings_api.requests) >= 2  # the stand-in answers 400 above 300k tokens
 
 
-def test_rate_limits_and_server_errors_are_retried(embeddings_api) -> None:  # noqa: F811
+def test_rate_limits_and_server_errors_are_retried(embeddings_api) -> None:
     embeddings_api.fail(429, times=2)
     embeddings_api.fail(500, times=1)
     assert embed_texts(["hello world"]) == [pytest.approx(embed("hello world"), abs=1e-6)]
     assert len(embeddings_api.requests) == 1  # the three failures were retried by the SDK
 
 
-def test_a_failure_that_outlasts_the_retries_raises(embeddings_api) -> None:  # noqa: F811
+def test_a_failure_that_outlasts_the_retries_raises(embeddings_api) -> None:
     import openai
 
     embeddings_api.fail(503, times=10)
@@ -44,7 +43,7 @@ def test_a_failure_that_outlasts_the_retries_raises(embeddings_api) -> None:  # 
         embed_texts(["hello world"])
 
 
-def test_query_vectors_come_from_the_cache_the_second_time(embeddings_api) -> None:  # noqa: F811
+def test_query_vectors_come_from_the_cache_the_second_time(embeddings_api) -> None:
     first = embed_query("How do I reset my password?")
     second = embed_query("  How do I reset   my password? ")
     assert first == second and len(first) == 1536

@@ -1,6 +1,5 @@
 """Feed sources (shared/knowledge/feed.py): an RSS or Atom feed served by the test site; each entry's link is
 a page. Also what the source-kind registry drives: the kinds route, the database's kind check, the sweeper."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -11,13 +10,7 @@ from shared.crawl import CrawlError
 from shared.knowledge import registry
 from shared.knowledge.feed import entry_links
 from shared.queue import publish
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    chunk_rows,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 
 
 def rss(base: str, paths: list[str]) -> str:

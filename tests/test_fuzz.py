@@ -14,7 +14,6 @@ import importlib
 import itertools
 import json
 import os
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +27,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from scripts.router import function_names
 from tests.fakes.records import Records, seed
+from tests.plugins.stack import TEMPLATE_DB, Engine, clear_caches
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
@@ -41,9 +41,6 @@ REAL_IDS = {"assistant_id": "assistant_id", "template_id": "template_id", "sourc
 NO_REAL_ID_IN = {"/api/jobs/{name}", "/api/cron/{name}"}
 CURRENT: list[Records] = []  # the records of the database the running operation talks to
 
-
-def _conftest() -> Any:
-    return sys.modules.get("conftest") or __import__("tests.conftest").conftest
 
 
 def _chat_body_schema(spec: dict[str, Any]) -> None:
@@ -81,12 +78,12 @@ def seeded(stack: Any) -> Iterator[tuple[str, Records]]:
     """One database with a seeded workspace, made once through the API; each operation gets a copy of it."""
     name = f"fuzz_seed_{os.getpid()}"
     with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_conftest().TEMPLATE_DB}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
     saved = os.environ.get("DATABASE_URL")
     os.environ["DATABASE_URL"] = stack.dsn(name)
     stack.local.redis.flushdb()
-    _conftest().clear_caches()
-    engine = _conftest().Engine(stack, stack.dsn(name))
+    clear_caches()
+    engine = Engine(stack, stack.dsn(name))
     try:
         records = seed(engine, "Fuzz")
         from shared import metrics
@@ -98,7 +95,7 @@ def seeded(stack: Any) -> Iterator[tuple[str, Records]]:
             os.environ.pop("DATABASE_URL", None)
         else:
             os.environ["DATABASE_URL"] = saved
-        _conftest().clear_caches()
+        clear_caches()
     try:
         yield name, records
     finally:
@@ -116,10 +113,10 @@ def target(stack: Any, seeded: tuple[str, Records], monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DATABASE_URL", stack.dsn(name))
     monkeypatch.setenv("PUBLIC_URL", stack.server_url)
     stack.local.redis.flushdb()
-    _conftest().clear_caches()
+    clear_caches()
     # Jobs the previous operation queued (resyncs, summaries) would run against this copy: drop them, as conftest does.
     try:
-        _conftest().Engine(stack, stack.dsn(name)).wait_for_queue(timeout=5)
+        Engine(stack, stack.dsn(name)).wait_for_queue(timeout=5)
     except TimeoutError:
         pass
     stack.local.queue_redis.flushdb()
@@ -129,7 +126,7 @@ def target(stack: Any, seeded: tuple[str, Records], monkeypatch: pytest.MonkeyPa
     finally:
         CURRENT.clear()
         monkeypatch.undo()
-        _conftest().clear_caches()
+        clear_caches()
         with psycopg.connect(stack.admin_dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -1,12 +1,11 @@
 """Real-world HTML through the built-in crawler: XHTML with an XML declaration, charsets declared in the
 header, the XML declaration or <meta> only, <base href>, and pages whose main content trafilatura misses
 (the navigation around it must not be what gets indexed)."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
 from tests import corpora
-from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, site, wait_synced  # noqa: F401
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 
 XHTML = """<?xml version="1.0" encoding="{charset}"?>
 <!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">

@@ -1,7 +1,6 @@
 """Ingestion end to end: the static site through crawl_source -> ingest_pages -> chunks and vectors; replays
 change nothing; a failing page is retried and recorded; a re-sync re-embeds only what changed and removes
 what vanished, on pgvector and on Pinecone."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -10,14 +9,7 @@ import itertools
 from shared.chunking import chunk_markdown, sections
 from shared.queue import publish
 from shared.retrieval import retrieve
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    chunk_rows,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
-from tests.fakes.fixtures import embeddings_api, pinecone_api  # noqa: F401
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 
 SITE_PAGES = {"/", "/pricing", "/docs/", "/docs/install", "/docs/faq", "/docs/manual.pdf", "/about"}
 

@@ -1,6 +1,5 @@
 """Language: pages are stemmed in their own language (detected when a source names none), and the built-in
 template answers in the user's language, the offline answerer's fixed sentences included."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -9,10 +8,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shared.language import text_search_config
-from shared.phrases import PHRASES, phrase
-from tests.fakes.chat_fixtures import chat, last, make_assistant, openai_api, text_of  # noqa: F401
-from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, site, wait_synced  # noqa: F401
+from shared.phrases import phrase
+from tests.fakes.chat_fixtures import chat, last, make_assistant, text_of
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.fakes.fixtures import add_page
 from tests.fakes.site_server import html
 
@@ -130,20 +128,6 @@ def test_the_model_is_told_to_answer_in_the_users_language(engine, openai_api) -
     pinned_client, pinned = german_and_english_pages(engine, language="en")
     chat(pinned_client, assistant_id=pinned, message="Wie viele Wohnungen hat das Haus?")
     assert "- Answer in English." in openai_api.requests[-1]["messages"][0]["content"]
-
-
-def test_detection_reads_the_prose_past_code_links_and_characters_cld2_refuses() -> None:
-    code = "```python\nprint('Read the settings and return the value of the option for this user')\n```\n"
-    page = f"{code}Siehe [die Anleitung](https://example.com/en/guide). {GERMAN_TEXT}\ud800\ufffe\x85\x01"
-    assert text_search_config("Wohnen", page) == "german"
-    assert text_search_config("", "4711-22 / 18.50") == "simple"  # nothing to tell by
-
-
-def test_every_language_has_every_phrase() -> None:
-    assert {name for block in PHRASES.values() for name in block} == set(PHRASES["en"])
-    assert all(set(block) == set(PHRASES["en"]) for block in PHRASES.values())
-    assert phrase("dont_know", "de-AT") == PHRASES["de"]["dont_know"]
-    assert phrase("dont_know", "xx") == PHRASES["en"]["dont_know"]  # no block: English
 
 
 def test_the_migration_moves_an_english_built_in_template_to_the_users_language(engine) -> None:

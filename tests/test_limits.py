@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import sys
 from typing import Any
 
 import pytest
@@ -16,10 +15,7 @@ from scripts.router import function_names
 from shared.pagination import encode_cursor
 from tests.fakes.chat_fixtures import make_assistant
 from tests.fakes.records import seed
-
-
-def _conftest() -> Any:
-    return sys.modules.get("conftest") or __import__("tests.conftest").conftest
+from tests.plugins.stack import clear_caches
 
 
 def routes() -> list[tuple[str, str, APIRoute]]:
@@ -56,7 +52,7 @@ def small_limits(engine: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]
     limits = {"MAX_BODY_BYTES": 20_000, "MAX_UPLOAD_BYTES": 50_000, "MAX_MESSAGE_CHARS": 500}
     for name, value in limits.items():
         monkeypatch.setenv(name, str(value))
-    _conftest().clear_caches()
+    clear_caches()
     return limits
 
 

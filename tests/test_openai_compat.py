@@ -7,12 +7,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    anthropic_api,
-    make_assistant,
-    messages,
-    openai_api,
-)
+from tests.fakes.chat_fixtures import make_assistant, messages
 from tests.fakes.fixtures import add_page
 
 
@@ -25,7 +20,7 @@ def setup(engine: Any) -> tuple[str, str, openai.OpenAI, list[dict[str, Any]]]:
     return workspace, assistant, client, chunks
 
 
-def test_non_stream_completion(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_non_stream_completion(engine: Any, openai_api: Any) -> None:
     openai_api.reply = "Two years [1]."
     _, assistant, client, chunks = setup(engine)
     completion = client.chat.completions.create(model=assistant, messages=[
@@ -47,7 +42,7 @@ def test_non_stream_completion(engine: Any, openai_api: Any) -> None:  # noqa: F
     assert [m["content"] for m in stored] == ["How long is the warranty?", "Two years [1]."]
 
 
-def test_stream_with_usage_and_citations(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_stream_with_usage_and_citations(engine: Any, openai_api: Any) -> None:
     openai_api.reply = "The warranty covers two years [1]."
     _, assistant, client, chunks = setup(engine)
     stream = client.chat.completions.create(model=assistant, stream=True, stream_options={"include_usage": True},
@@ -66,7 +61,7 @@ def test_stream_with_usage_and_citations(engine: Any, openai_api: Any) -> None: 
     assert all(c.choices for c in plain) and all(c.usage is None for c in plain)
 
 
-def test_conversation_continues_by_extra_field_or_header(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_conversation_continues_by_extra_field_or_header(engine: Any, openai_api: Any) -> None:
     _, assistant, client, _ = setup(engine)
     openai_api.reply = "First."
     first = client.chat.completions.create(model=assistant, messages=[{"role": "user", "content": "One"}])
@@ -96,7 +91,7 @@ def test_models_are_the_workspace_assistants(engine: Any) -> None:
         client.models.retrieve("asst_nope")
 
 
-def test_errors_in_openai_shape(engine: Any, openai_api: Any, anthropic_api: Any) -> None:  # noqa: F811
+def test_errors_in_openai_shape(engine: Any, openai_api: Any, anthropic_api: Any) -> None:
     _, assistant, client, _ = setup(engine)
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="asst_unknown", messages=[{"role": "user", "content": "Hi"}])
@@ -119,7 +114,7 @@ def test_errors_in_openai_shape(engine: Any, openai_api: Any, anthropic_api: Any
         assert down.value.status_code == 503 and down.value.body["code"] == "providers_unavailable"
 
 
-def test_break_after_first_token_raises_in_the_stream(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_break_after_first_token_raises_in_the_stream(engine: Any, openai_api: Any) -> None:
     openai_api.reply = "Partial answer that breaks."
     openai_api.chunk_chars = 5
     openai_api.break_after(2)

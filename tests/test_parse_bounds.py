@@ -1,7 +1,6 @@
 """Hostile files: a .docx zip bomb and a small PDF whose pages share one slow content stream, uploaded and
 crawled. Each is refused with a clear 413/422 naming the bound, the parse runs in a child process that is
 stopped, and the test process (which serves the API) does not balloon."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -12,8 +11,8 @@ import zipfile
 import docx
 import pytest
 
-from tests.fakes.crawl_fixtures import add_source, knowledge_setup, site, wait_synced  # noqa: F401
-from tests.fakes.fixtures import _conftest
+from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
+from tests.plugins.stack import clear_caches
 
 PARAGRAPH = b"<w:p><w:r><w:t>boom</w:t></w:r></w:p>" * 25_000  # ~0.9 MB of Word XML
 
@@ -84,7 +83,7 @@ def upload(client, assistant_id: str, name: str, data: bytes):
 def limits(monkeypatch, **values: object) -> None:
     for name, value in values.items():
         monkeypatch.setenv(name, str(value))
-    _conftest().clear_caches()
+    clear_caches()
 
 
 def assert_refused(reply, status: int, code: str, setting: str, file_name: str) -> None:

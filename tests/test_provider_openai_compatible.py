@@ -9,7 +9,7 @@ import pytest
 
 from scripts._serve import serve_in_thread
 from tests.conftest import clear_caches
-from tests.fakes.chat_fixtures import chat, last, make_assistant, messages, openai_api, text_of  # noqa: F401
+from tests.fakes.chat_fixtures import chat, last, make_assistant, messages, text_of
 from tests.fakes.openai_server import FakeOpenAI
 
 _served: list[tuple[FakeOpenAI, str]] = []
@@ -29,7 +29,7 @@ def compatible_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
     return fake
 
 
-def test_a_template_naming_it_is_answered_by_that_server(engine: Any, openai_api: Any,  # noqa: F811
+def test_a_template_naming_it_is_answered_by_that_server(engine: Any, openai_api: Any,
                                                          compatible_api: FakeOpenAI) -> None:
     compatible_api.reply = "Answered by the compatible server."
     workspace, key = engine.workspace()
@@ -45,7 +45,7 @@ def test_a_template_naming_it_is_answered_by_that_server(engine: Any, openai_api
     assert openai_api.requests == []  # OpenAI itself, configured too, was not asked
 
 
-def test_it_takes_over_when_openai_fails_before_the_first_token(engine: Any, openai_api: Any,  # noqa: F811
+def test_it_takes_over_when_openai_fails_before_the_first_token(engine: Any, openai_api: Any,
                                                                 compatible_api: FakeOpenAI) -> None:
     openai_api.fail(503)
     compatible_api.reply = "The backup answers."
@@ -62,7 +62,7 @@ def test_it_takes_over_when_openai_fails_before_the_first_token(engine: Any, ope
 
 
 def test_without_its_base_url_a_template_naming_it_is_told_what_to_set(engine: Any,
-                                                                       openai_api: Any) -> None:  # noqa: F811
+                                                                       openai_api: Any) -> None:
     workspace, key = engine.workspace()
     with engine.db() as conn:
         assistant = make_assistant(conn, workspace, provider="openai_compatible", model="llama3")

@@ -11,19 +11,13 @@ import pytest
 
 from shared.llm.registry import PROVIDERS, model_providers
 from tests.conftest import ROOT
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    chat,
-    last,
-    make_assistant,
-    openai_api,
-    text_of,
-)
+from tests.fakes.chat_fixtures import chat, last, make_assistant, text_of
 
 
 @pytest.mark.parametrize("overrides", [{"provider": "anthropic", "model": "claude-sonnet-4-5"},
                                        {"providers": ["anthropic"]}])
 def test_a_template_naming_an_unconfigured_provider_is_refused_naming_the_variable(
-        engine: Any, openai_api: Any, overrides: dict[str, Any]) -> None:  # noqa: F811
+        engine: Any, openai_api: Any, overrides: dict[str, Any]) -> None:
     # OpenAI is configured, Anthropic is not: before, the first answered with OpenAI's default model and the
     # second with the offline answerer, both as if nothing were wrong.
     workspace, key = engine.workspace()
@@ -51,7 +45,7 @@ def test_with_no_model_configured_at_all_every_template_answers_offline(engine: 
     assert last(events, "done")["provider"] == "offline" and "no language model is configured" in text_of(events)
 
 
-def test_health_names_the_variable_each_unconfigured_provider_needs(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_health_names_the_variable_each_unconfigured_provider_needs(engine: Any, openai_api: Any) -> None:
     _, admin = engine.workspace()
     detail = engine.client(admin).get("/api/health").json()["checks"]["llm"]["detail"]
     missing = ", ".join(f"{n} ({PROVIDERS[n].variables()})" for n in model_providers() if n != "openai")
@@ -105,7 +99,7 @@ def test_every_provider_sdk_is_kept_out_of_cold_starts() -> None:
 
 
 def test_a_summary_for_a_template_whose_provider_is_missing_is_kept_without_a_model(
-        engine: Any, openai_api: Any) -> None:  # noqa: F811
+        engine: Any, openai_api: Any) -> None:
     from functions.summarize_conversation import DIGEST_TITLE, summarise
     from shared.template_config import validate_config
 

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import os
 
-import httpx
-import pytest
-
 from scripts.__main__ import main
 from scripts.cmd_queue import SCHEDULE_PREFIX, vercel_crons
-
-
-@pytest.fixture
-def qstash(engine):
-    client = httpx.Client(base_url=os.environ["QSTASH_URL"], timeout=10,
-                          headers={"Authorization": f"Bearer {os.environ['QSTASH_TOKEN']}"})
-    yield client
-    # Schedules outlive a test in the stand-in: remove them so none fires during a later test.
-    for schedule in client.get("/v2/schedules").json():
-        client.delete(f"/v2/schedules/{schedule['scheduleId']}")
-    client.close()
 
 
 def test_queue_init_creates_the_vercel_crons_once_and_drops_stale_ones(engine, qstash, capsys):

@@ -9,18 +9,12 @@ import pytest
 
 from shared.retrieval import retrieve
 from shared.vectors.indexing import index_chunks
-from tests.fakes.fixtures import (  # noqa: F401
-    QUESTIONS,
-    add_page,
-    embeddings_api,
-    load_corpus,
-    make_assistant,
-    pinecone_api,
-)
+from tests.fakes.fixtures import QUESTIONS, add_page, load_corpus, make_assistant
+from tests.plugins.stack import clear_caches
 
 
 @pytest.fixture(params=["pgvector", "pinecone"])
-def backend(request: pytest.FixtureRequest, engine: Any, embeddings_api: Any) -> str:  # noqa: F811
+def backend(request: pytest.FixtureRequest, engine: Any, embeddings_api: Any) -> str:
     if request.param == "pinecone":
         request.getfixturevalue("pinecone_api")
     return request.param
@@ -48,7 +42,7 @@ def test_each_mode_finds_the_right_passage_for_known_questions(engine, backend, 
                 assert top.keyword_rank is None
 
 
-def test_hybrid_first_in_both_methods_scores_one(engine, embeddings_api) -> None:  # noqa: F811
+def test_hybrid_first_in_both_methods_scores_one(engine, embeddings_api) -> None:
     workspace_id, _ = engine.workspace()
     with engine.db() as conn:
         assistant_id = make_assistant(conn, workspace_id)
@@ -93,7 +87,7 @@ def test_other_assistants_and_workspaces_are_never_searched(engine, backend) -> 
                             query="reset password master key vault", top_k=10, mode=mode) == []
 
 
-def test_top_k_and_min_score_limit_the_results(engine, embeddings_api) -> None:  # noqa: F811
+def test_top_k_and_min_score_limit_the_results(engine, embeddings_api) -> None:
     workspace_id, _ = engine.workspace()
     with engine.db() as conn:
         assistant_id = make_assistant(conn, workspace_id)
@@ -135,7 +129,7 @@ def test_empty_or_stop_word_queries_find_nothing(engine) -> None:
                         mode="keyword") == []
 
 
-def test_an_embeddings_or_vector_outage_falls_back_to_keywords(engine, embeddings_api, pinecone_api,  # noqa: F811
+def test_an_embeddings_or_vector_outage_falls_back_to_keywords(engine, embeddings_api, pinecone_api,
                                                                 monkeypatch) -> None:
     workspace_id, _ = engine.workspace()
     with engine.db() as conn:
@@ -146,9 +140,8 @@ def test_an_embeddings_or_vector_outage_falls_back_to_keywords(engine, embedding
         assert found[0].heading_path == "Resetting your password" and found[0].vector_rank is None
         embeddings_api.outage_after = None
         monkeypatch.setenv("PINECONE_API_KEY", "revoked-key")
-        from tests.fakes.fixtures import _conftest
 
-        _conftest().clear_caches()
+        clear_caches()
         found = retrieve(conn, workspace_id=workspace_id, assistant_id=assistant_id, query="reset my password")
         assert found[0].heading_path == "Resetting your password" and found[0].vector_rank is None
         assert found[0].score == pytest.approx(1.0)
@@ -170,7 +163,7 @@ def test_words_in_most_chunks_are_treated_like_stop_words(engine) -> None:
     assert [p.heading_path for p in found] == ["Prices"]
 
 
-def test_orphan_vectors_never_crowd_out_real_passages(engine, embeddings_api, pinecone_api) -> None:  # noqa: F811
+def test_orphan_vectors_never_crowd_out_real_passages(engine, embeddings_api, pinecone_api) -> None:
     from shared.embeddings import embed_texts
     from shared.vectors import VectorRecord, get_vector_store
 

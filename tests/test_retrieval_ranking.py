@@ -1,7 +1,6 @@
 """Keyword ranking is BM25 over per-assistant statistics: a rare word outweighs common ones, the right chunk is
 found however many chunks share only a common word, and the statistics stay exact through re-syncs,
 deletions, compactions and parallel ingest jobs."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from typing import Any
 from shared.crawl.indexer import index_document
 from shared.retrieval import retrieve
 from shared.term_stats import compact
-from tests.fakes.crawl_fixtures import add_source, knowledge_setup, site, wait_synced  # noqa: F401
+from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
 from tests.fakes.fixtures import add_page, make_assistant
 
 # The ledger's sums against the chunks as they are: no row means every count is right.

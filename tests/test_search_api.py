@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tests.fakes.chat_fixtures import new_chat_key
-from tests.fakes.fixtures import add_page, embeddings_api, load_corpus, make_assistant  # noqa: F401
+from tests.fakes.fixtures import add_page, load_corpus, make_assistant
 
 
-def test_results_show_each_methods_rank_and_score(engine, embeddings_api) -> None:  # noqa: F811
+def test_results_show_each_methods_rank_and_score(engine, embeddings_api) -> None:
     workspace_id, admin = engine.workspace()
     with engine.db() as conn:
         assistant_id = make_assistant(conn, workspace_id)

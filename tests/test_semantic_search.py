@@ -3,7 +3,6 @@ time through the production path (openai SDK, EMBEDDING_BASE_URL), so a paraphra
 with its passage is found; and EMBEDDING_DIMENSIONS disagreeing with the stored vectors is a named error
 everywhere (migrate, vectorize, ingestion, health), with `vectorize all --resize` as the way through."""
 
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 from __future__ import annotations
 
 import os
@@ -15,7 +14,6 @@ import pytest
 from shared.migrate import MigrationError, migrate
 from tests.conftest import ROOT
 from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
-from tests.fakes.fixtures import embeddings_api, local_model, pinecone_api  # noqa: F401
 
 PAGES = [
     ("Account security", "To reset your password, open Settings, choose Security and click Reset password. "

@@ -15,7 +15,6 @@ import pytest
 from scripts.__main__ import main
 from shared.settings import Settings, SettingsError, get_settings
 from tests.conftest import ROOT, clear_caches
-from tests.fakes.fixtures import pinecone_api  # noqa: F401
 
 EXAMPLE = ROOT / ".env.example"
 NOT_SETTINGS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # read by boto3 itself
@@ -72,7 +71,7 @@ def test_production_refuses_a_local_public_url() -> None:
     assert settings_from({**complete, "PUBLIC_URL": "https://chat.acme.io"}).check().is_production
 
 
-def test_pinecone_environment_places_a_new_index(engine, pinecone_api, capsys, monkeypatch) -> None:  # noqa: F811
+def test_pinecone_environment_places_a_new_index(engine, pinecone_api, capsys, monkeypatch) -> None:
     pinecone_api.indexes.clear()
     monkeypatch.setenv("PINECONE_ENVIRONMENT", "eu-west-1-aws")  # the old runbook's way of saying where
     clear_caches()

@@ -1,6 +1,5 @@
 """/api/sources: pasted text and markdown, file uploads (txt, md, html, pdf, docx) with limits and clear
 errors for broken files, validation, tenancy, admin-only access, listing, delete, resync and schedules."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -12,15 +11,10 @@ import docx
 from shared.auth import create_key
 from shared.queue import publish
 from shared.retrieval import retrieve
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    chunk_rows,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
-from tests.fakes.fixtures import _conftest, embeddings_api, make_assistant  # noqa: F401
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
+from tests.fakes.fixtures import make_assistant
 from tests.fakes.site_server import minimal_pdf
+from tests.plugins.stack import clear_caches
 
 GUIDE = "# Anvil guide\n\n## Care\n\nOil the anvil monthly.\n\n## Storage\n\nKeep anvils dry and away from cliffs."
 
@@ -100,7 +94,7 @@ def test_files_of_each_kind_are_parsed_and_indexed(engine) -> None:
 def test_upload_limits_and_broken_files_get_clear_4xx(engine, monkeypatch) -> None:
     client, _, assistant_id = knowledge_setup(engine)
     monkeypatch.setenv("MAX_UPLOAD_BYTES", "2000")
-    _conftest().clear_caches()
+    clear_caches()
     too_big = upload(client, assistant_id, "big.txt", b"a" * 5000)
     assert too_big.status_code == 413
     assert too_big.json()["error"]["code"] == "payload_too_large" and "2000" in too_big.json()["error"]["message"]

@@ -1,7 +1,6 @@
 """SSRF guard: with private hosts not allowed (production), loopback, private, link-local, metadata and
 other special addresses are refused with a clear error, by name or number, directly or by a redirect,
 and also when DNS changes its answer between the check and the connection."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -16,13 +15,8 @@ import pytest
 from shared.crawl import CrawlError
 from shared.crawl.fetch import fetch_page, get, new_client
 from shared.crawl.ssrf import BlockedURL, blocked_reason, check_url
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    firecrawl_api,
-    knowledge_setup,
-    private_hosts_blocked,
-    site,
-)
-from tests.fakes.fixtures import _conftest
+from tests.fakes.crawl_fixtures import knowledge_setup
+from tests.plugins.stack import clear_caches
 
 PUBLIC_IP = "93.184.216.34"  # a public address; the fake DNS below routes it to the local test site
 
@@ -32,10 +26,10 @@ def blocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Production settings for tests that need no database."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://unused/unused")
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "false")
-    _conftest().clear_caches()
+    clear_caches()
     yield
     monkeypatch.undo()
-    _conftest().clear_caches()
+    clear_caches()
 
 
 @pytest.fixture
@@ -120,7 +114,7 @@ def test_public_addresses_pass_and_private_ones_pass_only_when_allowed(monkeypat
     assert blocked_reason(ipaddress.ip_address(PUBLIC_IP)) is None
     assert blocked_reason(ipaddress.ip_address("2606:4700::1111")) is None
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "true")
-    _conftest().clear_caches()
+    clear_caches()
     assert check_url("http://127.0.0.1:9/") == "http://127.0.0.1:9/"
     with pytest.raises(BlockedURL):  # the scheme rule holds even then
         check_url("file:///etc/passwd")
@@ -131,10 +125,10 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """What `make dev` and the test stack run with when ALLOW_PRIVATE_HOSTS is not set."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://unused/unused")
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "loopback")
-    _conftest().clear_caches()
+    clear_caches()
     yield
     monkeypatch.undo()
-    _conftest().clear_caches()
+    clear_caches()
 
 
 def test_loopback_mode_lets_only_loopback_through(loopback_only) -> None:

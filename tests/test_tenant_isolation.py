@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from scripts.router import function_names
 from tests.fakes.records import CANARY, Records, describe_change, seed, snapshot
+from tests.plugins.stack import clear_caches
 
 # Routes with their own kind of authentication, tested in their own cases at the end of this file.
 SPECIAL = {"/api/health", "/api/jobs/{name}", "/api/cron/{name}", "/api/webhooks/firecrawl"}
@@ -156,9 +156,6 @@ def flush_metrics() -> None:
 
     metrics.flush(wait=True)
 
-
-def _conftest() -> Any:
-    return sys.modules.get("conftest") or __import__("tests.conftest").conftest
 
 
 @pytest.fixture
@@ -380,7 +377,7 @@ def test_firecrawl_webhook_is_signed_and_bound_to_its_workspace(engine: Any, two
 
     a, b = two
     monkeypatch.setenv("FIRECRAWL_WEBHOOK_SECRET", "whsec-isolation")
-    _conftest().clear_caches()
+    clear_caches()
     with engine.db() as conn:
         conn.execute("UPDATE sources SET crawl_id = 'crawl-a' WHERE id = %s", (a.source_id,))
     flush_metrics()

@@ -5,12 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    anthropic_api,
-    make_assistant,
-    messages,
-    openai_api,
-)
+from tests.fakes.chat_fixtures import make_assistant, messages
 from tests.fakes.fixtures import add_page
 
 # PROTOCOLS.md §4 (vercel/ai ui-message-chunks.ts, z.strictObject): required keys, optional keys.
@@ -85,7 +80,7 @@ def ui_body(chat_id: str, *texts: str, **extra: Any) -> dict[str, Any]:
                          for i, t in enumerate(texts)]}
 
 
-def test_use_chat_stream(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_use_chat_stream(engine: Any, openai_api: Any) -> None:
     openai_api.reply = "Delivery takes three days [1]. Text sources are cited too [2]."
     workspace, key = engine.workspace()
     with engine.db() as conn:
@@ -124,7 +119,7 @@ def test_use_chat_stream(engine: Any, openai_api: Any) -> None:  # noqa: F811
         {"role": "user", "content": "Really?"}]
 
 
-def test_use_chat_failure_is_a_valid_stream(engine: Any, openai_api: Any, anthropic_api: Any) -> None:  # noqa: F811
+def test_use_chat_failure_is_a_valid_stream(engine: Any, openai_api: Any, anthropic_api: Any) -> None:
     openai_api.fail(500)
     anthropic_api.fail(529)
     workspace, key = engine.workspace()
@@ -136,7 +131,7 @@ def test_use_chat_failure_is_a_valid_stream(engine: Any, openai_api: Any, anthro
     assert "try again" in chunks[1]["errorText"] and chunks[-1]["messageMetadata"]["status"] == "failed"
 
 
-def test_use_chat_ids_and_body_errors(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_use_chat_ids_and_body_errors(engine: Any, openai_api: Any) -> None:
     workspace, key = engine.workspace()
     other_workspace, other_key = engine.workspace("Other")
     with engine.db() as conn:

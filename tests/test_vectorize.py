@@ -9,14 +9,8 @@ import pytest
 from scripts.__main__ import main
 from shared.queue import publish
 from shared.retrieval import retrieve
-from tests.fakes.fixtures import (  # noqa: F401
-    QUESTIONS,
-    add_page,
-    embeddings_api,
-    load_corpus,
-    make_assistant,
-    pinecone_api,
-)
+from tests.fakes.fixtures import QUESTIONS, add_page, load_corpus, make_assistant
+from tests.plugins.stack import clear_caches
 
 
 def vector_counts(engine: Any) -> tuple[int, int]:
@@ -34,7 +28,7 @@ def corpus(engine: Any) -> tuple[str, str]:
     return workspace_id, assistant_id
 
 
-def test_vectorize_all_gives_every_chunk_a_vector_that_search_finds(engine, embeddings_api, capsys) -> None:  # noqa: F811
+def test_vectorize_all_gives_every_chunk_a_vector_that_search_finds(engine, embeddings_api, capsys) -> None:
     workspace_id, assistant_id = corpus(engine)
     assert vector_counts(engine) == (7, 0)
     assert main(["vectorize", "all", "--batch", "3"]) == 0
@@ -47,7 +41,7 @@ def test_vectorize_all_gives_every_chunk_a_vector_that_search_finds(engine, embe
     assert found[0].heading_path == heading and found[0].vector_rank == 1
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(engine, embeddings_api, capsys) -> None:  # noqa: F811
+def test_an_interrupted_run_resumes_where_it_stopped(engine, embeddings_api, capsys) -> None:
     corpus(engine)
     embeddings_api.outage_after = 2  # two batches of two land, then the API is down past the SDK's retries
     assert main(["vectorize", "all", "--batch", "2"]) == 1
@@ -65,7 +59,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(engine, embeddings_api, cap
     assert "vectorized 7 chunks" in capsys.readouterr().out
 
 
-def test_reindex_rebuilds_the_hnsw_index_once(engine, embeddings_api, capsys) -> None:  # noqa: F811
+def test_reindex_rebuilds_the_hnsw_index_once(engine, embeddings_api, capsys) -> None:
     corpus(engine)
     assert main(["vectorize", "all", "--reindex"]) == 0
     assert "building the HNSW index" in capsys.readouterr().out
@@ -75,7 +69,7 @@ def test_reindex_rebuilds_the_hnsw_index_once(engine, embeddings_api, capsys) ->
     assert "hnsw (embedding vector_cosine_ops)" in index["indexdef"]
 
 
-def test_scope_limits_the_rebuild_to_one_assistant(engine, embeddings_api) -> None:  # noqa: F811
+def test_scope_limits_the_rebuild_to_one_assistant(engine, embeddings_api) -> None:
     workspace_id, assistant_id = corpus(engine)
     with engine.db() as conn:
         other = make_assistant(conn, workspace_id, "Other")
@@ -93,7 +87,7 @@ def test_without_embeddings_vectorize_says_so(engine, capsys) -> None:
 
 
 @pytest.mark.parametrize("backend", ["pgvector", "pinecone"])
-def test_the_job_chain_vectorizes_everything_once(engine, embeddings_api, request, backend) -> None:  # noqa: F811
+def test_the_job_chain_vectorizes_everything_once(engine, embeddings_api, request, backend) -> None:
     fake = request.getfixturevalue("pinecone_api") if backend == "pinecone" else None
     workspace_id, _ = corpus(engine)
     publish("vectorize", {"batch": 3})
@@ -112,7 +106,7 @@ def test_the_job_chain_vectorizes_everything_once(engine, embeddings_api, reques
             assert conn.execute("SELECT count(*) AS n FROM chunks WHERE embedding IS NOT NULL").fetchone()["n"] == 7
 
 
-def test_pinecone_create_index_and_configure(engine, pinecone_api, capsys, monkeypatch) -> None:  # noqa: F811
+def test_pinecone_create_index_and_configure(engine, pinecone_api, capsys, monkeypatch) -> None:
     pinecone_api.indexes.clear()
     assert main(["pinecone", "create-index", "--wait", "10"]) == 0
     out = capsys.readouterr().out
@@ -127,8 +121,7 @@ def test_pinecone_create_index_and_configure(engine, pinecone_api, capsys, monke
     assert main(["health", "pinecone"]) == 0
     assert "pinecone index dialog-engine: 0 vectors, dimension 1536" in capsys.readouterr().out
     monkeypatch.setenv("PINECONE_HOST", "http://127.0.0.1:9/elsewhere")
-    from tests.fakes.fixtures import _conftest
 
-    _conftest().clear_caches()
+    clear_caches()
     assert main(["pinecone", "configure"]) == 1
     assert "PINECONE_HOST is http://127.0.0.1:9/elsewhere" in capsys.readouterr().err

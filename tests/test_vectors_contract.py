@@ -12,7 +12,7 @@ import pytest
 from shared.vectors import VectorRecord, get_vector_store
 from shared.vectors.pinecone_store import upsert_batches
 from tests.fakes.embeddings_server import embed
-from tests.fakes.fixtures import add_page, make_assistant, pinecone_api  # noqa: F401
+from tests.fakes.fixtures import add_page, make_assistant
 
 
 @pytest.fixture(params=["pgvector", "pinecone"])
@@ -137,7 +137,7 @@ def test_upsert_batches_respect_count_and_size() -> None:
                for b in batches)
 
 
-def test_pinecone_metadata_has_no_nulls_and_stays_under_40_kb(engine, pinecone_api) -> None:  # noqa: F811
+def test_pinecone_metadata_has_no_nulls_and_stays_under_40_kb(engine, pinecone_api) -> None:
     store = get_vector_store()
     c = Corpus(engine)
     record = VectorRecord(c.a1[0]["id"], embed("x"), {"assistant": c.a, "source": None, "document": "d", "chunk": 0})

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from tests.browser.helpers import screenshot
-from tests.fakes.chat_fixtures import openai_api  # noqa: F401
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 expect = playwright_api.expect
@@ -185,7 +184,7 @@ def test_widget_fills_a_phone_screen_and_explains_failures(engine, browser, page
     screenshot(page, "widget-answer-phone")
 
 
-def test_widget_shows_the_answer_while_it_streams(engine, browser, page_server, openai_api):  # noqa: F811
+def test_widget_shows_the_answer_while_it_streams(engine, browser, page_server, openai_api):
     """With a model that answers in slow pieces, the text grows on screen before the turn is done."""
     openai_api.reply = "Das Profipaket kostet 50 Euro im Monat [1]. Es enthält Telefon-Support rund um die Uhr [1]."
     openai_api.chunk_chars = 8

@@ -1,12 +1,11 @@
 """Fixtures for chat tests: the OpenAI and Anthropic stand-ins, assistants with overrides, SSE readers.
 
-Import the fixtures a module uses (`from tests.fakes.chat_fixtures import openai_api  # noqa: F401`).
+A fixture plugin (tests/conftest.py registers it): request the fixtures by name; import only the helpers.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -18,16 +17,7 @@ from scripts._serve import serve_in_thread
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.fault_proxy import FaultProxy
 from tests.fakes.openai_server import FakeOpenAI
-
-
-def _conftest() -> Any:
-    # pytest imports tests/conftest.py as "conftest"; "tests.conftest" would be a second copy.
-    return sys.modules.get("conftest") or sys.modules.get("tests.conftest") or __import__("tests.conftest").conftest
-
-
-def clear_caches() -> None:
-    """conftest.clear_caches() (importing tests.conftest anew would reset the environment)."""
-    _conftest().clear_caches()
+from tests.plugins.stack import CACHE_CLEARERS, clear_caches
 
 
 def _clear_llm_clients() -> None:
@@ -36,8 +26,8 @@ def _clear_llm_clients() -> None:
     llm.clear_clients()
 
 
-if _clear_llm_clients not in _conftest().CACHE_CLEARERS:
-    _conftest().CACHE_CLEARERS.append(_clear_llm_clients)
+if _clear_llm_clients not in CACHE_CLEARERS:
+    CACHE_CLEARERS.append(_clear_llm_clients)
 
 _servers: dict[str, Any] = {}
 
@@ -57,7 +47,7 @@ def openai_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
     fake.reset()
     monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
-    _conftest().clear_caches()
+    clear_caches()
     return fake
 
 
@@ -68,7 +58,7 @@ def anthropic_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeAnthropic
     fake.reset()
     monkeypatch.setenv("ANTHROPIC_API_KEY", fake.api_key)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
-    _conftest().clear_caches()
+    clear_caches()
     return fake
 
 
@@ -81,7 +71,7 @@ def redis_proxy(engine: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     url = urlsplit(os.environ["UPSTASH_REDIS_REST_URL"])
     proxy = FaultProxy(url.hostname or "127.0.0.1", url.port or 80)
     monkeypatch.setenv("UPSTASH_REDIS_REST_URL", f"{url.scheme}://127.0.0.1:{proxy.port}")
-    _conftest().clear_caches()
+    clear_caches()
     yield proxy
     proxy.stop()
 

@@ -1,5 +1,6 @@
 """Fixtures for crawling and ingestion tests: the static site, the Firecrawl stand-in, blocked private hosts,
-and helpers to create sources and wait for their sync. Import the fixtures you use into a test module."""
+and helpers to create sources and wait for their sync. A fixture plugin (tests/conftest.py registers it):
+request the fixtures by name; import only the helpers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 from scripts._serve import serve_in_thread
 from tests.fakes.firecrawl_server import FakeFirecrawl
-from tests.fakes.fixtures import _conftest, make_assistant
+from tests.fakes.fixtures import make_assistant
 from tests.fakes.site_server import StaticSite
+from tests.plugins.stack import clear_caches
 
 _servers: dict[str, Any] = {}
 
@@ -41,7 +43,7 @@ def firecrawl_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeFirecrawl
     fake.reset()
     monkeypatch.setenv("FIRECRAWL_API_KEY", fake.api_key)
     monkeypatch.setenv("FIRECRAWL_API_URL", fake.url)
-    _conftest().clear_caches()
+    clear_caches()
     return fake
 
 
@@ -49,7 +51,7 @@ def firecrawl_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeFirecrawl
 def private_hosts_blocked(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Production's SSRF rules (the stack allows private hosts so tests can crawl 127.0.0.1)."""
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "false")
-    _conftest().clear_caches()
+    clear_caches()
 
 
 def knowledge_setup(engine: Any) -> tuple[httpx.Client, str, str]:

@@ -1,12 +1,11 @@
 """Fixtures and factories for knowledge tests: the embeddings and Pinecone stand-ins, assistants and chunks.
 
-Import the fixtures you use into a test module (`from tests.fakes.fixtures import embeddings_api  # noqa`).
+A fixture plugin (tests/conftest.py registers it): request the fixtures by name; import only the helpers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from scripts._serve import serve_in_thread
 from tests.fakes.embeddings_server import FakeEmbeddings
 from tests.fakes.pinecone_server import FakePinecone
+from tests.plugins import stack
 
 
 def _clear_embedding_client() -> None:
@@ -23,13 +23,12 @@ def _clear_embedding_client() -> None:
 
 
 def _conftest() -> Any:
-    # pytest imports tests/conftest.py as "conftest" (no tests/__init__.py); importing "tests.conftest"
-    # would make a second copy whose CACHE_CLEARERS the engine fixture never calls.
-    return sys.modules.get("conftest") or sys.modules.get("tests.conftest") or __import__("tests.conftest").conftest
+    """The stack plugin's module (clear_caches, CACHE_CLEARERS, Engine): the name tests used before it moved."""
+    return stack
 
 
-if _clear_embedding_client not in _conftest().CACHE_CLEARERS:
-    _conftest().CACHE_CLEARERS.append(_clear_embedding_client)
+if _clear_embedding_client not in stack.CACHE_CLEARERS:
+    stack.CACHE_CLEARERS.append(_clear_embedding_client)
 
 
 _servers: dict[str, Any] = {}
@@ -54,7 +53,7 @@ def embeddings_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakeEmbeddin
     fake.delay_s = 0.0
     monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
     monkeypatch.setenv("EMBEDDING_BASE_URL", f"{url}/v1")
-    _conftest().clear_caches()
+    stack.clear_caches()
     return fake
 
 
@@ -66,7 +65,7 @@ def local_model(engine: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in engine.stack.local.embeddings_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    _conftest().clear_caches()
+    stack.clear_caches()
     from shared.migrate import migrate
 
     migrate(engine.dsn)
@@ -85,7 +84,7 @@ def pinecone_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakePinecone:
     monkeypatch.setenv("PINECONE_CONTROLLER_HOST", url)
     monkeypatch.setenv("VECTOR_BACKEND", "pinecone")
     monkeypatch.delenv("PINECONE_HOST", raising=False)
-    _conftest().clear_caches()
+    stack.clear_caches()
     from pinecone import Pinecone
 
     Pinecone(api_key=fake.api_key).create_index(name="dialog-engine", dimension=1536, metric="cosine",

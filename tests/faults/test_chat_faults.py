@@ -13,13 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.chat_fixtures import (  # noqa: F401
-    anthropic_api,
-    clear_caches,
-    make_assistant,
-    openai_api,
-    redis_proxy,
-)
+from tests.fakes.chat_fixtures import clear_caches, make_assistant
 from tests.fakes.openai_server import FaultPlan
 from tests.faults.chat_chaos import Chaos, audit, concurrent_turns, run_turns
 
@@ -37,8 +31,8 @@ def fault_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_caches()
 
 
-def test_chat_turns_under_random_faults(engine: Any, openai_api: Any, anthropic_api: Any,  # noqa: F811
-                                        redis_proxy: Any, fault_settings: None) -> None:  # noqa: F811
+def test_chat_turns_under_random_faults(engine: Any, openai_api: Any, anthropic_api: Any,
+                                        redis_proxy: Any, fault_settings: None) -> None:
     for n, fake in enumerate((openai_api, anthropic_api)):
         fake.reply, fake.chunk_chars, fake.delay = REPLY, 7, 0.01
         fake.faults = FaultPlan(SEED + n, rate=0.3)
@@ -58,7 +52,7 @@ def test_chat_turns_under_random_faults(engine: Any, openai_api: Any, anthropic_
     assert summary.acknowledged >= summary.turns // 2
 
 
-def test_64_concurrent_streaming_turns_all_complete(engine: Any, openai_api: Any,  # noqa: F811
+def test_64_concurrent_streaming_turns_all_complete(engine: Any, openai_api: Any,
                                                    fault_settings: None) -> None:
     openai_api.reply, openai_api.delay = REPLY, 0.01
     workspace, key = engine.workspace()

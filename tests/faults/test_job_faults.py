@@ -5,7 +5,6 @@ job is answered `duplicate` and changes nothing; concurrent copies of one delive
 
 One job (`ingest_pages`) is killed for real: its function process gets SIGKILL mid-fetch and a QStash
 stand-in that keeps the real backoff and honours Retry-After delivers the retries to the restarted one."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -29,8 +28,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from scripts._serve import serve_in_thread
-from tests.fakes.crawl_fixtures import firecrawl_api, knowledge_setup, site  # noqa: F401
-from tests.fakes.fixtures import _conftest, embeddings_api, load_corpus, make_assistant  # noqa: F401
+from tests.fakes.crawl_fixtures import knowledge_setup
+from tests.fakes.fixtures import load_corpus, make_assistant
+from tests.plugins.stack import clear_caches
 from tests.test_jobs import signature
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def summary_line(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def short_lease(engine: Any, monkeypatch: pytest.MonkeyPatch) -> float:
     monkeypatch.setenv("JOB_LEASE_SECONDS", str(LEASE_S))
-    _conftest().clear_caches()
+    clear_caches()
     return LEASE_S
 
 
@@ -396,7 +396,7 @@ def backup_bucket(engine: Any, s3_url: str, monkeypatch: pytest.MonkeyPatch) -> 
            "AWS_REGION": "us-east-1"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    _conftest().clear_caches()
+    clear_caches()
     s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="testing",
                       aws_secret_access_key="testing")
     s3.create_bucket(Bucket=bucket)

@@ -9,7 +9,6 @@ source says what happened (status, error, pages kept/removed/failed) and is retr
 proved gone (404/410, or missing from a sitemap that was read completely) is removed. One summary line per
 scenario prints pages kept/removed and chunks lost.
 """
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -30,14 +29,8 @@ import pytest
 from shared.crawl import firecrawl
 from shared.queue import job_url, publish
 from shared.retrieval import retrieve
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    firecrawl_api,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
-from tests.fakes.fixtures import _conftest, embeddings_api  # noqa: F401
+from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
+from tests.plugins.stack import clear_caches
 
 SITE_PAGES = 7  # what a crawl of the test site indexes (tests/test_ingest.py: SITE_PAGES)
 RESULTS: list[str] = []
@@ -106,7 +99,7 @@ def _down(site: Any, monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
 
 def _timing_out(site: Any, monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
     monkeypatch.setenv("CRAWL_TIMEOUT_S", "0.3")
-    _conftest().clear_caches()
+    clear_caches()
     site.slow_s = 1.0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-API = Path(__file__).resolve().parent.parent / "api"
+API = Path(__file__).resolve().parents[2] / "api"
 MAX_LINES = 180
 # The house writes SQL keywords in capitals; prose in summaries ("Select a plan") is not SQL.
 SQL = re.compile(r"\b(SELECT\s+[\w*(]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|WITH\s+\w+\s+AS\s*\()")
