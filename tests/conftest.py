@@ -35,6 +35,8 @@ pytest_plugins = [
     "tests.fakes.chat_fixtures",   # openai_api, anthropic_api, redis_proxy
     "tests.fakes.crawl_fixtures",  # site, firecrawl_api, private_hosts_blocked
     "tests.fakes.backup_fixtures", # s3_url, backups
+    "tests.fakes.pg_wire",  # pg_wire
+    "tests.fakes.upstash_log",  # upstash_log
 ]
 
 # Older spellings (`from tests.conftest import clear_caches`) keep working; the plugins' asserts still read well.

@@ -11,14 +11,12 @@ import pytest
 
 from shared import metrics
 from tests.conftest import clear_caches
-from tests.fakes.chat_fixtures import chat, last, make_assistant, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import chat, last, make_assistant
 from tests.fakes.fixtures import add_page
-from tests.fakes.pg_wire import pg_wire  # noqa: F401
-from tests.fakes.upstash_log import upstash_log  # noqa: F401
 
 
 @pytest.fixture
-def counted(engine, openai_api, pg_wire, upstash_log, monkeypatch):  # noqa: F811
+def counted(engine, openai_api, pg_wire, upstash_log, monkeypatch):
     """Counts (statements, Redis requests) taken when the model request arrives, for each turn."""
     monkeypatch.setenv("AUTH_CACHE_S", "60")  # a slow first turn on a loaded machine must not outlast the key
     clear_caches()
@@ -33,7 +31,7 @@ def counted(engine, openai_api, pg_wire, upstash_log, monkeypatch):  # noqa: F81
     return at_model
 
 
-def turn_counts(engine, key: str, assistant: str, message: str, pg_wire, upstash_log, at_model) -> dict[str, Any]:  # noqa: F811
+def turn_counts(engine, key: str, assistant: str, message: str, pg_wire, upstash_log, at_model) -> dict[str, Any]:
     sql_start, connections = pg_wire.mark()
     redis_start = upstash_log.mark()
     at_model.clear()
@@ -51,7 +49,7 @@ def turn_counts(engine, key: str, assistant: str, message: str, pg_wire, upstash
 
 
 def test_a_warm_hybrid_turn_makes_two_statements_and_one_redis_round_trip_before_the_model(
-        engine, openai_api, pg_wire, upstash_log, counted) -> None:  # noqa: F811
+        engine, openai_api, pg_wire, upstash_log, counted) -> None:
     workspace, key = engine.workspace()
     with engine.db() as conn:
         assistant = make_assistant(conn, workspace, retrieval={"mode": "hybrid"})

@@ -11,7 +11,6 @@ from psycopg.conninfo import conninfo_to_dict
 from shared.db import connect, get_pool
 from tests.conftest import clear_caches
 from tests.fakes.chat_fixtures import wait_for
-from tests.fakes.pg_wire import pg_wire  # noqa: F401
 
 
 def terminate_idle(engine) -> int:
@@ -33,7 +32,7 @@ def backend_pids(engine) -> set[int]:
                                              "AND pid <> pg_backend_pid()", (database,)).fetchall()}
 
 
-def test_sequential_requests_reuse_one_connection(engine, pg_wire) -> None:  # noqa: F811
+def test_sequential_requests_reuse_one_connection(engine, pg_wire) -> None:
     _, key = engine.workspace()
     client = engine.client(key)
     before = pg_wire.mark()
@@ -47,7 +46,7 @@ def test_sequential_requests_reuse_one_connection(engine, pg_wire) -> None:  # n
     assert connections - before[1] <= 8
 
 
-def test_a_connection_terminated_while_idle_is_replaced_not_handed_out(engine, pg_wire) -> None:  # noqa: F811
+def test_a_connection_terminated_while_idle_is_replaced_not_handed_out(engine, pg_wire) -> None:
     _, key = engine.workspace()
     client = engine.client(key)
     assert client.get("/api/keys").status_code == 200
@@ -74,7 +73,7 @@ def test_reused_backends_are_the_same_server_processes(engine, monkeypatch) -> N
     assert 1 <= len(seen) <= 8
 
 
-def test_a_fresh_connection_per_use_when_the_pool_is_off(engine, pg_wire, monkeypatch) -> None:  # noqa: F811
+def test_a_fresh_connection_per_use_when_the_pool_is_off(engine, pg_wire, monkeypatch) -> None:
     monkeypatch.setenv("DB_POOL_SIZE", "0")
     clear_caches()
     before = pg_wire.mark()[1]
@@ -85,7 +84,7 @@ def test_a_fresh_connection_per_use_when_the_pool_is_off(engine, pg_wire, monkey
     assert get_pool() is None
 
 
-def test_a_transaction_left_open_is_not_pooled(engine, pg_wire) -> None:  # noqa: F811
+def test_a_transaction_left_open_is_not_pooled(engine, pg_wire) -> None:
     with connect() as conn:
         conn.autocommit = False
         conn.execute("SELECT 1")  # opens a transaction that is never committed

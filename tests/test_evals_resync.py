@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from scripts._serve import serve_in_thread
 from tests.eval_fixtures import load_knowledge, make_set, ok, run_set
-from tests.fakes.chat_fixtures import clear_caches, make_assistant, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import clear_caches, make_assistant
 
 
 class Receiver:
@@ -71,7 +71,7 @@ def test_a_sync_that_loses_a_fact_runs_the_set_and_alerts(engine: Any, monkeypat
         receiver.stop()
 
 
-def test_the_judge_grades_support_when_configured(engine: Any, openai_api: Any, monkeypatch: Any) -> None:  # noqa: F811
+def test_the_judge_grades_support_when_configured(engine: Any, openai_api: Any, monkeypatch: Any) -> None:
     monkeypatch.setenv("EVAL_JUDGE", "openai:gpt-4o-mini")
     clear_caches()
     judged: list[str] = []

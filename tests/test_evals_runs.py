@@ -18,7 +18,7 @@ from tests.eval_fixtures import (
     results_by_question,
     run_set,
 )
-from tests.fakes.chat_fixtures import clear_caches, make_assistant, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import clear_caches, make_assistant
 
 # Question -> what the model stand-in answers (the last user message is the question).
 ANSWERS = {
@@ -45,7 +45,7 @@ def question_of(body: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def scripted(openai_api: Any) -> Any:  # noqa: F811
+def scripted(openai_api: Any) -> Any:
     openai_api.reply = lambda body: ANSWERS[question_of(body)]
     return openai_api
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tests.eval_fixtures import BILLING, RETURNS, SUPPORT, load_knowledge, make_set, ok
-from tests.fakes.chat_fixtures import make_assistant, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import make_assistant
 
 
 def setup(engine: Any) -> tuple[Any, str]:
@@ -118,7 +118,7 @@ def test_drafts_come_from_headings_and_wait_for_acceptance(engine: Any) -> None:
     assert finished["metrics"]["hit@1"] == 1.0 and finished["metrics"]["abstain_recall"] == 1.0
 
 
-def test_with_a_model_configured_the_model_writes_the_drafted_questions(engine: Any, openai_api: Any) -> None:  # noqa: F811
+def test_with_a_model_configured_the_model_writes_the_drafted_questions(engine: Any, openai_api: Any) -> None:
     openai_api.reply = lambda body: f"Question about: {body['messages'][-1]['content'][:20]}?"
     client, assistant_id = setup(engine)
     set_id = make_set(client, assistant_id, [])

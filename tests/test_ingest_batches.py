@@ -1,7 +1,6 @@
 """Page jobs carry many pages: a sync fans out into few jobs, one failing page in a batch never loses the others,
 duplicate deliveries of a batch insert nothing twice, a job past its time budget hands the rest on, and the
 binary COPY (psycopg's write_row with pgvector's dumper) stores exactly the vectors pgvector reads back."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -14,15 +13,9 @@ from pgvector import Vector
 from shared.crawl.indexer import chunk_id, copy_chunks
 from shared.crawl.pipeline import load_source, register_pages
 from shared.embeddings import embed_texts
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    chunk_rows,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.fakes.embeddings_server import embed
-from tests.fakes.fixtures import embeddings_api, make_assistant  # noqa: F401
+from tests.fakes.fixtures import make_assistant
 from tests.faults.test_job_faults import insert_source
 from tests.faults.test_resync_faults import _signed_delivery
 

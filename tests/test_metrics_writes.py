@@ -7,7 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from shared import metrics
-from tests.fakes.pg_wire import pg_wire  # noqa: F401
 
 INSERT = "INSERT INTO performance_metrics"
 
@@ -16,7 +15,7 @@ def metric_writes(counter, since: int) -> list[str]:
     return [s for s in counter.sql(since, metrics=True) if INSERT in s]
 
 
-def test_each_request_writes_its_metrics_in_one_insert_on_a_reused_connection(engine, pg_wire) -> None:  # noqa: F811
+def test_each_request_writes_its_metrics_in_one_insert_on_a_reused_connection(engine, pg_wire) -> None:
     _, key = engine.workspace()
     client = engine.client(key)
     start, connections = pg_wire.mark()
@@ -31,7 +30,7 @@ def test_each_request_writes_its_metrics_in_one_insert_on_a_reused_connection(en
     assert pg_wire.mark()[1] - connections <= 4
 
 
-def test_concurrent_requests_write_at_most_one_insert_each(engine, pg_wire) -> None:  # noqa: F811
+def test_concurrent_requests_write_at_most_one_insert_each(engine, pg_wire) -> None:
     _, key = engine.workspace()
     client = engine.client(key)
     since = pg_wire.mark()[0]
@@ -44,7 +43,7 @@ def test_concurrent_requests_write_at_most_one_insert_each(engine, pg_wire) -> N
     assert sum("performance_metrics" in s for s in statements) == len(metric_writes(pg_wire, since))
 
 
-def test_requests_that_record_nothing_write_nothing(engine, pg_wire) -> None:  # noqa: F811
+def test_requests_that_record_nothing_write_nothing(engine, pg_wire) -> None:
     since, connections = pg_wire.mark()
     anonymous = engine.client()
     for path in ("/api/health", "/api/keys", "/api/no-such-route"):

@@ -2,7 +2,6 @@
 that has every word of the question out of the top 5, and a question worded unlike the pages is still rescued
 by vector search. Vectors come from the embeddings stand-in (a bag of words, so short notes sharing one or two
 of the question's words are its nearest neighbours: a weak model's list), or are given as the query's vector."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from shared.retrieval import retrieve
 from shared.settings import get_settings
 from shared.vectors.indexing import index_chunks
 from tests.fakes.embeddings_server import embed
-from tests.fakes.fixtures import add_page, embeddings_api, make_assistant  # noqa: F401
+from tests.fakes.fixtures import add_page, make_assistant
 
 ANSWER = "Request limits"
 QUESTION = "What is the upload size limit?"

@@ -18,8 +18,6 @@ from psycopg.rows import dict_row
 
 from shared.migrate import MIGRATIONS_DIR, migrate
 from tests.conftest import ROOT
-from tests.fakes.fixtures import local_model  # noqa: F401
-from tests.test_backup import backups, s3_url  # noqa: F401
 
 TEXT = ("Returns and refunds. Refunds are paid back within 14 days of the return. "
         "Parcels ship within two working days from our warehouse in Harbour Street.")
@@ -55,7 +53,7 @@ def ask(client: Any, assistant: str, question: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(420)  # two ingests with the embedding model, backup, verify, restore, re-embed: CLI runs each
-def test_rollback_as_the_runbook_describes_loses_nothing(backups, engine, local_model, tmp_path) -> None:  # noqa: F811
+def test_rollback_as_the_runbook_describes_loses_nothing(backups, engine, local_model, tmp_path) -> None:
     # Release N in production: a workspace with knowledge and a conversation.
     workspace, key = engine.workspace("Rollback Co")
     client = engine.client(key)

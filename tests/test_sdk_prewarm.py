@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.chat_fixtures import anthropic_api, make_assistant, openai_api  # noqa: F401
+from tests.fakes.chat_fixtures import make_assistant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +39,8 @@ print(json.dumps(report))
 """
 
 
-def test_first_turn_loads_the_failover_partners_sdk(engine: Any, openai_api: Any,  # noqa: F811
-                                                    anthropic_api: Any) -> None:  # noqa: F811
+def test_first_turn_loads_the_failover_partners_sdk(engine: Any, openai_api: Any,
+                                                    anthropic_api: Any) -> None:
     workspace, key = engine.workspace()
     with engine.db() as conn:
         assistant = make_assistant(conn, workspace)

@@ -1,20 +1,12 @@
 """A large first sync on pgvector loads its vectors with the HNSW index set aside and builds it once at the end;
 small, repeated or crowded-table syncs keep the index live; the hourly sweep brings back an index that is missing
 and no bulk load explains (a deleted source, a killed build)."""
-# ruff: noqa: F811  (pytest fixtures are imported by name and then requested as arguments)
 
 from __future__ import annotations
 
 from shared.retrieval import retrieve
 from shared.vectors.bulk_index import index_state
-from tests.fakes.crawl_fixtures import (  # noqa: F401
-    add_source,
-    chunk_rows,
-    knowledge_setup,
-    site,
-    wait_synced,
-)
-from tests.fakes.fixtures import embeddings_api  # noqa: F401
+from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.faults.test_resync_faults import _signed_delivery
 
 
