@@ -10,17 +10,17 @@ from mangum import Mangum
 from psycopg import Connection
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from shared import assistants
-from shared.audit import record
-from shared.auth import Principal
-from shared.db import Row
-from shared.deps import AdminKey, AnyKey, Db
-from shared.http import create_app
-from shared.origins import normalize_origin, require_origin
-from shared.pagination import MAX_LIMIT, decode_cursor, page
-from shared.ratelimit import AssistantLimits
-from shared.settings import get_settings
-from shared.template_config import TemplateConfig
+from shared.core.db import Row
+from shared.core.http import create_app
+from shared.core.pagination import MAX_LIMIT, decode_cursor, page
+from shared.core.settings import get_settings
+from shared.guard.audit import record
+from shared.guard.auth import Principal
+from shared.guard.deps import AdminKey, AnyKey, Db
+from shared.guard.origins import normalize_origin, require_origin
+from shared.guard.ratelimit import AssistantLimits
+from shared.workspace import assistants
+from shared.workspace.template_config import TemplateConfig
 
 app = create_app("assistants", description="Assistants: a template with overrides, knowledge and widget origins.")
 

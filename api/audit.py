@@ -9,10 +9,10 @@ from fastapi import Query
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared.audit import list_entries
-from shared.deps import AdminKey, Db
-from shared.http import create_app
-from shared.pagination import MAX_LIMIT, decode_cursor, page
+from shared.core.http import create_app
+from shared.core.pagination import MAX_LIMIT, decode_cursor, page
+from shared.guard.audit import list_entries
+from shared.guard.deps import AdminKey, Db
 
 app = create_app("audit", description="The audit log: key, template, source, conversation and backup changes.")
 

@@ -16,14 +16,13 @@ from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from shared import chat
-from shared.auth import Principal
-from shared.deps import AnyKey, Started
-from shared.errors import Unprocessable
-from shared.http import create_app, json_error
-from shared.identity import visitor_for_request, visitor_headers, with_visitor_token
-from shared.request_body import check_messages, json_body, validate
-from shared.sse import (
+from shared.core.errors import Unprocessable
+from shared.core.http import create_app, json_error
+from shared.core.request_body import check_messages, json_body, validate
+from shared.dialog import chat
+from shared.dialog.clock import Started
+from shared.dialog.identity import visitor_for_request, visitor_headers, with_visitor_token
+from shared.dialog.sse import (
     SSE_HEADERS,
     UI_STREAM_HEADERS,
     EventStreamResponse,
@@ -31,9 +30,11 @@ from shared.sse import (
     relay,
     ui_message_stream,
 )
+from shared.guard.auth import Principal
+from shared.guard.deps import AnyKey
 
 app = create_app("chat", description="Chat with an assistant: streamed, cited answers; native SSE or the AI SDK.")
-# CORS for browsers on customers' sites comes from create_app (shared.http.WidgetCorsMiddleware).
+# CORS for browsers on customers' sites comes from create_app (shared.core.http.WidgetCorsMiddleware).
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]
 

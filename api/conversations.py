@@ -11,16 +11,17 @@ from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared import llm, transcripts
-from shared.audit import record
-from shared.auth import Principal
-from shared.conversations import delete_conversation
-from shared.db import Row
-from shared.deps import AdminKey, AnyKey, Db
-from shared.errors import Unprocessable
-from shared.http import create_app
-from shared.identity import visitor_for_request
-from shared.pagination import MAX_LIMIT, decode_cursor, page
+from shared import llm
+from shared.core.db import Row
+from shared.core.errors import Unprocessable
+from shared.core.http import create_app
+from shared.core.pagination import MAX_LIMIT, decode_cursor, page
+from shared.dialog import transcripts
+from shared.dialog.conversations import delete_conversation
+from shared.dialog.identity import visitor_for_request
+from shared.guard.audit import record
+from shared.guard.auth import Principal
+from shared.guard.deps import AdminKey, AnyKey, Db
 
 app = create_app("conversations", description="Stored conversations: read, export and delete them.")
 

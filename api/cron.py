@@ -7,10 +7,10 @@ import hmac
 from fastapi import Request
 from mangum import Mangum
 
-from shared.errors import NotFound, ServiceUnavailable, Unauthorized
-from shared.http import create_app
-from shared.queue import publish
-from shared.settings import get_settings
+from shared.core.errors import NotFound, ServiceUnavailable, Unauthorized
+from shared.core.http import create_app
+from shared.core.queue import publish
+from shared.core.settings import get_settings
 
 app = create_app("cron", description="Scheduled entry points; each queues a job so the cron call stays short.")
 

@@ -9,14 +9,14 @@ from fastapi.responses import Response
 from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
-from shared.audit import record
-from shared.db import Row
-from shared.deps import AdminKey, Db
+from shared.core.db import Row
+from shared.core.http import create_app
 from shared.evals import compare as comparing
 from shared.evals import drafting, runner, sets
 from shared.evals import models as m
 from shared.evals.sets import CaseIn
-from shared.http import create_app
+from shared.guard.audit import record
+from shared.guard.deps import AdminKey, Db
 
 app = create_app("evals", description="Evaluation sets, runs at a template version, and their comparison.",
                  max_body_bytes=sets.MAX_IMPORT_BYTES + 1000)

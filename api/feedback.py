@@ -9,12 +9,12 @@ from fastapi import Query, Request, Response
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import feedback
-from shared.db import Row
-from shared.deps import AdminKey, AnyKey, Db
-from shared.http import create_app
-from shared.identity import visitor_for_request
-from shared.pagination import MAX_LIMIT, decode_cursor, page
+from shared.core.db import Row
+from shared.core.http import create_app
+from shared.core.pagination import MAX_LIMIT, decode_cursor, page
+from shared.dialog import feedback
+from shared.dialog.identity import visitor_for_request
+from shared.guard.deps import AdminKey, AnyKey, Db
 
 app = create_app("feedback", description="What end users thought of the answers.")
 

@@ -12,11 +12,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from shared.auth import bearer_token
-from shared.errors import Unauthorized
-from shared.health import require_operator, run_checks
-from shared.http import create_app
-from shared.metrics import unmetered
+from shared.core.errors import Unauthorized
+from shared.core.http import create_app
+from shared.core.metrics import unmetered
+from shared.guard.auth import bearer_token
+from shared.ops.health import require_operator, run_checks
 
 app = create_app("health", description="Liveness for anyone; dependency status with an admin key or CRON_SECRET.")
 

@@ -13,11 +13,11 @@ from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
 from functions import JOBS
-from shared.deps import Db
-from shared.errors import BadRequest
-from shared.http import create_app, json_error
-from shared.jobs import JobRunning, NonRetryable, find, run_job
-from shared.queue import job_url, verify
+from shared.core.errors import BadRequest
+from shared.core.http import create_app, json_error
+from shared.core.jobs import JobRunning, NonRetryable, find, run_job
+from shared.core.queue import job_url, verify
+from shared.guard.deps import Db
 
 log = logging.getLogger("dialog_engine.jobs")
 app = create_app("jobs", description="QStash callbacks that run functions/{name}.run(payload).")
@@ -40,7 +40,7 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
                                           request.headers.get("upstash-message-id"), retried)
     except NonRetryable as exc:
         return _not_retryable(exc.code, exc.message, exc.details)
-    except JobRunning as exc:  # another attempt holds the lease: come back after it (never a 2xx, see shared/jobs)
+    except JobRunning as exc:  # another attempt holds the lease: come back after it (never a 2xx, see shared/core/jobs)
         return json_error(exc.status, exc.code, exc.message, headers=exc.headers)
     except BadRequest as exc:
         return _not_retryable(exc.code, exc.message)

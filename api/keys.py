@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import api_keys
-from shared.api_keys import check_assistants, revoke_key, rotate_identity_secret, update_key
-from shared.audit import record
-from shared.auth import create_key
-from shared.deps import AdminKey, Db
-from shared.http import create_app
+from shared.core.http import create_app
+from shared.guard import api_keys
+from shared.guard.api_keys import check_assistants, revoke_key, rotate_identity_secret, update_key
+from shared.guard.audit import record
+from shared.guard.auth import create_key
+from shared.guard.deps import AdminKey, Db
 
 app = create_app("keys", description="API keys of a workspace: admin keys and public chat (widget) keys.")
 

@@ -13,9 +13,10 @@ from fastapi import Query
 from mangum import Mangum
 from pydantic import BaseModel, Field
 
-from shared import metrics, spend
-from shared.deps import AdminKey, Db
-from shared.http import create_app
+from shared.core import metrics
+from shared.core.http import create_app
+from shared.guard import spend
+from shared.guard.deps import AdminKey, Db
 
 app = create_app("metrics", description="Performance metrics of the workspace: count, avg, p50, p95, p99 per bucket.")
 

@@ -21,17 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from shared import chat
-from shared.assistants import reachable_assistants
-from shared.auth import Principal
-from shared.deps import AnyKey, Db, Started
-from shared.errors import BadRequest, NotFound
-from shared.http import create_app
-from shared.identity import VISITOR_TOKEN_HEADER, visitor_for_request, visitor_headers
+from shared.core.errors import BadRequest, NotFound
+from shared.core.http import create_app
+from shared.core.request_body import check_messages
+from shared.dialog import chat
+from shared.dialog.clock import Started
+from shared.dialog.identity import VISITOR_TOKEN_HEADER, visitor_for_request, visitor_headers
+from shared.dialog.openai_format import chunk_stream, completion, failed, openai_error, use_openai_errors
+from shared.dialog.sse import SSE_HEADERS, EventStreamResponse, relay
+from shared.guard.auth import Principal
+from shared.guard.deps import AnyKey, Db
 from shared.llm import close_quietly
-from shared.openai_format import chunk_stream, completion, failed, openai_error, use_openai_errors
-from shared.request_body import check_messages
-from shared.sse import SSE_HEADERS, EventStreamResponse, relay
+from shared.workspace.assistants import reachable_assistants
 
 app = create_app("OpenAI-compatible", description=(
     "Chat completions and models as the OpenAI API has them (base_url = <engine>/api/v1, api_key = a Dialog "

@@ -8,10 +8,10 @@ from typing import Literal
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.assistants import get_assistant
-from shared.deps import AdminKey, Db
-from shared.http import create_app
-from shared.retrieval import effective_mode, retrieve
+from shared.core.http import create_app
+from shared.guard.deps import AdminKey, Db
+from shared.knowledge.retrieval import effective_mode, retrieve
+from shared.workspace.assistants import get_assistant
 
 app = create_app("search", description="Hybrid retrieval over an assistant's knowledge, with scores.")
 

@@ -11,14 +11,18 @@ from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from shared.audit import record
-from shared.crawl import sources as store
-from shared.crawl.pipeline import start_sync
-from shared.crawl.sources import create_source, delete_source, get_source, update_source
-from shared.deps import AdminKey, Db
-from shared.errors import NotFound, Unprocessable
-from shared.http import create_app, settings_body_limit
+from shared.core.errors import NotFound, Unprocessable
+from shared.core.http import create_app, settings_body_limit
+from shared.core.pagination import MAX_LIMIT, decode_cursor, page
+from shared.core.request_body import validate
+from shared.core.settings import get_settings
+from shared.guard.audit import record
+from shared.guard.deps import AdminKey, Db
+from shared.guard.ratelimit import check_ingest
 from shared.knowledge import CRAWL_SETTINGS, registry
+from shared.knowledge.crawl import sources as store
+from shared.knowledge.crawl.pipeline import start_sync
+from shared.knowledge.crawl.sources import create_source, delete_source, get_source, update_source
 from shared.knowledge.schemas import (
     KindPublic,
     KindsPublic,
@@ -31,10 +35,6 @@ from shared.knowledge.schemas import (
     SourceUpdate,
 )
 from shared.knowledge.uploads import MULTIPART_SLACK, too_large, upload_values
-from shared.pagination import MAX_LIMIT, decode_cursor, page
-from shared.ratelimit import check_ingest
-from shared.request_body import validate
-from shared.settings import get_settings
 
 
 def _body_limit(scope: Scope) -> int:

@@ -10,14 +10,14 @@ from fastapi import Body, Path
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import templates
-from shared.audit import record
-from shared.db import Row
-from shared.deps import AdminKey, Db
+from shared.core.db import Row
+from shared.core.http import create_app
 from shared.evals import gates
 from shared.evals.models import GateIn, PublishIn, PublishOut
-from shared.http import create_app
-from shared.template_config import TemplateConfig
+from shared.guard.audit import record
+from shared.guard.deps import AdminKey, Db
+from shared.workspace import templates
+from shared.workspace.template_config import TemplateConfig
 
 app = create_app("templates", description="Prompt, model, retrieval and answer settings, versioned.")
 

@@ -11,11 +11,11 @@ from fastapi import Request
 from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
-from shared.crawl.firecrawl import signature_valid
-from shared.deps import Db
-from shared.errors import BadRequest, Unauthorized
-from shared.http import create_app
-from shared.settings import get_settings
+from shared.core.errors import BadRequest, Unauthorized
+from shared.core.http import create_app
+from shared.core.settings import get_settings
+from shared.guard.deps import Db
+from shared.knowledge.crawl.firecrawl import signature_valid
 
 log = logging.getLogger("dialog_engine.webhooks")
 app = create_app("webhooks", description="Callbacks from services we use (Firecrawl crawl events).",
@@ -34,7 +34,7 @@ async def firecrawl_event(request: Request, conn: Db) -> dict[str, Any]:
         raise BadRequest("The event is not JSON.", code="invalid_json") from None
     if not isinstance(event, dict):
         raise BadRequest("The event is not a JSON object.", code="invalid_event")
-    from shared.crawl.ingest import handle_firecrawl_event  # the ingestion pipeline loads on the first event
+    from shared.knowledge.crawl.ingest import handle_firecrawl_event  # the ingestion pipeline loads on the first event
 
     return await run_in_threadpool(handle_firecrawl_event, conn, event)
 

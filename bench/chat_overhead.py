@@ -165,8 +165,8 @@ def run(turns: int, sizes: list[int]) -> None:
     from bench import retrieval as corpus
     from scripts import local_upstash
     from scripts._serve import serve_in_thread
-    from shared.auth import create_workspace
-    from shared.db import connect
+    from shared.core.db import connect
+    from shared.guard.auth import create_workspace
     from tests.fakes.openai_server import FakeOpenAI
     from tests.fakes.pg_wire import PgWireCounter
     from tests.fakes.upstash_log import UpstashLog
@@ -190,7 +190,7 @@ def run(turns: int, sizes: list[int]) -> None:
                        "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector",
                        "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
                        "DAILY_TOKEN_BUDGET": str(10**12)})  # still read and counted every turn, never reached
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     get_settings.cache_clear()
     with connect() as conn:
@@ -287,8 +287,8 @@ def db_floor(key: str, ids: dict[str, str], turns: int, fresh: bool) -> list[flo
     """The database work of a turn done by hand with psycopg: what any engine would pay here, right now."""
     import psycopg
 
-    from shared.auth import hash_key
-    from shared.db import _connect_kwargs
+    from shared.core.db import _connect_kwargs
+    from shared.guard.auth import hash_key
 
     kwargs = {**_connect_kwargs(), "prepare_threshold": None}
     digest, times, kept = hash_key(key), [], None
@@ -319,7 +319,7 @@ def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
 
 
 def _topics_table(conn: Any, world: Any) -> None:
-    from shared.vectors.pgvector import vector_literal
+    from shared.knowledge.vectors.pgvector import vector_literal
 
     conn.execute("CREATE TABLE IF NOT EXISTS bench_topics (id int PRIMARY KEY, v vector(1536))")
     with conn.cursor().copy("COPY bench_topics FROM STDIN") as copy:
@@ -337,7 +337,7 @@ def main() -> int:
     import psycopg
 
     from scripts.local_stack import LocalStack
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
 
     folder = Path(tempfile.mkdtemp(prefix="bench-chat-"))
     folder.chmod(0o755)  # as root, pgserver's own user must reach it

@@ -247,7 +247,7 @@ def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path) -> b
 
     from scripts._serve import serve_in_thread
     from scripts.local_stack import LocalStack
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
     from tests.fakes.anthropic_server import FakeAnthropic
     from tests.fakes.openai_server import FakeOpenAI, FaultPlan
 
@@ -269,9 +269,9 @@ def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path) -> b
                            "VECTOR_BACKEND": "pgvector", "ENVIRONMENT": "development",
                            # limits stay on (their Redis calls are part of a turn), just out of reach
                            "RATE_CHAT_PER_KEY_PER_MINUTE": "100000", "RATE_CHAT_PER_USER_PER_MINUTE": "100000"})
-        from shared.auth import create_workspace
-        from shared.db import connect
-        from shared.settings import get_settings
+        from shared.core.db import connect
+        from shared.core.settings import get_settings
+        from shared.guard.auth import create_workspace
 
         get_settings.cache_clear()
         with connect() as conn:

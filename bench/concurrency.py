@@ -82,8 +82,8 @@ async def rounds(url: str, key: str, assistant: str, texts: list[str], concurren
 
 def run(concurrency: int, count: int, chunks: int) -> None:
     from bench import retrieval as corpus
-    from shared.auth import create_workspace
-    from shared.db import connect
+    from shared.core.db import connect
+    from shared.guard.auth import create_workspace
     from tests.fakes.openai_server import FakeOpenAI
 
     world = corpus.World()
@@ -95,7 +95,7 @@ def run(concurrency: int, count: int, chunks: int) -> None:
                        # 64 turns a second from one key and one address are the point here, not a limit.
                        "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
                        "DAILY_TOKEN_BUDGET": str(10**12)})
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     get_settings.cache_clear()
     with connect() as conn:
@@ -160,7 +160,7 @@ def main() -> int:
     import psycopg
 
     from scripts.local_stack import LocalStack
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
 
     folder = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     folder.chmod(0o755)  # as root, pgserver's own user must reach it

@@ -50,8 +50,8 @@ def wait_run(api: Any, run_id: str) -> dict[str, Any]:
 def bench(name: str, engine_url: str, args: argparse.Namespace) -> None:
     import httpx
 
-    from shared.auth import create_workspace
-    from shared.db import connect
+    from shared.core.db import connect
+    from shared.guard.auth import create_workspace
     from tests import corpora
 
     first, second = (int(k) for k in args.top_k.split(","))
@@ -128,8 +128,8 @@ def main() -> int:
         import psycopg
 
         from scripts.router import create_router
-        from shared.migrate import migrate
-        from shared.settings import get_settings
+        from shared.core.settings import get_settings
+        from shared.ops.migrate import migrate
 
         with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE evals")

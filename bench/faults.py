@@ -40,7 +40,7 @@ def main() -> int:
 
     from scripts._serve import serve_in_thread
     from scripts.local_stack import LocalStack
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
 
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PINECONE_API_KEY", "REDIS_URL", "SENTRY_DSN"):
         os.environ.pop(name, None)  # never a developer's real services
@@ -76,12 +76,12 @@ def main() -> int:
             "RATE_CHAT_PER_KEY_PER_MINUTE": "0", "RATE_CHAT_PER_USER_PER_MINUTE": "0", "DAILY_TOKEN_BUDGET": "0",
             "LLM_FIRST_TOKEN_TIMEOUT_S": "2", "REDIS_TIMEOUT_S": "0.5", "REDIS_BREAKER_S": "1"})
 
-        from shared import kv, settings
+        from shared.core import kv, settings
 
         settings.get_settings.cache_clear()  # the environment changed after the stack started
         kv.get_kv.cache_clear()
         from scripts.router import create_router
-        from shared.auth import create_workspace
+        from shared.guard.auth import create_workspace
 
         url, stop = serve_in_thread(create_router())
         stops.append(stop)

@@ -1,5 +1,5 @@
 """Replay hybrid fusion rules on the keyword and vector lists that `bench/retrieval_quality.py --dump FILE` wrote,
-with leave-one-set-out: how the engine's rule (shared/retrieval.py) was chosen, and a way to check it again
+with leave-one-set-out: how the engine's rule (shared/knowledge/retrieval.py) was chosen, and a way to check it again
 for another embedding model.
 
     python bench/retrieval_quality.py --dump /tmp/lists.json && python bench/fusion_replay.py /tmp/lists.json
@@ -74,7 +74,7 @@ def rules() -> dict[str, Rule]:
 
 
 def score(rule: Rule, questions: list[dict[str, Any]], top_k: int) -> tuple[float, float, float]:
-    pool = min(max(top_k * 4, 20), 100)  # as shared.retrieval.retrieve
+    pool = min(max(top_k * 4, 20), 100)  # as shared.knowledge.retrieval.retrieve
     ranks = []
     for q in questions:
         kw, vec = q["keyword"][:pool], q["vector"][:pool]

@@ -212,8 +212,9 @@ class Bench:
         env["QSTASH_URL"] = self.start_queue(engine_url)
         env["PUBLIC_URL"] = engine_url
         os.environ.update(env)
-        from shared import embeddings, queue, settings, vectors
-        from shared.migrate import migrate
+        from shared.core import queue, settings
+        from shared.knowledge import embeddings, vectors
+        from shared.ops.migrate import migrate
 
         settings.get_settings.cache_clear()  # this process publishes the fan-out: its settings follow the run's
         queue._client.cache_clear()
@@ -236,10 +237,10 @@ class Bench:
         return {"dim": dim, "pipeline": pipeline, "plain": plain}
 
     def pipeline(self, engine_pid: int, stand_in_pid: int) -> dict[str, Any]:
-        from shared.auth import create_workspace
-        from shared.crawl.ingest import queue_firecrawl_pages
-        from shared.crawl.pipeline import finalize, load_source
-        from shared.db import connect
+        from shared.core.db import connect
+        from shared.guard.auth import create_workspace
+        from shared.knowledge.crawl.ingest import queue_firecrawl_pages
+        from shared.knowledge.crawl.pipeline import finalize, load_source
 
         pages = math.ceil(self.args.chunks / CHUNKS_PER_PAGE)
         with connect() as conn:
@@ -297,7 +298,7 @@ class Bench:
         from pgvector import Vector
         from pgvector.psycopg import register_vector
 
-        from shared.chunking import chunk_markdown
+        from shared.knowledge.chunking import chunk_markdown
 
         client = OpenAI(api_key=EMBED_KEY, base_url=os.environ["EMBEDDING_BASE_URL"], max_retries=2, timeout=120)
         pages = math.ceil(self.args.plain_chunks / CHUNKS_PER_PAGE)

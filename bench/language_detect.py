@@ -1,8 +1,8 @@
-"""Language detection (shared/language.py): what it costs and how often it is right on real short texts.
+"""Language detection (shared/i18n/language.py): what it costs and how often it is right on real short texts.
 
     python bench/language_detect.py [--runs 7] [--per-language 40]
 
-Cost: importing shared.language and the first detect (which imports pycld2), each in a fresh interpreter
+Cost: importing shared.i18n.language and the first detect (which imports pycld2), each in a fresh interpreter
 (median of --runs, CPU time), then µs per call for a question and for a page. Accuracy: real translated
 texts this machine ships, labelled by the folder they come from: the messages of gettext catalogs
 (/usr/share/locale/<lang>/LC_MESSAGES/*.mo, 30-200 characters, about chat-message length, and the English
@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 LANGS = ("de", "fr", "es", "it", "nl", "pl", "pt", "sv", "ru", "da", "cs")
-# re is imported first: every function that uses shared.language has loaded it already.
-COLD = ("import re, sys, time; sys.path.insert(0, sys.argv[1]); c = time.process_time(); import shared.language as L; "
+# re is imported first: every function that uses shared.i18n.language has loaded it already.
+COLD = ("import re, sys, time; sys.path.insert(0, sys.argv[1]); c = time.process_time(); import shared.i18n.language "
+        "as L; "
         "m = time.process_time(); L.detect('Wie viele Wohnungen hat das Haus?'); d = time.process_time(); "
         "print((m - c) * 1000, (d - m) * 1000)")
 
@@ -48,7 +49,7 @@ def cold_costs(runs: int) -> tuple[float, float]:
 
 
 def per_call_us(text: str, n: int) -> float:
-    from shared.language import detect
+    from shared.i18n.language import detect
 
     start = time.perf_counter()
     for _ in range(n):
@@ -123,12 +124,12 @@ def main() -> None:
     parser.add_argument("--per-language", type=int, default=40)
     args = parser.parse_args()
     random.seed(7)
-    from shared.language import detect
+    from shared.i18n.language import detect
 
     module_ms, first_ms = cold_costs(args.runs)
     question = "Wie viele Wohnungen hat das Haus?"
     page = (ROOT / "README.md").read_text()[:6000]
-    print(f"import shared.language: {module_ms:.1f} ms CPU; first detect (imports pycld2): {first_ms:.1f} ms CPU")
+    print(f"import shared.i18n.language: {module_ms:.1f} ms CPU; first detect (imports pycld2): {first_ms:.1f} ms CPU")
     print(f"per call: question {per_call_us(question, 2000):.0f} µs, 6 kB page {per_call_us(page, 200):.0f} µs")
     samples = catalog_messages(args.per_language) + manual_pages(max(1, args.per_language // 4))
     if not samples:

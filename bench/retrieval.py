@@ -1,4 +1,5 @@
-"""Retrieval latency: hybrid (and keyword, vector) p50 / p99 of shared.retrieval.retrieve() at 10k and 100k chunks.
+"""Retrieval latency: hybrid (and keyword, vector) p50 / p99 of shared.knowledge.retrieval.retrieve() at 10k and 100k
+chunks.
 
     python bench/retrieval.py [--sizes 10000,100000] [--runs 400] [--keep]
 
@@ -144,7 +145,7 @@ def queries(world: World) -> list[str]:
 
 
 def measure(conn: Any, ids: dict[str, str], texts: list[str], mode: str, runs: int) -> dict[str, float]:
-    from shared.retrieval import retrieve
+    from shared.knowledge.retrieval import retrieve
 
     timings = []
     for i in range(runs):
@@ -159,7 +160,7 @@ def measure(conn: Any, ids: dict[str, str], texts: list[str], mode: str, runs: i
 
 def topic_precision(conn: Any, ids: dict[str, str], world: World, texts: list[str]) -> float:
     """Share of hybrid top-5 passages (topic queries) whose text uses a word of the asked topic."""
-    from shared.retrieval import retrieve
+    from shared.knowledge.retrieval import retrieve
 
     hits = total = 0
     for text in texts[:20]:
@@ -218,12 +219,12 @@ def run(stack: Any, world: World, sizes: list[int], runs: int) -> int:
     import psycopg
     from psycopg.rows import dict_row
 
-    from shared.auth import create_workspace
-    from shared.db import connect
-    from shared.embeddings import embed_query
-    from shared.migrate import migrate
-    from shared.settings import get_settings
-    from shared.vectors.pgvector import vector_literal
+    from shared.core.db import connect
+    from shared.core.settings import get_settings
+    from shared.guard.auth import create_workspace
+    from shared.knowledge.embeddings import embed_query
+    from shared.knowledge.vectors.pgvector import vector_literal
+    from shared.ops.migrate import migrate
 
     with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE bench")

@@ -112,7 +112,7 @@ def bm25_ranks(texts: dict[str, str], questions: list[dict[str, Any]], language:
 
 def engine_ranks(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]], offtopic: list[dict[str, Any]],
                  base: str, mode: str, top: int) -> Score:
-    from shared.retrieval import evidence, retrieve
+    from shared.knowledge.retrieval import evidence, retrieve
 
     score = Score()
     for q in questions + offtopic:
@@ -131,7 +131,7 @@ def engine_ranks(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]]
 
 def candidate_lists(conn: Any, ids: dict[str, str], questions: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
     """Each question's keyword and vector lists (the pools hybrid fuses), for trying fusions offline (--dump)."""
-    from shared.retrieval import retrieve
+    from shared.knowledge.retrieval import retrieve
 
     dumped = []
     for q in questions:
@@ -146,8 +146,8 @@ def candidate_lists(conn: Any, ids: dict[str, str], questions: list[dict[str, An
 
 
 def run_set(name: str, engine_url: str, top: int, dump: dict[str, Any] | None = None) -> list[tuple[str, Score]]:
-    from shared.auth import create_workspace
-    from shared.db import connect
+    from shared.core.db import connect
+    from shared.guard.auth import create_workspace
     from tests import corpora
 
     questions = load_questions(name)
@@ -209,9 +209,9 @@ def main() -> int:
         import psycopg
 
         from scripts.router import create_router
-        from shared.embeddings import describe_embeddings
-        from shared.migrate import migrate
-        from shared.settings import get_settings
+        from shared.core.settings import get_settings
+        from shared.knowledge.embeddings import describe_embeddings
+        from shared.ops.migrate import migrate
 
         with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE quality")
@@ -246,7 +246,7 @@ def main() -> int:
                     print(f"miss {name} {mode}: {miss}")
     print()
     print(f"Abstaining at abstain_threshold {args.abstain} "
-          "(shared.retrieval.evidence: the best normalised BM25, else cosine):")
+          "(shared.knowledge.retrieval.evidence: the best normalised BM25, else cosine):")
     print("| set | mode | on-topic answered | off-topic abstained | evidence on-topic (median) | off-topic (median) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name, results in table:

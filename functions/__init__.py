@@ -1,8 +1,8 @@
-"""Job and cron bodies: each module here is one job, with a `Payload` model (extending shared.jobs.JobPayload)
-and `run(payload: Payload)`. JOBS maps each job's name to them; api/jobs.py hands it to shared.jobs.run_job.
+"""Job and cron bodies: each module here is one job, with a `Payload` model (extending shared.core.jobs.JobPayload)
+and `run(payload: Payload)`. JOBS maps each job's name to them; api/jobs.py hands it to shared.core.jobs.run_job.
 
 Each must be safe to run twice and to be cut off anywhere (a function killed mid-run is run again from
-the start by the next QStash retry, see shared/jobs.py), and must never assume it runs alone.
+the start by the next QStash retry, see shared/core/jobs.py), and must never assume it runs alone.
 Adding a job = its module + its name in NAMES.
 """
 
@@ -13,7 +13,7 @@ from functools import cache
 from importlib import import_module
 from typing import Any
 
-from shared.jobs import Job
+from shared.core.jobs import Job
 
 NAMES = ("backup", "build_vector_index", "cleanup", "crawl_source", "eval_batch", "eval_run", "ingest_pages", "ping",
          "poll_crawl",

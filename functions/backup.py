@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.jobs import JobPayload, NonRetryable
+from shared.core.jobs import JobPayload, NonRetryable
 
 
 class Payload(JobPayload):
@@ -18,7 +18,7 @@ class Payload(JobPayload):
 
 
 def run(payload: Payload) -> dict[str, Any]:
-    from shared import backup
+    from shared.ops import backup
 
     try:
         made, manifest = backup.create()

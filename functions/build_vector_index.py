@@ -1,13 +1,13 @@
 """The `build_vector_index` job: build pgvector's HNSW index once a bulk load that set it aside has ended
-(queued by the sync's end and by the hourly sweep; see shared/vectors/bulk_index.py). Safe to repeat."""
+(queued by the sync's end and by the hourly sweep; see shared/knowledge/vectors/bulk_index.py). Safe to repeat."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.db import connect
-from shared.jobs import JobPayload
-from shared.vectors.bulk_index import build
+from shared.core.db import connect
+from shared.core.jobs import JobPayload
+from shared.knowledge.vectors.bulk_index import build
 
 
 class Payload(JobPayload):

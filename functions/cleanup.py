@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.db import connect
-from shared.jobs import JobPayload
-from shared.term_stats import compact_all
+from shared.core.db import connect
+from shared.core.jobs import JobPayload
+from shared.knowledge.term_stats import compact_all
 
 JOB_RETENTION_DAYS = 30
 METRIC_RETENTION_DAYS = 30

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.crawl import CrawlError
-from shared.crawl.pipeline import DISCOVERY_ATTEMPTS, fail_source, load_source
-from shared.db import connect, fetch_one
-from shared.jobs import JobPayload
+from shared.core.db import connect, fetch_one
+from shared.core.jobs import JobPayload
 from shared.knowledge import source_kind
+from shared.knowledge.crawl import CrawlError
+from shared.knowledge.crawl.pipeline import DISCOVERY_ATTEMPTS, fail_source, load_source
 
 
 class Payload(JobPayload):

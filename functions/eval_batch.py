@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from shared.core.jobs import JobPayload
 from shared.evals.runner import run_batch
-from shared.jobs import JobPayload
 
 
 class Payload(JobPayload):

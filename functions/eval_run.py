@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import Field
 
+from shared.core.jobs import JobPayload
 from shared.evals.runner import fan_out
-from shared.jobs import JobPayload
 
 
 class Payload(JobPayload):

@@ -1,7 +1,7 @@
 """The `ingest_pages` job: pages of one sync -> fetch (or the markdown Firecrawl sent) -> chunks and vectors.
 
 A job carries many pages (`pages`; a message queued by an older deploy names one `url`) and works through
-them in waves (shared/crawl/ingest.py). Failures are recorded on each page; while a page has attempts left the
+them in waves (shared/knowledge/crawl/ingest.py). Failures are recorded on each page; while a page has attempts left the
 job raises after the others are written, so QStash retries it; after the last attempt the page is marked failed
 and the job succeeds, so the sync can finish. A page already done in this sync is skipped.
 """
@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.crawl import Page
-from shared.crawl.ingest import ingest_pages
-from shared.crawl.pipeline import PageRef, load_source
-from shared.db import connect
-from shared.jobs import JobPayload
+from shared.core.db import connect
+from shared.core.jobs import JobPayload
+from shared.knowledge.crawl import Page
+from shared.knowledge.crawl.ingest import ingest_pages
+from shared.knowledge.crawl.pipeline import PageRef, load_source
 
 MAX_PAGES = 1000  # far above INGEST_PAGES_PER_JOB's default: a payload past it is not one we queued
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import Field
 
-from shared.db import connect
-from shared.jobs import JobPayload
-from shared.kv import get_kv
+from shared.core.db import connect
+from shared.core.jobs import JobPayload
+from shared.core.kv import get_kv
 
 
 class PingFailure(RuntimeError):

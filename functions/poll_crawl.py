@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import Field
 
-from shared.crawl import CrawlError, firecrawl
-from shared.crawl.ingest import queue_firecrawl_pages
-from shared.crawl.pipeline import fail_source, finalize, load_source, mark_incomplete
-from shared.db import connect
-from shared.jobs import JobPayload
-from shared.queue import publish
+from shared.core.db import connect
+from shared.core.jobs import JobPayload
+from shared.core.queue import publish
+from shared.knowledge.crawl import CrawlError, firecrawl
+from shared.knowledge.crawl.ingest import queue_firecrawl_pages
+from shared.knowledge.crawl.pipeline import fail_source, finalize, load_source, mark_incomplete
 
 MAX_POLLS = 240          # two hours at 30 s: then take what the crawl has and stop waiting
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import Field
 
-from shared.conversations import HISTORY_LIMIT
-from shared.db import connect, fetch_all
-from shared.jobs import JobPayload
-from shared.queue import publish
+from shared.core.db import connect, fetch_all
+from shared.core.jobs import JobPayload
+from shared.core.queue import publish
+from shared.dialog.conversations import HISTORY_LIMIT
 
 ACTIVE_DAYS = 7       # older conversations are unlikely to continue
 MAX_PER_RUN = 500     # one cron run stays short; the rest waits for the next run

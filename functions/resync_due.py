@@ -8,11 +8,11 @@ import logging
 import time
 from typing import Any
 
-from shared.crawl.pipeline import PageRef, finalize, mark_incomplete, publish_crawl, publish_pages, start_sync
-from shared.db import connect, fetch_all
-from shared.jobs import JobPayload
+from shared.core.db import connect, fetch_all
+from shared.core.jobs import JobPayload
+from shared.core.queue import publish
 from shared.knowledge import source_kind
-from shared.queue import publish
+from shared.knowledge.crawl.pipeline import PageRef, finalize, mark_incomplete, publish_crawl, publish_pages, start_sync
 
 log = logging.getLogger("dialog_engine.ingest")
 
@@ -47,8 +47,9 @@ def run(payload: Payload) -> dict[str, Any]:
 
 
 def _vector_index(conn: Any) -> dict[str, str]:
-    """The HNSW index back after a bulk load whose end did not queue its build (see shared/vectors/bulk_index.py)."""
-    from shared.vectors.bulk_index import sweep as index_sweep
+    """The HNSW index back after a bulk load whose end did not queue its build (see
+    shared/knowledge/vectors/bulk_index.py)."""
+    from shared.knowledge.vectors.bulk_index import sweep as index_sweep
 
     try:
         done = index_sweep(conn)

@@ -14,15 +14,15 @@ import re
 from typing import Any
 
 from shared import llm
-from shared.assistants import load_assistant
-from shared.conversations import HISTORY_LIMIT
-from shared.db import connect, fetch_all, fetch_one
-from shared.errors import NotFound
-from shared.jobs import JobPayload
-from shared.language import AUTO, DEFAULT_ANSWER_LANGUAGE
+from shared.core.db import connect, fetch_all, fetch_one
+from shared.core.errors import NotFound
+from shared.core.jobs import JobPayload
+from shared.dialog.conversations import HISTORY_LIMIT
+from shared.dialog.prompting import LANGUAGES, budget, keep_verbatim_tokens
+from shared.i18n.language import AUTO, DEFAULT_ANSWER_LANGUAGE
 from shared.llm.tokens import MESSAGE_OVERHEAD, estimate
-from shared.prompting import LANGUAGES, budget, keep_verbatim_tokens
-from shared.template_config import TemplateConfig
+from shared.workspace.assistants import load_assistant
+from shared.workspace.template_config import TemplateConfig
 
 SUMMARY_SHARE = 0.1       # of the budget
 MAX_SUMMARY_TOKENS = 600

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 from pydantic import Field
 
-from shared.db import Row, connect
-from shared.jobs import JobPayload, NonRetryable
-from shared.vectors.indexing import CHUNK_COLUMNS, index_chunks
+from shared.core.db import Row, connect
+from shared.core.jobs import JobPayload, NonRetryable
+from shared.knowledge.vectors.indexing import CHUNK_COLUMNS, index_chunks
 
 DEFAULT_BATCH = 500
 MAX_BATCH = 2000
@@ -61,7 +61,7 @@ class Payload(JobPayload):
 
 def run(payload: Payload) -> dict[str, Any]:
     """One batch; publishes the next batch (deduplicated by cursor) until the scope is done."""
-    from shared.embeddings import embeddings_enabled
+    from shared.knowledge.embeddings import embeddings_enabled
 
     if not embeddings_enabled():
         raise NonRetryable("No embeddings API is configured (set OPENAI_API_KEY): nothing to vectorize.")
@@ -69,7 +69,7 @@ def run(payload: Payload) -> dict[str, Any]:
     with connect() as conn:
         done, cursor = vectorize_batch(conn, scope, payload.after, payload.batch)
     if cursor is not None:
-        from shared.queue import publish
+        from shared.core.queue import publish
 
         key = "-".join(str(scope.get(k) or "all") for k in ("workspace_id", "assistant_id", "source_id"))
         publish("vectorize", {**scope, "after": cursor}, dedup_id=f"vectorize-{key}-{cursor}")

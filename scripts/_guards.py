@@ -42,7 +42,7 @@ def database_host(url: str) -> str:
 
 def database_is_local_stack(url: str) -> bool:
     """A PostgreSQL on this machine: a socket or loopback address, and its data directory exists here."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     if get_settings().is_production:
         return False
@@ -59,8 +59,8 @@ def database_is_local_stack(url: str) -> bool:
 
 
 def redis_endpoint() -> str:
-    """The Redis the CLI would talk to, as a URL (the Upstash REST one wins, as in shared/kv.py)."""
-    from shared.settings import get_settings
+    """The Redis the CLI would talk to, as a URL (the Upstash REST one wins, as in shared/core/kv.py)."""
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     if settings.upstash_redis_rest_url and settings.upstash_redis_rest_token:
@@ -76,7 +76,7 @@ def redis_host(url: str) -> str:
 
 
 def redis_is_local_stack(url: str) -> bool:
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     return bool(url) and not get_settings().is_production and _local_host(redis_host(url))
 

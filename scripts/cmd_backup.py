@@ -55,7 +55,7 @@ def _where(url: str) -> str:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from shared import backup
+    from shared.ops import backup
 
     made, manifest = backup.create(args.database_url)
     counts = manifest["row_counts"]
@@ -65,7 +65,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from shared import backup
+    from shared.ops import backup
 
     found = backup.list_backups(args.day)
     if not found:
@@ -78,8 +78,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from shared import backup
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
+    from shared.ops import backup
 
     target = args.target_url or get_settings().session_database_url
     chosen = backup.resolve(args.date)
@@ -105,7 +105,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def _may_skip_question(target: str) -> bool:
     """--yes alone restores into a new database or over the local stack's; over any other existing database
     (a live one, most likely) the operator must name it (--allow-remote NAME, or type it when asked)."""
-    from shared import backup
+    from shared.ops import backup
 
     return not backup.database_exists(target) or _guards.database_is_local_stack(target)
 
@@ -121,7 +121,7 @@ def _confirmed(database: str) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from shared import backup
+    from shared.ops import backup
 
     chosen = backup.resolve(args.date)
     print(f"verifying {chosen.key} ({_size(chosen.size)}, made {chosen.created:%Y-%m-%d %H:%M:%S} UTC)")
@@ -146,7 +146,7 @@ def _count(value: int) -> str:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from shared import backup
+    from shared.ops import backup
 
     identity, recipient = backup.new_identity()
     print("# Keep this identity where you restore (a password manager, BACKUP_IDENTITY or BACKUP_IDENTITY_FILE),")

@@ -27,7 +27,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     print_hit_rates(args.since)
-    from shared.kv import get_kv
+    from shared.core.kv import get_kv
 
     kv = get_kv()
     keys = kv.scan("*")
@@ -44,8 +44,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def print_hit_rates(since: str) -> None:
-    from shared import metrics
-    from shared.db import connect
+    from shared.core import metrics
+    from shared.core.db import connect
 
     start, end, _ = metrics.window(since, "now", "1d")
     try:
@@ -101,7 +101,7 @@ def server_memory(kv: Any) -> str:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    from shared.kv import get_kv
+    from shared.core.kv import get_kv
 
     endpoint = _guards.redis_endpoint()  # none configured: get_kv() below says which variables to set
     if not args.prefix and endpoint:  # every key: rate-limit windows, spend counters and job dedup ids too

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from scripts import _guards, cmd_slow
-from shared import migrate
+from shared.ops import migrate
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -38,8 +38,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes:
         print("db reset drops every table and row; run it again with --yes to do it")
         return 2
-    from shared.backup import database_name
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
+    from shared.ops.backup import database_name
 
     url = get_settings().session_database_url
     name = database_name(url)

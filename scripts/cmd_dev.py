@@ -70,14 +70,14 @@ def _serve(stack: Any, shell: Mapping[str, str], data: Path, args: argparse.Name
            published: dict[str, str]) -> None:
     import uvicorn
 
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     if kept := [name for name in (*SHELL_WINS, "REDIS_URL") if shell.get(name)]:
         print("from your environment instead of the local stack: " + ", ".join(kept), flush=True)
     print(f"crawler: ALLOW_PRIVATE_HOSTS={os.environ.get('ALLOW_PRIVATE_HOSTS') or 'false'}", flush=True)
     get_settings.cache_clear()
     print(f"embeddings: {_embeddings_line(stack.embeddings_url)}", flush=True)
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
 
     applied = _migrate(migrate, args.revectorize)
     print("migrations: " + (", ".join(applied) if applied else "up to date"))
@@ -125,7 +125,7 @@ def ignore_interrupts() -> Iterator[None]:
 def _migrate(migrate: Callable[[], list[str]], revectorize: bool) -> list[str]:
     """Migrate; vectors stored by another model (another size) are re-embedded with --revectorize, else said
     and left (search answers from keywords, health names the setting) rather than stopping `make dev`."""
-    from shared.migrate import EmbeddingColumnMismatch
+    from shared.ops.migrate import EmbeddingColumnMismatch
 
     try:
         return migrate()
@@ -173,8 +173,8 @@ def dev_environment(stack: Mapping[str, str], shell: Mapping[str, str], dotenv: 
 
 def _embeddings_line(local_url: str) -> str:
     """What serves embeddings, for the start-up banner; the local model is loaded now, not on the first page."""
-    from shared.embeddings import describe_embeddings
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
+    from shared.knowledge.embeddings import describe_embeddings
 
     settings = get_settings()
     if settings.embedding_base_url == local_url:
@@ -193,8 +193,8 @@ def _production(shell: Mapping[str, str], dotenv: Mapping[str, str]) -> bool:
 
 def _local_admin_key(data: Path) -> str:
     """The local workspace's admin key: created on the first run, then read back (the hash is in the DB)."""
-    from shared.auth import create_workspace, hash_key
-    from shared.db import connect
+    from shared.core.db import connect
+    from shared.guard.auth import create_workspace, hash_key
 
     path = data / "admin-key"
     with connect() as conn:

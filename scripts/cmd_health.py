@@ -6,7 +6,7 @@ import argparse
 import time
 import uuid
 
-from shared.health import CHECKS, run_checks
+from shared.ops.health import CHECKS, run_checks
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from shared.settings import SettingsError, get_settings
+    from shared.core.settings import SettingsError, get_settings
 
     try:
         get_settings()
@@ -37,7 +37,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_redis_test(args: argparse.Namespace) -> int:
-    from shared.kv import get_kv
+    from shared.core.kv import get_kv
 
     kv, key = get_kv(), f"redis-test:{uuid.uuid4().hex}"
     start = time.perf_counter()

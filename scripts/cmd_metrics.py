@@ -36,8 +36,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from shared import metrics
-    from shared.db import connect
+    from shared.core import metrics
+    from shared.core.db import connect
 
     start, end, size = metrics.window(args.since, args.until, args.bucket)  # "24h" = 24 hours ago
     scope = f"workspace {args.workspace}" if args.workspace else "all workspaces"
@@ -88,7 +88,7 @@ def _filled(series: list[dict[str, Any]], start: datetime, end: datetime, size: 
             key: str) -> list[float | None]:
     """One value per bucket across the whole window, None where there was no point."""
     by_start = {p["start"]: p[key] for p in series}
-    origin = datetime(2000, 1, 1, tzinfo=UTC)  # the same origin as date_bin in shared.metrics
+    origin = datetime(2000, 1, 1, tzinfo=UTC)  # the same origin as date_bin in shared.core.metrics
     moment = origin + ((start - origin) // size) * size
     values = []
     while moment < end:

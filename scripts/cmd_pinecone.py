@@ -24,8 +24,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def _client() -> Any:
-    from shared.settings import get_settings
-    from shared.vectors.pinecone_store import control_plane
+    from shared.core.settings import get_settings
+    from shared.knowledge.vectors.pinecone_store import control_plane
 
     settings = get_settings()
     if not settings.pinecone_api_key:
@@ -35,7 +35,7 @@ def _client() -> Any:
 
 def _mismatches(model: Any) -> list[str]:
     """What about an existing index disagrees with our settings (an index's dimension can't change)."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     problems = []
@@ -49,7 +49,7 @@ def _mismatches(model: Any) -> list[str]:
 def cmd_create_index(args: argparse.Namespace) -> int:
     from pinecone import ServerlessSpec
 
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     name = args.name or settings.pinecone_index
@@ -72,8 +72,8 @@ def cmd_create_index(args: argparse.Namespace) -> int:
 
 
 def cmd_configure(args: argparse.Namespace) -> int:
-    from shared.settings import get_settings
-    from shared.vectors.pinecone_store import PineconeStore
+    from shared.core.settings import get_settings
+    from shared.knowledge.vectors.pinecone_store import PineconeStore
 
     settings = get_settings()
     name = args.name or settings.pinecone_index

@@ -43,7 +43,7 @@ def vercel_crons(root: Path = ROOT) -> list[dict[str, str]]:
 def _client() -> Any:
     from qstash import QStash
 
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     missing = [name for name in ("qstash_token", "cron_secret") if not getattr(settings, name)]
@@ -55,7 +55,7 @@ def _client() -> Any:
 def init(backup: bool = False) -> list[dict[str, str]]:
     """Upsert one schedule per vercel.json cron (and the backup's with `backup`) and delete our stale ones;
     returns what was set up."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     client, base = _client(), settings.public_url.rstrip("/")
@@ -77,7 +77,7 @@ def init(backup: bool = False) -> list[dict[str, str]]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     if not settings.qstash_url and any(h in settings.public_url for h in ("localhost", "127.0.0.1")):

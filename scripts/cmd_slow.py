@@ -1,6 +1,6 @@
 """`db slow-queries [--limit N]`: pg_stat_statements where the database has it, else our own record.
 
-Our own record: shared.db's fetch_one / fetch_all / execute time every statement, and one slower than
+Our own record: shared.core.db's fetch_one / fetch_all / execute time every statement, and one slower than
 SLOW_QUERY_MS (default 200) becomes a db.slow_query_ms metric with the statement text (placeholders, no
 values). scripts/cmd_db.py adds it to its `db` group (add_commands).
 """
@@ -46,8 +46,8 @@ def has_pg_stat_statements(conn: psycopg.Connection[Any]) -> bool:
 
 
 def cmd_slow_queries(args: argparse.Namespace) -> int:
-    from shared import metrics
-    from shared.db import connect
+    from shared.core import metrics
+    from shared.core.db import connect
 
     with connect() as conn:
         if has_pg_stat_statements(conn):

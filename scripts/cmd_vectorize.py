@@ -38,16 +38,16 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def _dimension_problem() -> str | None:
     """Vectors of another size than EMBEDDING_DIMENSIONS in the store: said before a single chunk is embedded."""
-    from shared.settings import get_settings
-    from shared.vectors import get_vector_store
-    from shared.vectors.dimensions import EmbeddingDimensionsMismatch, column_dimensions, column_mismatch
+    from shared.core.settings import get_settings
+    from shared.knowledge.vectors import get_vector_store
+    from shared.knowledge.vectors.dimensions import EmbeddingDimensionsMismatch, column_dimensions, column_mismatch
 
     try:
         store = get_vector_store()
         if store.name != "pgvector":
             store.health()  # Pinecone: compares the index's dimension with the setting
             return None
-        from shared.db import connect
+        from shared.core.db import connect
 
         setting = get_settings().embedding_dimensions
         with connect() as conn:
@@ -61,9 +61,9 @@ def _dimension_problem() -> str | None:
 
 def _resize(args: argparse.Namespace) -> bool:
     """Size chunks.embedding to EMBEDDING_DIMENSIONS (dropping the stored vectors); False when it already is."""
-    from shared.db import connect
-    from shared.settings import get_settings
-    from shared.vectors.dimensions import column_dimensions, resize_column
+    from shared.core.db import connect
+    from shared.core.settings import get_settings
+    from shared.knowledge.vectors.dimensions import column_dimensions, resize_column
 
     setting = get_settings().embedding_dimensions
     with connect() as conn:
@@ -84,11 +84,11 @@ def cursor_key(payload: dict[str, Any]) -> str:
 
 def cmd_all(args: argparse.Namespace) -> int:
     from functions.vectorize import MAX_BATCH, count, vectorize_batch
-    from shared.db import connect
-    from shared.embeddings import embeddings_enabled
-    from shared.settings import get_settings
-    from shared.vectors import get_vector_store
-    from shared.vectors.dimensions import HNSW_MAX_DIMENSIONS
+    from shared.core.db import connect
+    from shared.core.settings import get_settings
+    from shared.knowledge.embeddings import embeddings_enabled
+    from shared.knowledge.vectors import get_vector_store
+    from shared.knowledge.vectors.dimensions import HNSW_MAX_DIMENSIONS
 
     if not 1 <= args.batch <= MAX_BATCH:
         print(f"error: --batch must be from 1 to {MAX_BATCH}", file=sys.stderr)
@@ -114,7 +114,7 @@ def cmd_all(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     if args.queue:
-        from shared.queue import publish
+        from shared.core.queue import publish
 
         message_id = publish("vectorize", payload)
         print(f"queued vectorize job {message_id}; each batch queues the next")
@@ -170,7 +170,7 @@ def _progress(done: int, total: int, rate: float) -> None:
 
 def _kv() -> Any:
     try:
-        from shared.kv import get_kv
+        from shared.core.kv import get_kv
 
         kv = get_kv()
         kv.ping()

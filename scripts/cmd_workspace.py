@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from shared.auth import create_workspace
-from shared.db import connect, fetch_one
-from shared.errors import NotFound
+from shared.core.db import connect, fetch_one
+from shared.core.errors import NotFound
+from shared.guard.auth import create_workspace
 
 
 def register(groups: argparse._SubParsersAction) -> None:

@@ -75,14 +75,14 @@ class Router:
         except HTTPException as exc:  # StaticFiles raises 404 / 405; no Starlette app here turns it into a response
             if exc.status_code == 404:
                 return await _not_found(scope, receive, send)
-            from shared.http import HTTP_CODES, json_error
+            from shared.core.http import HTTP_CODES, json_error
 
             await json_error(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
                              headers=exc.headers)(scope, receive, send)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    from shared.http import json_error
+    from shared.core.http import json_error
 
     what = "function serves" if scope["path"].startswith("/api/") else "file is at"
     await json_error(404, "not_found", f"No {what} {scope['path']}.")(scope, receive, send)
@@ -91,7 +91,7 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
 def create_router() -> Any:
     """The router with the security headers and X-Request-Id also on its own 404s and on public/ files, and CORS
     on the widget's message catalogues (public/i18n/*.json; vercel.json sets the same header on Vercel)."""
-    from shared.http import SecurityHeadersMiddleware, WidgetCorsMiddleware
-    from shared.request_id import RequestIdMiddleware
+    from shared.core.http import SecurityHeadersMiddleware, WidgetCorsMiddleware
+    from shared.core.request_id import RequestIdMiddleware
 
     return RequestIdMiddleware(WidgetCorsMiddleware(SecurityHeadersMiddleware(Router())))

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from shared import metrics
+from shared.core import metrics
 from tests.conftest import clear_caches
 from tests.fakes.tcp_proxy import TcpProxy, postgres_target
 
@@ -87,7 +87,7 @@ def test_anonymous_requests_are_counted_with_the_next_real_write(engine, meters)
 
 
 def test_health_report_needs_an_admin_key_or_cron_secret_and_then_checks_everything(engine, meters) -> None:
-    from shared.auth import create_key
+    from shared.guard.auth import create_key
 
     workspace_id, admin = engine.workspace()
     with engine.db() as conn:

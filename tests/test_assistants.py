@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from shared.assistants import cache_key, get_assistant, load_assistant, to_json
-from shared.kv import get_kv
-from shared.settings import get_settings
+from shared.core.kv import get_kv
+from shared.core.settings import get_settings
+from shared.workspace.assistants import cache_key, get_assistant, load_assistant, to_json
 from tests.fakes.chat_fixtures import new_chat_key
 
 

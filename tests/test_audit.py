@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.audit import record
-from shared.auth import Principal
+from shared.guard.audit import record
+from shared.guard.auth import Principal
 from tests.fakes.chat_fixtures import new_chat_key
 
 

@@ -74,7 +74,7 @@ def test_create_list_verify_and_restore_through_the_cli(backups, engine):
 
 
 def test_a_tampered_backup_is_refused_and_nothing_is_restored(backups, engine):
-    from shared import backup
+    from shared.ops import backup
 
     made, _ = backup.create()
     original = backups.s3.get_object(Bucket=backups.bucket, Key=made.key)["Body"].read()
@@ -149,7 +149,7 @@ def test_a_backup_is_a_standard_age_file_holding_a_tar_of_manifest_and_pg_dump(b
     import pyrage
     from pyrage import x25519
 
-    from shared import backup
+    from shared.ops import backup
 
     made, manifest = backup.create()
     body = backups.s3.get_object(Bucket=backups.bucket, Key=made.key)["Body"].read()
@@ -164,7 +164,7 @@ def test_a_backup_is_a_standard_age_file_holding_a_tar_of_manifest_and_pg_dump(b
 
 
 def test_a_backup_in_the_old_passphrase_format_is_listed_but_refused_with_what_to_do(backups, engine):
-    from shared import backup
+    from shared.ops import backup
 
     made, _ = backup.create()
     old_key = made.key.replace(".tar.age", ".dump.enc").replace(f"{made.created:%H%M%S}Z", "000000Z")
@@ -191,7 +191,7 @@ def test_verify_fails_when_the_restored_rows_differ_from_the_backup(backups, eng
     import pyrage
     from pyrage import x25519
 
-    from shared import backup
+    from shared.ops import backup
 
     made, _ = backup.create()
     manifest, dump = backup.fetch(made, tmp_path)
@@ -222,7 +222,7 @@ def test_nightly_cron_writes_a_backup(backups, engine):
 
 
 def test_backup_job_without_pg_dump_fails_at_once_and_says_why(backups, engine, monkeypatch, tmp_path):
-    from shared.queue import publish
+    from shared.core.queue import publish
 
     monkeypatch.setenv("BACKUP_PG_BIN_DIR", str(tmp_path))  # a machine without the client tools (Vercel)
     clear_caches()

@@ -16,7 +16,7 @@ import yaml
 
 from scripts.__main__ import main
 from scripts.cmd_queue import SCHEDULE_PREFIX, vercel_crons
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import ROOT
 from tests.test_backup import IDENTITY, RECIPIENT
 from tests.test_runbook import exit_code

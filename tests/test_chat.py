@@ -171,7 +171,7 @@ def test_origins_of_chat_keys_and_assistants(engine: Any, openai_api: Any) -> No
     with engine.db() as conn:
         open_assistant = make_assistant(conn, workspace)
         shop_assistant = make_assistant(conn, workspace, allowed_origins=["https://shop.example"])
-    from shared.auth import create_key
+    from shared.guard.auth import create_key
 
     with engine.db() as conn:
         chat_key, _ = create_key(conn, workspace, "chat", allowed_origins=["https://shop.example"],
@@ -197,7 +197,7 @@ def test_origins_of_chat_keys_and_assistants(engine: Any, openai_api: Any) -> No
 
 def test_chat_key_continues_only_its_own_conversations(engine: Any, openai_api: Any) -> None:
     workspace, _ = engine.workspace()
-    from shared.auth import create_key
+    from shared.guard.auth import create_key
 
     with engine.db() as conn:
         assistant = make_assistant(conn, workspace)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.dialog.prompting import build_prompt
 from shared.llm.tokens import MESSAGE_OVERHEAD, estimate
-from shared.prompting import build_prompt
-from shared.template_config import TemplateConfig
+from shared.workspace.template_config import TemplateConfig
 from tests.fakes.chat_fixtures import chat, last, make_assistant
 from tests.fakes.fixtures import add_page
 

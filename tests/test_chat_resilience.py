@@ -12,7 +12,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from shared.conversations import finish_turn, start_turn
+from shared.dialog.conversations import finish_turn, start_turn
 from tests.fakes.chat_fixtures import (
     clear_caches,
     last,
@@ -133,7 +133,7 @@ def test_the_openai_face_says_when_the_reply_was_not_stored(engine, openai_api) 
 
 
 def test_finish_turn_with_the_same_id_stores_the_reply_once(engine) -> None:
-    from shared.conversations import new_message_id
+    from shared.dialog.conversations import new_message_id
 
     workspace, key, assistant = setup(engine)
     with engine.db() as conn:

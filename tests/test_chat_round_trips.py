@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared import metrics
+from shared.core import metrics
 from tests.conftest import clear_caches
 from tests.fakes.chat_fixtures import chat, last, make_assistant
 from tests.fakes.fixtures import add_page

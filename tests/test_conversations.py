@@ -9,14 +9,14 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from shared.conversations import (
+from shared.core.db import Row, fetch_one
+from shared.core.errors import NotFound
+from shared.dialog.conversations import (
     add_message,
     delete_conversation,
     finish_turn,
     start_turn,
 )
-from shared.db import Row, fetch_one
-from shared.errors import NotFound
 from tests.fakes.chat_fixtures import signed_in
 
 CITATION = {"index": 2, "title": "Pricing", "url": "https://example.com/pricing", "chunk_id": "chk_1",

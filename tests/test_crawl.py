@@ -9,9 +9,9 @@ import json
 import httpx
 import pytest
 
-from shared.crawl import CrawlError, firecrawl
-from shared.crawl.fetch import fetch_page, get
-from shared.crawl.ssrf import guarded_transport
+from shared.knowledge.crawl import CrawlError, firecrawl
+from shared.knowledge.crawl.fetch import fetch_page, get
+from shared.knowledge.crawl.ssrf import guarded_transport
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.plugins.stack import clear_caches
 

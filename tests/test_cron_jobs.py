@@ -8,7 +8,7 @@ import os
 from psycopg.types.json import Jsonb
 
 from functions import cleanup, refresh_summaries
-from shared.conversations import HISTORY_LIMIT, finish_turn, start_turn
+from shared.dialog.conversations import HISTORY_LIMIT, finish_turn, start_turn
 from tests.fakes.chat_fixtures import make_assistant
 
 

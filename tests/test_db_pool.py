@@ -8,7 +8,7 @@ import time
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from shared.db import connect, get_pool
+from shared.core.db import connect, get_pool
 from tests.conftest import clear_caches
 from tests.fakes.chat_fixtures import wait_for
 

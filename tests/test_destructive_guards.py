@@ -85,7 +85,7 @@ def seed(kv) -> None:
 
 
 def test_cache_clear_of_every_key_refuses_a_redis_that_is_not_the_local_stack(engine) -> None:
-    from shared.kv import get_kv
+    from shared.core.kv import get_kv
 
     kv = get_kv()
     seed(kv)

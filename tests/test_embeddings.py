@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared import embeddings
-from shared.embeddings import MAX_INPUTS_PER_REQUEST, embed_query, embed_texts
+from shared.knowledge import embeddings
+from shared.knowledge.embeddings import MAX_INPUTS_PER_REQUEST, embed_query, embed_texts
 from tests.fakes.embeddings_server import embed
 
 

@@ -156,7 +156,7 @@ def test_a_case_that_keeps_failing_is_recorded_as_failed_and_the_run_still_finis
 
 
 def test_duplicated_deliveries_run_and_count_each_case_once(engine: Any, scripted: Any, assistant: Any) -> None:
-    from shared.queue import publish
+    from shared.core.queue import publish
 
     assistant_id, client = assistant
     set_id = make_set(client, assistant_id, CASES)
@@ -187,7 +187,7 @@ def test_duplicated_deliveries_run_and_count_each_case_once(engine: Any, scripte
 
 def test_a_case_left_running_by_a_killed_batch_is_taken_over_once_its_lease_runs_out(
         engine: Any, scripted: Any, assistant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.queue import publish
+    from shared.core.queue import publish
 
     monkeypatch.setenv("JOB_LEASE_SECONDS", "1")
     clear_caches()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from shared.crawl import CrawlError
+from shared.core.queue import publish
 from shared.knowledge import registry
+from shared.knowledge.crawl import CrawlError
 from shared.knowledge.feed import entry_links
-from shared.queue import publish
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 
 

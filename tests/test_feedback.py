@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.conversations import finish_turn, start_turn
+from shared.dialog.conversations import finish_turn, start_turn
 from tests.fakes.chat_fixtures import signed_in
 
 

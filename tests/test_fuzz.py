@@ -86,7 +86,7 @@ def seeded(stack: Any) -> Iterator[tuple[str, Records]]:
     engine = Engine(stack, stack.dsn(name))
     try:
         records = seed(engine, "Fuzz")
-        from shared import metrics
+        from shared.core import metrics
 
         metrics.flush(wait=True)
     finally:
@@ -136,7 +136,7 @@ def _grammar() -> dict[str, Any]:
     also sends values that get past the first check: forged cursors, huge durations, far-off times."""
     from hypothesis import strategies as st
 
-    from shared.pagination import encode_cursor
+    from shared.core.pagination import encode_cursor
 
     scalar = st.one_of(st.text(max_size=30), st.integers(-(2**70), 2**70), st.booleans(), st.none(),
                        st.floats(allow_nan=False, allow_infinity=False))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import spend
+from shared.guard import spend
 from tests.conftest import clear_caches
 
 

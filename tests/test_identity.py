@@ -227,7 +227,7 @@ def test_metadata_from_public_keys_is_bounded(engine) -> None:
 
 
 def test_identity_secrets_never_reach_the_logs() -> None:
-    from shared.observability import scrub
+    from shared.core.observability import scrub
 
     assert "abcdefghij" not in scrub("rotated to de_idsec_abcdefghij1234")
 

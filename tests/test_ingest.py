@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import itertools
 
-from shared.chunking import chunk_markdown, sections
-from shared.queue import publish
-from shared.retrieval import retrieve
+from shared.core.queue import publish
+from shared.knowledge.chunking import chunk_markdown, sections
+from shared.knowledge.retrieval import retrieve
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 
 SITE_PAGES = {"/", "/pricing", "/docs/", "/docs/install", "/docs/faq", "/docs/manual.pdf", "/about"}
@@ -183,7 +183,7 @@ def test_chunks_follow_headings_with_overlap_and_stable_hashes() -> None:
 
 def test_an_embeddings_outage_is_retried_by_the_queue_and_recorded(engine, embeddings_api) -> None:
     client, _, assistant_id = knowledge_setup(engine)
-    from shared.embeddings import MAX_RETRIES
+    from shared.knowledge.embeddings import MAX_RETRIES
 
     embeddings_api.fail(503, times=MAX_RETRIES + 1)  # more than the SDK's own retries: the job fails once
     source = wait_synced(engine, client, add_source(client, assistant_id, kind="markdown", title="Care",

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pgvector import Vector
 
-from shared.crawl.indexer import chunk_id, copy_chunks
-from shared.crawl.pipeline import load_source, register_pages
-from shared.embeddings import embed_texts
+from shared.knowledge.crawl.indexer import chunk_id, copy_chunks
+from shared.knowledge.crawl.pipeline import load_source, register_pages
+from shared.knowledge.embeddings import embed_texts
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.fakes.embeddings_server import embed
 from tests.fakes.fixtures import make_assistant

@@ -11,7 +11,7 @@ import uuid
 
 import jwt
 
-from shared.queue import publish
+from shared.core.queue import publish
 
 
 def signature(key: str, url: str, body: bytes, *, expires_in: int = 300) -> str:
@@ -139,13 +139,13 @@ def test_fields_a_job_does_not_know_are_ignored_so_older_messages_still_run(engi
 
 
 def test_every_job_module_is_registered_and_shared_never_imports_functions() -> None:
-    """Layering: functions/ -> shared/, never back. shared/jobs.py is handed functions.JOBS by api/jobs.py."""
+    """Layering: functions/ -> shared/, never back. shared/core/jobs.py is handed functions.JOBS by api/jobs.py."""
     import ast
     from pathlib import Path
 
     from api.cron import CRON_JOBS
     from functions import JOBS
-    from shared.jobs import JobPayload
+    from shared.core.jobs import JobPayload
 
     root = Path(__file__).resolve().parent.parent
     modules = {p.stem for p in (root / "functions").glob("*.py") if p.stem != "__init__"}

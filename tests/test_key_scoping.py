@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 
 from tests.fakes.chat_fixtures import chat, last, make_assistant
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "shared" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "shared" / "ops" / "migrations"
 
 
 def two_assistants(engine: Any) -> tuple[str, str, str, str]:

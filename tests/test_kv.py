@@ -1,11 +1,11 @@
-"""shared.kv works the same over Upstash REST (the stand-in) and a plain REDIS_URL (self-hosting)."""
+"""shared.core.kv works the same over Upstash REST (the stand-in) and a plain REDIS_URL (self-hosting)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.kv import get_kv
-from shared.queue import publish
+from shared.core.kv import get_kv
+from shared.core.queue import publish
 from tests.conftest import clear_caches
 
 

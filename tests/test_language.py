@@ -8,13 +8,13 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shared.phrases import phrase
+from shared.i18n.phrases import phrase
 from tests.fakes.chat_fixtures import chat, last, make_assistant, text_of
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.fakes.fixtures import add_page
 from tests.fakes.site_server import html
 
-MIGRATION = Path(__file__).resolve().parent.parent / "shared" / "migrations" / "0008_page_languages.sql"
+MIGRATION = Path(__file__).resolve().parent.parent / "shared" / "ops" / "migrations" / "0008_page_languages.sql"
 
 WOHNEN = ("<h2>Unser Haus</h2><p>Die Genossenschaft Sonnenhof besitzt ein Haus mit zwölf Wohnungen am Rand der "
           "Altstadt. Jede Wohnung hat einen eigenen Kellerraum und einen Balkon zur Gartenseite.</p>"

@@ -12,7 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from scripts.router import function_names
-from shared.pagination import encode_cursor
+from shared.core.pagination import encode_cursor
 from tests.fakes.chat_fixtures import make_assistant
 from tests.fakes.records import seed
 from tests.plugins.stack import clear_caches

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from shared import metrics
+from shared.core import metrics
 from tests.conftest import ROOT
 from tests.fakes.chat_fixtures import new_chat_key
 
@@ -51,7 +51,7 @@ def test_request_latency_is_written_right_after_each_response(engine) -> None:
 
 
 def test_job_durations_and_failures_are_recorded_per_workspace(engine) -> None:
-    from shared.queue import publish
+    from shared.core.queue import publish
 
     workspace_id, _ = engine.workspace()
     publish("ping", {"echo": "flaky", "fail_attempts": 1, "workspace_id": workspace_id}, retries=2)
@@ -68,7 +68,7 @@ def test_track_metric_never_raises_and_drops_points_when_the_database_is_gone(en
     metrics.track_metric("test.weird", "not a number")  # type: ignore[arg-type]
     metrics.track_metric("test.nan", float("nan"))
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1")
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     get_settings.cache_clear()
     metrics.track_metric("test.lost", 1.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from shared import metrics
+from shared.core import metrics
 
 INSERT = "INSERT INTO performance_metrics"
 

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from scripts.__main__ import main as cli
 from scripts._serve import serve_in_thread
-from shared.deps import AnyKey
-from shared.http import create_app
+from shared.core.http import create_app
+from shared.guard.deps import AnyKey
 from tests.fakes.chat_fixtures import make_assistant
 
 FAKES = Path(__file__).parent / "fakes"
@@ -298,7 +298,7 @@ def test_live_interop_with_the_real_nextauth_packages(monkeypatch, real_nextauth
     monkeypatch.setenv("NEXTAUTH_SECRET", "live-interop-secret")
     monkeypatch.setenv("DATABASE_URL", os.environ.get("DATABASE_URL", "postgresql://unused"))
     _clear_caches()
-    from shared import nextauth
+    from shared.guard import nextauth
 
     env = {**os.environ, "NODE_PATH": str(INTEROP_DIR)}
     script = str(FAKES / "nextauth_tokens.mjs")

@@ -27,8 +27,8 @@ import json, sys
 import httpx
 from fastapi import Request
 from scripts._serve import serve_in_thread
-from shared.http import create_app
-from shared.settings import get_settings
+from shared.core.http import create_app
+from shared.core.settings import get_settings
 
 app = create_app("boom")
 
@@ -102,7 +102,7 @@ def test_with_sentry_dsn_errors_reach_sentry_without_secrets() -> None:
 
 
 def test_log_records_are_scrubbed_wherever_they_are_handled(caplog) -> None:
-    from shared.http import create_app
+    from shared.core.http import create_app
 
     create_app("logs")  # installs the scrubber (once, however many apps a process builds)
     create_app("more logs")
@@ -125,8 +125,8 @@ def test_log_records_are_scrubbed_wherever_they_are_handled(caplog) -> None:
 
 
 def test_every_secret_setting_is_scrubbed_from_logs_auth_secret_included(caplog, monkeypatch) -> None:
-    from shared.http import create_app
-    from shared.settings import get_settings
+    from shared.core.http import create_app
+    from shared.core.settings import get_settings
 
     auth_secret, redis_password = "AuthJs5Secret_q8Wm2Lx7Vn4", "RedisPass_k3Jd9Qw2"  # random-looking: no pattern
     monkeypatch.setenv("DATABASE_URL", "postgresql://unused/unused")
@@ -144,7 +144,7 @@ def test_every_secret_setting_is_scrubbed_from_logs_auth_secret_included(caplog,
     assert auth_secret not in caplog.text and redis_password not in caplog.text
     assert caplog.text.count("[Filtered]") == 2
     # Derived from the settings' names: each of these is scrubbed without being listed by hand.
-    from shared.observability import secret_settings
+    from shared.core.observability import secret_settings
 
     assert {"auth_secret", "nextauth_secret", "cron_secret", "firecrawl_webhook_secret", "qstash_token",
             "qstash_current_signing_key", "upstash_redis_rest_token", "openai_api_key",

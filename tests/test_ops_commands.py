@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from shared import metrics
+from shared.core import metrics
 from tests.conftest import ROOT, clear_caches
 
 
@@ -16,7 +16,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def seed_cache() -> None:
-    from shared.kv import get_kv
+    from shared.core.kv import get_kv
 
     kv = get_kv()
     for key in ("asst:ws_1:a", "asst:ws_1:b", "asst:ws_2:c", "emb:q:abc", "hist:conv_1", "loose"):
@@ -43,7 +43,7 @@ def test_cache_stats_shows_hit_rates_key_counts_and_memory(engine) -> None:
 
 def test_cache_clear_with_a_prefix_deletes_only_those_keys(engine) -> None:
     seed_cache()
-    from shared.kv import get_kv
+    from shared.core.kv import get_kv
 
     kv = get_kv()
     kv.set("asst*literal", "1")  # a glob character in a key must not widen a prefix
@@ -57,7 +57,7 @@ def test_cache_clear_with_a_prefix_deletes_only_those_keys(engine) -> None:
 
 
 def test_slow_queries_falls_back_to_our_own_record(engine) -> None:
-    from shared.db import connect, fetch_all, fetch_one
+    from shared.core.db import connect, fetch_all, fetch_one
 
     with connect() as conn:
         assert "pg_stat_statements" not in {r["extname"] for r in fetch_all(conn, "SELECT extname FROM pg_extension")}
@@ -75,7 +75,7 @@ def test_slow_queries_falls_back_to_our_own_record(engine) -> None:
 
 
 def test_slow_query_threshold_comes_from_the_environment(engine, monkeypatch) -> None:
-    from shared.db import connect, execute
+    from shared.core.db import connect, execute
 
     monkeypatch.setenv("SLOW_QUERY_MS", "5")
     clear_caches()

@@ -1,4 +1,4 @@
-"""One origin check (shared/origins.py) for chat keys and assistants: the same spelling rules everywhere, and
+"""One origin check (shared/guard/origins.py) for chat keys and assistants: the same spelling rules everywhere, and
 the widget's public view agrees with the chat turn about the engine's own pages."""
 
 from __future__ import annotations

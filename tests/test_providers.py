@@ -54,8 +54,8 @@ def test_health_names_the_variable_each_unconfigured_provider_needs(engine: Any,
 
 
 def test_templates_accept_exactly_the_registered_providers() -> None:
-    from shared.errors import Unprocessable
-    from shared.template_config import TemplateConfig, validate_config
+    from shared.core.errors import Unprocessable
+    from shared.workspace.template_config import TemplateConfig, validate_config
 
     for name in PROVIDERS:
         assert validate_config({"provider": name, "providers": [name]}).provider == name
@@ -67,19 +67,19 @@ def test_templates_accept_exactly_the_registered_providers() -> None:
 
 
 def test_every_provider_setting_is_a_documented_setting() -> None:
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
     example = (ROOT / ".env.example").read_text()
     readme = (ROOT / "README.md").read_text()
     for spec in PROVIDERS.values():
         for setting in spec.settings:
-            assert setting in Settings.model_fields, f"{spec.name}: {setting} is not in shared/settings.py"
+            assert setting in Settings.model_fields, f"{spec.name}: {setting} is not in shared/core/settings.py"
             assert re.search(rf"^{setting.upper()}=", example, re.M), f"{setting.upper()} is not in .env.example"
         assert f"`{spec.name}`" in readme, f"README does not describe the provider {spec.name}"
 
 
 def test_every_provider_secret_is_scrubbed_from_logs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import observability
+    from shared.core import observability
     from tests.conftest import clear_caches
 
     secrets = {setting for spec in PROVIDERS.values() for setting in spec.secret_settings}
@@ -101,7 +101,7 @@ def test_every_provider_sdk_is_kept_out_of_cold_starts() -> None:
 def test_a_summary_for_a_template_whose_provider_is_missing_is_kept_without_a_model(
         engine: Any, openai_api: Any) -> None:
     from functions.summarize_conversation import DIGEST_TITLE, summarise
-    from shared.template_config import validate_config
+    from shared.workspace.template_config import validate_config
 
     config = validate_config({"provider": "anthropic", "model": "claude-sonnet-4-5"})
     older = [{"role": "user", "content": "My order 1234 never arrived. Can you help?"},

@@ -14,12 +14,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scripts._serve import serve_in_thread
-from shared.auth import Principal
-from shared.deps import AnyKey
-from shared.errors import RateLimited
-from shared.http import create_app
-from shared.kv import get_kv
-from shared.ratelimit import check_chat, check_ingest
+from shared.core.errors import RateLimited
+from shared.core.http import create_app
+from shared.core.kv import get_kv
+from shared.guard.auth import Principal
+from shared.guard.deps import AnyKey
+from shared.guard.ratelimit import check_chat, check_ingest
 
 
 def _clear_caches() -> None:

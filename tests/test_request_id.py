@@ -56,7 +56,7 @@ LOG_APP = """
 import json, logging, sys
 import httpx
 from scripts._serve import serve_in_thread
-from shared.http import create_app
+from shared.core.http import create_app
 
 app = create_app("probe")
 log = logging.getLogger("dialog_engine.probe")

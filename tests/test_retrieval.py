@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.retrieval import retrieve
-from shared.vectors.indexing import index_chunks
+from shared.knowledge.retrieval import retrieve
+from shared.knowledge.vectors.indexing import index_chunks
 from tests.fakes.fixtures import QUESTIONS, add_page, load_corpus, make_assistant
 from tests.plugins.stack import clear_caches
 
@@ -164,8 +164,8 @@ def test_words_in_most_chunks_are_treated_like_stop_words(engine) -> None:
 
 
 def test_orphan_vectors_never_crowd_out_real_passages(engine, embeddings_api, pinecone_api) -> None:
-    from shared.embeddings import embed_texts
-    from shared.vectors import VectorRecord, get_vector_store
+    from shared.knowledge.embeddings import embed_texts
+    from shared.knowledge.vectors import VectorRecord, get_vector_store
 
     workspace_id, _ = engine.workspace()
     with engine.db() as conn:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.retrieval import retrieve
-from shared.settings import get_settings
-from shared.vectors.indexing import index_chunks
+from shared.core.settings import get_settings
+from shared.knowledge.retrieval import retrieve
+from shared.knowledge.vectors.indexing import index_chunks
 from tests.fakes.embeddings_server import embed
 from tests.fakes.fixtures import add_page, make_assistant
 

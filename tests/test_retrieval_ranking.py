@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from shared.crawl.indexer import index_document
-from shared.retrieval import retrieve
-from shared.term_stats import compact
+from shared.knowledge.crawl.indexer import index_document
+from shared.knowledge.retrieval import retrieve
+from shared.knowledge.term_stats import compact
 from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
 from tests.fakes.fixtures import add_page, make_assistant
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from shared.migrate import MIGRATIONS_DIR, migrate
+from shared.ops.migrate import MIGRATIONS_DIR, migrate
 from tests.conftest import ROOT
 
 TEXT = ("Returns and refunds. Refunds are paid back within 14 days of the return. "

@@ -99,15 +99,15 @@ NOT_SETTINGS = {
     "BACKUP_VERIFY": ".github/workflows/backup.yml",  # a repository variable of the workflow
     "POSTGRES_PASSWORD": "docker-compose.yml",        # compose's own
     "SRH_TOKEN": "docker-compose.yml",
-    "POSTGRES_URL_NON_POOLING": "shared/settings.py",  # Vercel Postgres's name, read as DATABASE_URL_UNPOOLED
-    "BACKUP_PASSPHRASE": "shared/backup.py",          # the old format, named in the refusal message
+    "POSTGRES_URL_NON_POOLING": "shared/core/settings.py",  # Vercel Postgres's name, read as DATABASE_URL_UNPOOLED
+    "BACKUP_PASSPHRASE": "shared/ops/backup.py",          # the old format, named in the refusal message
     "ASSISTANT_ID": "DEPLOYMENT.md",                   # shell variables of the examples
     "RESTORE_DATABASE_URL": "DEPLOYMENT.md",
 }
 
 
 def test_every_variable_the_runbook_names_is_a_setting_or_read_where_it_says() -> None:
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
     settings = {name.upper() for name in Settings.model_fields}
     example = {line.split("=", 1)[0].strip() for line in (ROOT / ".env.example").read_text().splitlines()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import ROOT
 
 # Read by boto3 or by `scripts serve` itself, not by Settings.
@@ -277,7 +277,7 @@ def test_the_compose_dispatcher_delivers_jobs_to_the_app_with_no_hosted_service(
         from tests.conftest import clear_caches
 
         clear_caches()
-        from shared.queue import publish
+        from shared.core.queue import publish
 
         message_id = publish("cleanup", {})
         with engine.db() as conn:

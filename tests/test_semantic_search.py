@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from shared.migrate import MigrationError, migrate
+from shared.ops.migrate import MigrationError, migrate
 from tests.conftest import ROOT
 from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
 
@@ -116,9 +116,9 @@ def engine_caches() -> None:
 
 def test_a_pinecone_index_of_another_dimension_is_named_too(engine, embeddings_api, pinecone_api,
                                                              monkeypatch) -> None:
-    from shared.vectors import get_vector_store
-    from shared.vectors.dimensions import EmbeddingDimensionsMismatch
-    from shared.vectors.indexing import index_chunks
+    from shared.knowledge.vectors import get_vector_store
+    from shared.knowledge.vectors.dimensions import EmbeddingDimensionsMismatch
+    from shared.knowledge.vectors.indexing import index_chunks
     from tests.fakes.fixtures import add_page, make_assistant
 
     monkeypatch.setenv("EMBEDDING_DIMENSIONS", "512")  # the stand-in's index has 1536
@@ -134,7 +134,7 @@ def test_a_pinecone_index_of_another_dimension_is_named_too(engine, embeddings_a
 
 
 def test_the_query_cache_never_serves_a_vector_of_the_old_size(engine, local_model, monkeypatch) -> None:
-    from shared.embeddings import embed_query
+    from shared.knowledge.embeddings import embed_query
 
     question = "How do I reset my password?"
     assert len(embed_query(question)) == 256  # now cached in Redis and in this process

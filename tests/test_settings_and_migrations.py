@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from shared.migrate import migrate, migration_files
-from shared.settings import Settings, SettingsError
+from shared.core.settings import Settings, SettingsError
+from shared.ops.migrate import migrate, migration_files
 
 
 def production(**env: str) -> Settings:
@@ -58,7 +58,7 @@ def test_production_refuses_allow_private_hosts(value: str) -> None:
 
 
 def test_production_refuses_allow_private_hosts_from_the_environment(monkeypatch) -> None:
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     monkeypatch.setenv("VERCEL_ENV", "production")
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "true")
@@ -110,7 +110,7 @@ def write(folder, files: dict[str, str]):
 
 def test_no_transaction_migrations_build_indexes_concurrently_and_recover_from_an_interrupted_build(
         stack, tmp_path) -> None:
-    from shared.migrate import MigrationError
+    from shared.ops.migrate import MigrationError
 
     url = fresh_database(stack, "migrate_concurrently")
     folder = write(tmp_path / "migrations", {
@@ -141,9 +141,9 @@ def test_no_transaction_migrations_build_indexes_concurrently_and_recover_from_a
 
 
 def test_no_migration_blocks_writes_to_an_existing_table_while_it_builds_an_index(tmp_path) -> None:
-    from shared.migrate import unsafe_index_builds
+    from shared.ops.migrate import unsafe_index_builds
 
-    assert unsafe_index_builds() == []  # ours (0002 predates any data in chunks; see shared/migrate.py)
+    assert unsafe_index_builds() == []  # ours (0002 predates any data in chunks; see shared/ops/migrate.py)
     folder = write(tmp_path / "sample", {  # numbered past 0002, which is grandfathered
         "0011_base.sql": "CREATE TABLE pages (id int, url text);\nCREATE INDEX pages_url ON pages (url);",
         "0012_plain.sql": "CREATE INDEX pages_id ON pages (id);",

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from scripts.__main__ import main
-from shared.settings import Settings, SettingsError, get_settings
+from shared.core.settings import Settings, SettingsError, get_settings
 from tests.conftest import ROOT, clear_caches
 
 EXAMPLE = ROOT / ".env.example"

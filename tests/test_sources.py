@@ -8,9 +8,9 @@ import os
 
 import docx
 
-from shared.auth import create_key
-from shared.queue import publish
-from shared.retrieval import retrieve
+from shared.core.queue import publish
+from shared.guard.auth import create_key
+from shared.knowledge.retrieval import retrieve
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.fakes.fixtures import make_assistant
 from tests.fakes.site_server import minimal_pdf
@@ -191,7 +191,7 @@ def engine_workspace(engine, client) -> str:
 
 
 def _hash(key: str) -> str:
-    from shared.auth import hash_key
+    from shared.guard.auth import hash_key
 
     return hash_key(key)
 

@@ -10,13 +10,13 @@ import pytest
 from fastapi import Request
 
 from scripts._serve import serve_in_thread
-from shared import spend
-from shared.auth import Principal
-from shared.db import connect
-from shared.deps import AnyKey
-from shared.errors import RateLimited
-from shared.http import create_app
-from shared.ratelimit import check_chat
+from shared.core.db import connect
+from shared.core.errors import RateLimited
+from shared.core.http import create_app
+from shared.guard import spend
+from shared.guard.auth import Principal
+from shared.guard.deps import AnyKey
+from shared.guard.ratelimit import check_chat
 
 
 def _clear_caches() -> None:

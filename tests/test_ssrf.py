@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.crawl import CrawlError
-from shared.crawl.fetch import fetch_page, get, new_client
-from shared.crawl.ssrf import BlockedURL, blocked_reason, check_url
+from shared.knowledge.crawl import CrawlError
+from shared.knowledge.crawl.fetch import fetch_page, get, new_client
+from shared.knowledge.crawl.ssrf import BlockedURL, blocked_reason, check_url
 from tests.fakes.crawl_fixtures import knowledge_setup
 from tests.plugins.stack import clear_caches
 
@@ -161,7 +161,7 @@ def test_loopback_mode_still_checks_at_connect_time(loopback_only, site, fake_dn
                                              ("0", "false"), ("", "false"), ("loopback", "loopback"),
                                              ("LOOPBACK", "loopback")])
 def test_allow_private_hosts_accepts_booleans_and_loopback(monkeypatch, value: str, mode: str) -> None:
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", value)
     assert Settings().allow_private_hosts == mode
@@ -170,7 +170,7 @@ def test_allow_private_hosts_accepts_booleans_and_loopback(monkeypatch, value: s
 def test_allow_private_hosts_refuses_other_values(monkeypatch) -> None:
     from pydantic import ValidationError
 
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
     monkeypatch.setenv("ALLOW_PRIVATE_HOSTS", "lan")
     with pytest.raises(ValidationError, match="allow_private_hosts"):
@@ -229,7 +229,7 @@ def test_the_api_refuses_private_source_urls_with_a_clear_error(engine, site, pr
 
 
 def test_firecrawl_is_never_pointed_at_a_private_address(engine, firecrawl_api, private_hosts_blocked) -> None:
-    from shared.crawl import firecrawl
+    from shared.knowledge.crawl import firecrawl
 
     with pytest.raises(BlockedURL):
         firecrawl.scrape("http://10.0.0.1/")

@@ -152,7 +152,7 @@ def request(client: Any, route: Route, path: str) -> Any:
 
 def flush_metrics() -> None:
     # Metric points are buffered per process (the served router runs in this one): write them before comparing.
-    from shared import metrics
+    from shared.core import metrics
 
     metrics.flush(wait=True)
 

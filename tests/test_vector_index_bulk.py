@@ -4,8 +4,8 @@ and no bulk load explains (a deleted source, a killed build)."""
 
 from __future__ import annotations
 
-from shared.retrieval import retrieve
-from shared.vectors.bulk_index import index_state
+from shared.knowledge.retrieval import retrieve
+from shared.knowledge.vectors.bulk_index import index_state
 from tests.fakes.crawl_fixtures import add_source, chunk_rows, knowledge_setup, wait_synced
 from tests.faults.test_resync_faults import _signed_delivery
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from scripts.__main__ import main
-from shared.queue import publish
-from shared.retrieval import retrieve
+from shared.core.queue import publish
+from shared.knowledge.retrieval import retrieve
 from tests.fakes.fixtures import QUESTIONS, add_page, load_corpus, make_assistant
 from tests.plugins.stack import clear_caches
 

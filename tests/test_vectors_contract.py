@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.vectors import VectorRecord, get_vector_store
-from shared.vectors.pinecone_store import upsert_batches
+from shared.knowledge.vectors import VectorRecord, get_vector_store
+from shared.knowledge.vectors.pinecone_store import upsert_batches
 from tests.fakes.embeddings_server import embed
 from tests.fakes.fixtures import add_page, make_assistant
 

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.db import Row, execute, fetch_all, fetch_one
+from shared.core.db import Row, execute, fetch_all, fetch_one
+from shared.core.settings import get_settings
 from shared.evals.scoring import QUALITY, worse_by
-from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.evals")
 WEBHOOK_TIMEOUT_S = 5.0

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from shared.db import Row, fetch_all
+from shared.core.db import Row, fetch_all
 from shared.evals.runner import get_run
 from shared.evals.scoring import LOWER_IS_BETTER, QUALITY, case_passed
 

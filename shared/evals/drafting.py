@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from shared.db import Row, fetch_all
+from shared.core.db import Row, fetch_all
 from shared.evals.sets import CaseIn, ExpectedSource, add_cases, get_set
 
 log = logging.getLogger("dialog_engine.evals")
@@ -92,7 +92,7 @@ def draft(conn: psycopg.Connection[Row], workspace_id: str, set_id: str, count: 
 def _model_writer(conn: psycopg.Connection[Row], workspace_id: str, assistant_id: str) -> Any:
     """A function passage -> question using the assistant's model, or None offline."""
     from shared import llm
-    from shared.assistants import load_assistant
+    from shared.workspace.assistants import load_assistant
 
     config = load_assistant(conn, workspace_id, assistant_id).config
     try:

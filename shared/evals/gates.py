@@ -20,11 +20,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.assistants import invalidate_template_users
-from shared.db import Row, execute, fetch_one
-from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.core.db import Row, execute, fetch_one
+from shared.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.core.settings import get_settings
 from shared.evals.scoring import LOWER_IS_BETTER, QUALITY, worse_by
-from shared.settings import get_settings
+from shared.workspace.assistants import invalidate_template_users
 
 GATEABLE = (*QUALITY, *LOWER_IS_BETTER)
 LATEST_RUN = """

@@ -8,8 +8,8 @@ import logging
 import re
 from typing import Any
 
+from shared.core.settings import get_settings
 from shared.evals.scoring import MARK, normalise
-from shared.settings import get_settings
 
 log = logging.getLogger("dialog_engine.evals")
 STOP_WORDS = ("a an and are as at be by can do does for from has have how i if in is it its me my no not of on or our "

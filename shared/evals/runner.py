@@ -3,7 +3,7 @@
 A run is made with one `eval_results` row per case ('pending'). The `eval_run` job fans out: it publishes an
 `eval_batch` job per EVAL_BATCH_SIZE open cases (a resume publishes the still-open ones again, under new
 dedup ids). A batch claims each case with a lease (JOB_LEASE_SECONDS, renewed while the turn runs; a
-pending case, or a running one whose lease ran out: its batch was killed), runs the turn through shared.chat
+pending case, or a running one whose lease ran out: its batch was killed), runs the turn through shared.dialog.chat
 (`prepare` + `run`, the chat route's own engine, with the version's ResolvedAssistant handed in), scores it
 and stores it only while it still holds that claim. So a duplicated delivery, or two batches naming the same
 case, run and count it once; a finished case is never run again. A batch that finds a case held by another
@@ -25,13 +25,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from shared.assistants import ResolvedAssistant, resolve
-from shared.db import Row, execute, fetch_all, fetch_one
-from shared.errors import NotFound, Unprocessable
+from shared.core.db import Row, execute, fetch_all, fetch_one
+from shared.core.errors import NotFound, Unprocessable
+from shared.core.settings import get_settings
 from shared.evals import judge, scoring
 from shared.evals.cost import cost_usd
 from shared.evals.sets import get_set
-from shared.settings import get_settings
+from shared.workspace.assistants import ResolvedAssistant, resolve
 
 log = logging.getLogger("dialog_engine.evals")
 PASSAGE_CHARS = 1500     # a stored passage's text (the checks read the whole passage before it is cut)
@@ -77,7 +77,7 @@ class CaseLease:
         self._thread.join(timeout=1)
 
     def _beat(self) -> None:
-        from shared.db import connect
+        from shared.core.db import connect
 
         while not self._stop.wait(self.lease_s / 3):
             try:
@@ -133,7 +133,7 @@ def create_run(conn: psycopg.Connection[Row], workspace_id: str, set_id: str, *,
 
 
 def dispatch(workspace_id: str, run_id: str) -> None:
-    from shared.queue import publish
+    from shared.core.queue import publish
 
     publish("eval_run", {"workspace_id": workspace_id, "run_id": run_id})
 
@@ -180,8 +180,8 @@ def resume(conn: psycopg.Connection[Row], workspace_id: str, run_id: str) -> Row
 
 def fan_out(workspace_id: str, run_id: str) -> dict[str, Any]:
     """The `eval_run` job: mark the run running and publish a batch job per EVAL_BATCH_SIZE open cases."""
-    from shared.db import connect
-    from shared.queue import publish
+    from shared.core.db import connect
+    from shared.core.queue import publish
 
     with connect() as conn:
         run = fetch_one(conn, """UPDATE eval_runs SET status = 'running', started_at = coalesce(started_at, now()),
@@ -207,7 +207,7 @@ def fan_out(workspace_id: str, run_id: str) -> dict[str, Any]:
 
 def run_batch(workspace_id: str, run_id: str, case_ids: list[str]) -> dict[str, Any]:
     """The `eval_batch` job: run each named case this batch can claim; finish the run when none is left open."""
-    from shared.db import connect
+    from shared.core.db import connect
 
     ran, held = 0, []
     with connect() as conn:
@@ -273,10 +273,10 @@ def _store(conn: psycopg.Connection[Row], run_id: str, case_id: str, attempt: in
 
 async def run_case(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, expected: dict[str, Any],
                    run_id: str) -> dict[str, Any]:
-    """One question through shared.chat's prepare + run; the conversation it leaves is deleted afterwards
+    """One question through shared.dialog.chat's prepare + run; the conversation it leaves is deleted afterwards
     (evaluation turns are not customer conversations), its answer, passages and usage kept in the result."""
-    from shared import chat
-    from shared.conversations import delete_conversation
+    from shared.dialog import chat
+    from shared.dialog.conversations import delete_conversation
 
     question = expected["question"]
     started = time.perf_counter()
@@ -297,7 +297,7 @@ async def run_case(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, 
 
 async def _score(turn: Any, result: dict[str, Any], expected: dict[str, Any], engine_abstained: bool
                  ) -> dict[str, Any]:
-    from shared.prompting import phrase
+    from shared.dialog.prompting import phrase
 
     answer: str = result.get("content") or ""
     passages = [_passage(p) for p in turn.passages]

@@ -14,8 +14,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.db import Row, execute, fetch_all, fetch_one
-from shared.errors import NotFound, Unprocessable
+from shared.core.db import Row, execute, fetch_all, fetch_one
+from shared.core.errors import NotFound, Unprocessable
 
 MAX_CASES = 2000          # per set: a run of this many turns is already an hour of model time
 MAX_IMPORT_BYTES = 2_000_000

@@ -6,8 +6,12 @@ the route's `kind` schema, the `source_kinds` table the sources' foreign key poi
 validation when a source is added or changed, the `crawl_source` job (how a sync starts), the page job (how a
 page is fetched), the resync sweeper, and the console's form (GET /api/sources/kinds).
 Adding a kind = its module + its name in MODULES (+ its tests and a line of docs).
+The kind modules import their heavy parts inside functions.
 
-May import shared.crawl and shared core modules; the kind modules import their heavy parts inside functions.
+The knowledge group also holds crawling and parsing (crawl/), chunking, embeddings, the vector stores
+(vectors/), BM25 term statistics and retrieval, the one door the dialog side reads knowledge through.
+
+May import: core, i18n, llm, workspace.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import psycopg
 
-    from shared.crawl import Page
-    from shared.db import Row
+    from shared.core.db import Row
+    from shared.knowledge.crawl import Page
 
 MODULES = ("web", "inline", "feed")
 

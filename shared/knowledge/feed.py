@@ -12,10 +12,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import urljoin
 
-from shared.crawl import CrawlError
-from shared.crawl.scope import normalize_url
-from shared.db import Row
+from shared.core.db import Row
 from shared.knowledge import SourceKind
+from shared.knowledge.crawl import CrawlError
+from shared.knowledge.crawl.scope import normalize_url
 from shared.knowledge.web import fetch, queue_pages, scope
 
 MAX_FEED_BYTES = 10_000_000
@@ -59,7 +59,7 @@ def _local(tag: str) -> str:
 
 
 def start_feed(conn: Any, source: Row, generation: int) -> dict[str, Any]:
-    from shared.crawl.fetch import allowed_urls, get, new_client
+    from shared.knowledge.crawl.fetch import allowed_urls, get, new_client
 
     with new_client() as client:
         fetched = get(client, source["url"], max_bytes=MAX_FEED_BYTES)

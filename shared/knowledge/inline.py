@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.crawl import Page
-from shared.crawl.pipeline import mark_indexing, register_pages
-from shared.db import Row
+from shared.core.db import Row
 from shared.knowledge import SourceKind
+from shared.knowledge.crawl import Page
+from shared.knowledge.crawl.pipeline import mark_indexing, register_pages
 
 
 def index_inline(conn: Any, source: Row, generation: int) -> dict[str, Any]:
     """The content is in the source: one document, indexed now."""
-    from shared.crawl.ingest import process_page
+    from shared.knowledge.crawl.ingest import process_page
 
     config = source["config"]
     url = f"upload://{source['id']}/{config.get('file_name') or 'text'}"

@@ -1,5 +1,5 @@
 """Adding a file source: read the multipart upload within MAX_UPLOAD_BYTES, parse it (in the bounded child
-process of shared.crawl.sandbox) and answer a refusal with the status that fits it."""
+process of shared.knowledge.crawl.sandbox) and answer a refusal with the status that fits it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from shared.crawl import CrawlError
-from shared.errors import AppError, PayloadTooLarge, ServiceUnavailable, Unprocessable, UnsupportedMediaType
+from shared.core.errors import AppError, PayloadTooLarge, ServiceUnavailable, Unprocessable, UnsupportedMediaType
+from shared.knowledge.crawl import CrawlError
 
 MULTIPART_SLACK = 64_000      # form fields and boundaries around the file
 
@@ -36,9 +36,9 @@ async def upload_values(request: Request, limit: int) -> dict[str, Any]:
         raise too_large(limit, upload.size or len(data))
     if not data:
         raise Unprocessable("The file is empty.", code="empty_file")
-    from shared.crawl.extract import parse_file
+    from shared.knowledge.crawl.extract import parse_file
 
-    try:  # PDF, Word and HTML are parsed in a bounded child process (shared.crawl.sandbox)
+    try:  # PDF, Word and HTML are parsed in a bounded child process (shared.knowledge.crawl.sandbox)
         kind, title, markdown = await run_in_threadpool(parse_file, upload.filename, data)
     except CrawlError as exc:
         raise parse_refusal(exc, upload.filename) from None
@@ -55,7 +55,7 @@ async def upload_values(request: Request, limit: int) -> dict[str, Any]:
 def parse_refusal(exc: CrawlError, file_name: str) -> AppError:
     """415 unsupported type, 413 too large once unpacked, 503 parsers busy, else 422; a parse bound's
     setting and value are in the details."""
-    from shared.crawl.sandbox import TOO_LARGE_CODES, ParseLimitError
+    from shared.knowledge.crawl.sandbox import TOO_LARGE_CODES, ParseLimitError
 
     details: dict[str, Any] = {"file_name": file_name}
     if isinstance(exc, ParseLimitError):

@@ -10,8 +10,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.crawl import Page, firecrawl
-from shared.crawl.pipeline import (
+from shared.core.db import Row
+from shared.core.queue import publish
+from shared.core.settings import get_settings
+from shared.knowledge import CRAWL_SETTINGS, SourceKind
+from shared.knowledge.crawl import Page, firecrawl
+from shared.knowledge.crawl.pipeline import (
     DEFAULT_MAX_DEPTH,
     PageRef,
     finalize,
@@ -20,25 +24,21 @@ from shared.crawl.pipeline import (
     publish_pages,
     register_pages,
 )
-from shared.crawl.scope import Scope, normalize_url
-from shared.db import Row
-from shared.knowledge import CRAWL_SETTINGS, SourceKind
-from shared.queue import publish
-from shared.settings import get_settings
+from shared.knowledge.crawl.scope import Scope, normalize_url
 
 
 def fetch(url: str) -> Page:
     """The page at `url` as markdown: Firecrawl when a key is set, else the built-in fetcher."""
     if firecrawl.enabled():
         return firecrawl.scrape(url)
-    from shared.crawl.fetch import fetch_page
+    from shared.knowledge.crawl.fetch import fetch_page
 
     return fetch_page(url)
 
 
 def queue_pages(conn: Any, source: Row, generation: int, urls: list[str], *, follow: bool = False) -> dict[str, Any]:
     """Register `urls` in this sync and queue their page jobs, many pages a job (a sync with none ends at once)."""
-    from shared.vectors.bulk_index import maybe_defer
+    from shared.knowledge.vectors.bulk_index import maybe_defer
 
     queued = register_pages(conn, source, generation, urls, include_pending=True)
     mark_indexing(conn, source["id"], generation)
@@ -66,8 +66,8 @@ def start_site(conn: Any, source: Row, generation: int) -> dict[str, Any]:
 
 
 def start_sitemap(conn: Any, source: Row, generation: int) -> dict[str, Any]:
-    from shared.crawl.fetch import allowed_urls
-    from shared.crawl.sitemap import read_sitemap
+    from shared.knowledge.crawl.fetch import allowed_urls
+    from shared.knowledge.crawl.sitemap import read_sitemap
 
     start = normalize_url(source["url"])
     listing = read_sitemap(start, limit=SITEMAP.page_limit(source["config"]) * 4)

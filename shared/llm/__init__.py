@@ -6,6 +6,8 @@ walks the providers in order: a retryable error or a timeout BEFORE the first to
 the next one; once text has flowed, an error ends the turn (`ProviderInterrupted`) with what was said.
 SDKs load inside the providers' client factories, on first use, never when this package is imported.
 Which providers exist, what configures each and how its tokens count: shared/llm/registry.py.
+
+May import: core, i18n.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import Any, Protocol
 
 import anyio
 
-from shared.errors import ServiceUnavailable
+from shared.core.errors import ServiceUnavailable
+from shared.core.settings import get_settings
 from shared.llm.registry import PROVIDERS, ProviderSpec, is_configured, model_providers, spec
-from shared.settings import get_settings
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 

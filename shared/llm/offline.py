@@ -21,7 +21,7 @@ class OfflineProvider:
         self.name = spec.name
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
-        from shared.phrases import phrase  # the fixed sentences, not the prompt builder
+        from shared.i18n.phrases import phrase  # the fixed sentences, not the prompt builder
 
         if not request.passages:
             parts = [phrase("offline_empty", request.language)]

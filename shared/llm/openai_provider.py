@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from shared.core.settings import get_settings
 from shared.llm import (
     Chunk,
     LLMRequest,
@@ -15,7 +16,6 @@ from shared.llm import (
     timeouts,
 )
 from shared.llm.registry import ProviderSpec
-from shared.settings import get_settings
 
 
 class OpenAIProvider:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from shared.llm.registry import PROVIDERS, is_configured, model_providers
 
 log = logging.getLogger("dialog_engine.llm")
-EMBEDDINGS_SDK = "openai"  # shared.embeddings' client
+EMBEDDINGS_SDK = "openai"  # shared.knowledge.embeddings' client
 
 _requested: set[str] = set()
 _lock = threading.Lock()
@@ -37,7 +37,7 @@ def modules_for(providers: Iterable[str]) -> list[str]:
 def configured_modules() -> list[str]:
     """What a turn of this deployment may load: every configured model provider (the template's own and
     its failover partners) and, when embeddings are on, their client's SDK."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     settings = get_settings()
     modules = modules_for(name for name in model_providers() if is_configured(name, settings))

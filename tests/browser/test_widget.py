@@ -33,7 +33,7 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 
 
 def require_cors(engine: Any, origin: str) -> None:
-    """The widget on another site needs CORS on its routes (shared.http.WidgetCorsMiddleware); say so plainly."""
+    """The widget on another site needs CORS on its routes (shared.core.http.WidgetCorsMiddleware); say so plainly."""
     reply = engine.client().options("/api/assistants/asst_1/public", headers={
         "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
     assert reply.headers.get("access-control-allow-origin") == origin, (

@@ -136,7 +136,7 @@ def new_chat_key(engine: Any, admin_key: str, *assistant_ids: str, **fields: Any
     """A chat key made for these assistants (for a new one when none is named); the created key's JSON,
     with its identity secret."""
     if not assistant_ids:
-        from shared.auth import hash_key
+        from shared.guard.auth import hash_key
 
         with engine.db() as conn:
             workspace = conn.execute("SELECT workspace_id FROM api_keys WHERE hash = %s",

@@ -17,7 +17,7 @@ from tests.plugins import stack
 
 
 def _clear_embedding_client() -> None:
-    from shared import embeddings
+    from shared.knowledge import embeddings
 
     embeddings.clear_caches()
 
@@ -66,7 +66,7 @@ def local_model(engine: Any, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     stack.clear_caches()
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
 
     migrate(engine.dsn)
     return engine.stack.local.embeddings_url
@@ -157,7 +157,7 @@ QUESTIONS = [
 def load_corpus(conn: Any, workspace_id: str, assistant_id: str, embed: bool = True) -> list[dict[str, Any]]:
     rows = [row for title, sections in PAGES for row in add_page(conn, workspace_id, assistant_id, title, sections)]
     if embed:
-        from shared.vectors.indexing import index_chunks
+        from shared.knowledge.vectors.indexing import index_chunks
 
         assert index_chunks(conn, rows) == len(rows)
     return rows

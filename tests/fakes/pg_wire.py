@@ -163,7 +163,7 @@ class PgWireCounter:
 @pytest.fixture
 def pg_wire(engine: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[PgWireCounter]:
     """The engine's database through a PgWireCounter (import it: `from tests.fakes.pg_wire import pg_wire`)."""
-    from shared import metrics
+    from shared.core import metrics
 
     metrics.flush(wait=True)  # nothing of earlier tests written through the proxy
     counter = PgWireCounter(engine.dsn)

@@ -142,7 +142,7 @@ def insert_source(engine: Any, workspace_id: str, assistant_id: str, kind: str, 
 
 
 def long_conversation(engine: Any, workspace_id: str, assistant_id: str, turns: int) -> str:
-    from shared.conversations import finish_turn, start_turn
+    from shared.dialog.conversations import finish_turn, start_turn
 
     conversation = None
     with engine.db() as conn:
@@ -193,7 +193,7 @@ def scenario_cleanup(engine: Any, request: pytest.FixtureRequest) -> Scenario:
 
 
 def scenario_summarize_conversation(engine: Any, request: pytest.FixtureRequest) -> Scenario:
-    from shared.conversations import HISTORY_LIMIT
+    from shared.dialog.conversations import HISTORY_LIMIT
 
     workspace_id, _ = engine.workspace()
     with engine.db() as conn:
@@ -204,7 +204,7 @@ def scenario_summarize_conversation(engine: Any, request: pytest.FixtureRequest)
 
 
 def scenario_refresh_summaries(engine: Any, request: pytest.FixtureRequest) -> Scenario:
-    from shared.conversations import HISTORY_LIMIT
+    from shared.dialog.conversations import HISTORY_LIMIT
 
     workspace_id, _ = engine.workspace()
     with engine.db() as conn:
@@ -236,7 +236,7 @@ def scenario_vectorize(engine: Any, request: pytest.FixtureRequest) -> Scenario:
 
 
 def scenario_build_vector_index(engine: Any, request: pytest.FixtureRequest) -> Scenario:
-    from shared.vectors.bulk_index import index_state
+    from shared.knowledge.vectors.bulk_index import index_state
 
     request.getfixturevalue("embeddings_api")
     workspace_id, _ = engine.workspace()
@@ -269,7 +269,7 @@ def scenario_ingest_pages(engine: Any, request: pytest.FixtureRequest) -> Scenar
 
 def indexing_page_source(engine: Any, served: Any, path: str = "/pricing") -> tuple[str, dict[str, Any]]:
     """A one-page source mid-sync: its page registered and pending, as crawl_source leaves it."""
-    from shared.crawl.pipeline import load_source, register_pages
+    from shared.knowledge.crawl.pipeline import load_source, register_pages
 
     _, workspace_id, assistant_id = knowledge_setup(engine)
     url = f"{served.url}{path}"

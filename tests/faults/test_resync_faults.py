@@ -26,9 +26,9 @@ from typing import Any
 import jwt
 import pytest
 
-from shared.crawl import firecrawl
-from shared.queue import job_url, publish
-from shared.retrieval import retrieve
+from shared.core.queue import job_url, publish
+from shared.knowledge.crawl import firecrawl
+from shared.knowledge.retrieval import retrieve
 from tests.fakes.crawl_fixtures import add_source, knowledge_setup, wait_synced
 from tests.plugins.stack import clear_caches
 

@@ -30,7 +30,8 @@ _db_numbers = itertools.count(1)
 
 def clear_caches() -> None:
     """Forget cached settings and clients after the environment changed."""
-    from shared import kv, queue, settings, vectors
+    from shared.core import kv, queue, settings
+    from shared.knowledge import vectors
 
     settings.get_settings.cache_clear()
     kv.get_kv.cache_clear()
@@ -77,7 +78,7 @@ def stack() -> Iterator[Stack]:
     # must not resolve them; tests of the guard itself set "false" or "loopback" (what `make dev` uses).
     os.environ.update(env, ALLOW_PRIVATE_HOSTS="true")
     clear_caches()
-    from shared.migrate import migrate
+    from shared.ops.migrate import migrate
 
     admin_dsn = local.pg.get_uri()
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -151,7 +152,7 @@ class Engine:
 
     def workspace(self, name: str = "Acme") -> tuple[str, str]:
         """A new workspace; returns (workspace id, admin key)."""
-        from shared.auth import create_workspace
+        from shared.guard.auth import create_workspace
 
         with self.db() as conn:
             workspace, key = create_workspace(conn, name)

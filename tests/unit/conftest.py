@@ -28,7 +28,7 @@ UNUSED_DATABASE = "postgresql://unit-tests@127.0.0.1:9/never-opened"
 def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     """environment(NAME=value, ...): the process settings read from exactly these variables (plus an unused
     DATABASE_URL), as a deployment's environment would set them; the cached settings are dropped around it."""
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     def configure(**variables: str) -> None:
         monkeypatch.setenv("DATABASE_URL", UNUSED_DATABASE)

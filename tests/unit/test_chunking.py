@@ -1,8 +1,8 @@
-"""Heading-aware chunking of a page's markdown (shared.chunking)."""
+"""Heading-aware chunking of a page's markdown (shared.knowledge.chunking)."""
 
 from __future__ import annotations
 
-from shared.chunking import CHARS_PER_TOKEN, chunk_markdown, estimate_tokens, sections, split_long
+from shared.knowledge.chunking import CHARS_PER_TOKEN, chunk_markdown, estimate_tokens, sections, split_long
 
 PAGE = """Intro before any heading.
 

@@ -1,8 +1,8 @@
-"""Which passages an answer cites ([n], [n, m], [n][m]) and the sources a reply lists (shared.prompting)."""
+"""Which passages an answer cites ([n], [n, m], [n][m]) and the sources a reply lists (shared.dialog.prompting)."""
 
 from __future__ import annotations
 
-from shared.prompting import QUOTE_CHARS, citations, cited_indices
+from shared.dialog.prompting import QUOTE_CHARS, citations, cited_indices
 
 
 def passage(index: int, text: str = "Some passage text.", **fields: object) -> dict[str, object]:

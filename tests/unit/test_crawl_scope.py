@@ -1,11 +1,12 @@
-"""Which URLs a crawl may follow (shared.crawl.scope): host, base path, skipped file types, and include/exclude
+"""Which URLs a crawl may follow (shared.knowledge.crawl.scope): host, base path, skipped file types, and
+include/exclude
 patterns on a linear-time matcher (RE2)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.crawl.scope import MAX_PATTERNS, Scope, compile_patterns
+from shared.knowledge.crawl.scope import MAX_PATTERNS, Scope, compile_patterns
 
 EVIL = r"^/(a+)+$"
 ADVERSARIAL = "/" + "a" * 40 + "b"  # backtracking tries every split of the a's: about 2^40 steps

@@ -1,10 +1,10 @@
-"""Which language a page or a message is in, and which language an answer is written in (shared.language,
-shared.phrases)."""
+"""Which language a page or a message is in, and which language an answer is written in (shared.i18n.language,
+shared.i18n.phrases)."""
 
 from __future__ import annotations
 
-from shared.language import answer_language, detect, message_language, text_search_config
-from shared.phrases import PHRASES, phrase
+from shared.i18n.language import answer_language, detect, message_language, text_search_config
+from shared.i18n.phrases import PHRASES, phrase
 
 GERMAN_TEXT = ("Die Genossenschaft besitzt ein Haus mit zwölf Wohnungen am Rand der Altstadt. Jede Wohnung hat "
                "einen eigenen Kellerraum und einen Balkon zur Gartenseite.")

@@ -1,4 +1,4 @@
-"""Small request rules: browser origins (shared.origins) and list cursors (shared.pagination)."""
+"""Small request rules: browser origins (shared.guard.origins) and list cursors (shared.core.pagination)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.errors import Forbidden, Unprocessable
-from shared.origins import normalize_origin, origin_allowed, require_origin
-from shared.pagination import decode_cursor, encode_cursor, page
+from shared.core.errors import Forbidden, Unprocessable
+from shared.core.pagination import decode_cursor, encode_cursor, page
+from shared.guard.origins import normalize_origin, origin_allowed, require_origin
 
 
 def test_origin_allowed_compares_scheme_and_host_case_insensitively() -> None:

@@ -1,8 +1,8 @@
-"""One resolver for the limits an assistant or a workspace overrides (shared.overrides)."""
+"""One resolver for the limits an assistant or a workspace overrides (shared.guard.overrides)."""
 
 from __future__ import annotations
 
-from shared.overrides import resolve
+from shared.guard.overrides import resolve
 
 
 def test_the_assistant_wins_over_the_workspace_and_both_over_the_default() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from shared.pii import KINDS, iban_valid, luhn_valid, redact, restore
+from shared.guard.pii import KINDS, iban_valid, luhn_valid, redact, restore
 
 
 def redact_all(texts: Iterable[str], kinds: Iterable[str] = KINDS) -> tuple[list[str], dict[str, str]]:

@@ -1,4 +1,4 @@
-"""The parts of keyword search that are plain arithmetic and text (shared.retrieval), checked without a
+"""The parts of keyword search that are plain arithmetic and text (shared.knowledge.retrieval), checked without a
 database: which words a question searches for, and the SQL that reads a word's occurrences back from ts_rank."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from shared.retrieval import MAX_TERMS, _occurrences, query_words
+from shared.knowledge.retrieval import MAX_TERMS, _occurrences, query_words
 
 ZETA2 = math.pi ** 2 / 6
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.crawl import CrawlError
-from shared.crawl.scope import normalize_url
-from shared.crawl.sitemap import MAX_URLS, parse_sitemap
+from shared.knowledge.crawl import CrawlError
+from shared.knowledge.crawl.scope import normalize_url
+from shared.knowledge.crawl.sitemap import MAX_URLS, parse_sitemap
 from shared.knowledge.feed import entry_links
 
 URLSET = b"""<?xml version="1.0" encoding="UTF-8"?>

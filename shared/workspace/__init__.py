@@ -1,0 +1,5 @@
+"""What a workspace configures: assistants (with their cached, resolved view) and templates, and the
+template configuration's schema.
+
+May import: core, llm, guard.
+"""
