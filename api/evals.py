@@ -8,9 +8,10 @@ from fastapi import Query, Request
 from fastapi.responses import Response
 from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from shared.core.db import Row
-from shared.core.http import create_app
+from shared.core.http import create_app, settings_body_limit
 from shared.evals import compare as comparing
 from shared.evals import drafting, runner, sets
 from shared.evals import models as m
@@ -18,8 +19,16 @@ from shared.evals.sets import CaseIn
 from shared.guard.audit import record
 from shared.guard.deps import AdminKey, Db
 
+
+def _body_limit(scope: Scope) -> int:
+    """A JSONL import may send up to MAX_IMPORT_BYTES (a 413 names it); every other route MAX_BODY_BYTES."""
+    if scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/import"):
+        return sets.MAX_IMPORT_BYTES + 1000
+    return settings_body_limit()
+
+
 app = create_app("evals", description="Evaluation sets, runs at a template version, and their comparison.",
-                 max_body_bytes=sets.MAX_IMPORT_BYTES + 1000)
+                 max_body_bytes=_body_limit)
 # Any content type is read as JSONL text; OpenAPI says text/plain so clients and fuzzers know to send a string.
 JSONL_BODY = {"requestBody": {"required": True, "content": {"text/plain": {"schema": {
     "type": "string", "description": "JSONL: one case per line"}}}}}
@@ -137,7 +146,7 @@ def create_run(body: m.RunCreate, principal: AdminKey, conn: Db) -> m.RunPublic:
 @app.get("/api/evals/runs", response_model=m.RunsPublic, summary="List runs, newest first")
 def list_runs(principal: AdminKey, conn: Db, set_id: Annotated[str | None, Query(max_length=100)] = None,
               assistant_id: Annotated[str | None, Query(max_length=100)] = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> m.RunsPublic:
+              limit: Annotated[int, Query(ge=1, le=100)] = 50) -> m.RunsPublic:
     rows = runner.list_runs(conn, principal.workspace_id, set_id, assistant_id, limit)
     return m.RunsPublic(data=[run_public(r) for r in rows], count=len(rows))
 

@@ -118,12 +118,4 @@ def _model_writer(conn: psycopg.Connection[Row], workspace_id: str, assistant_id
 async def _text(order: list[tuple[str, str]], request: Any) -> str:
     from shared import llm
 
-    text = ""
-    items = llm.stream_with_failover(order, request)
-    try:
-        async for item in items:
-            if isinstance(item, llm.Chunk) and item.text:
-                text += item.text
-    finally:
-        await llm.close_quietly(items)
-    return text
+    return await llm.complete_text(order, request)

@@ -67,14 +67,7 @@ async def _ask_judge(judge: tuple[str, str], question: str, answer: str, passage
     request = llm.LLMRequest(model=judge[1], system=JUDGE_PROMPT, temperature=0.0, max_output_tokens=10,
                              messages=[{"role": "user", "content": f"Passages:\n{context}\n\nQuestion: {question}"
                                                                    f"\n\nAnswer: {answer}"}])
-    text = ""
-    items = llm.stream_with_failover([judge], request)
-    try:
-        async for item in items:
-            if isinstance(item, llm.Chunk) and item.text:
-                text += item.text
-    finally:
-        await llm.close_quietly(items)
+    text = await llm.complete_text([judge], request)
     found = re.search(r"\d+(?:\.\d+)?", text)
     if found is None or not 0 <= float(found.group()) <= 1:
         raise ValueError("the judge did not reply with a number between 0 and 1")

@@ -197,6 +197,19 @@ async def stream_with_failover(order: list[tuple[str, str]], request: LLMRequest
     raise AllProvidersFailed(failures)
 
 
+async def complete_text(order: list[tuple[str, str]], request: LLMRequest) -> str:
+    """The whole answer as one string (drafting, judging): the streaming path with its failover, collected."""
+    text = ""
+    items = stream_with_failover(order, request)
+    try:
+        async for item in items:
+            if isinstance(item, Chunk) and item.text:
+                text += item.text
+    finally:
+        await close_quietly(items)
+    return text
+
+
 async def _first_text(chunks: AsyncIterator[Chunk], name: str, timeout_s: float) -> list[Chunk]:
     """Read up to and including the first chunk with text (or the end), within the first-token timeout."""
     read: list[Chunk] = []

@@ -204,7 +204,7 @@ def test_console_speaks_german_to_a_german_browser(engine, browser):
     page.get_by_role("button", name="Anmelden").click()
     nav = page.get_by_role("navigation")
     expect(nav.get_by_role("link")).to_have_text(["Assistenten", "Vorlagen", "Quellen", "Gespräche", "Feedback",
-                                                  "API-Schlüssel", "Kennzahlen"])
+                                                  "API-Schlüssel", "Kennzahlen", "Evaluierung"])
     expect(page.get_by_role("cell", name="Noch keine Assistenten. Legen Sie einen an, um zu beginnen.")).to_be_visible()
     engine.client(admin_key).post("/api/assistants", json={"name": "Kundendienst"})
     nav.get_by_role("link", name="Quellen").click()
