@@ -35,7 +35,9 @@ def test_make_dev_installs_the_local_stack_and_make_test_the_rest() -> None:
     makefile = (ROOT / "Makefile").read_text()
     dev = re.search(r"^dev: (.*)$", makefile, re.MULTILINE).group(1).split()  # type: ignore[union-attr]
     test = re.search(r"^test: (.*)$", makefile, re.MULTILINE).group(1).split()  # type: ignore[union-attr]
-    assert dev == ["$(LOCAL_STAMP)"] and test == ["$(STAMP)"]
+    unit = re.search(r"^unit: (.*)$", makefile, re.MULTILINE).group(1).split()  # type: ignore[union-attr]
+    # `make test` runs the unit tier first; both install everything (STAMP), `make dev` only the local stack.
+    assert dev == ["$(LOCAL_STAMP)"] and test == ["unit"] and unit == ["$(STAMP)"]
     local_rule = makefile.split("$(LOCAL_STAMP): ", 1)[1].split("\n\n", 1)[0]
     full_rule = makefile.split("$(STAMP): ", 1)[1].split("\n\n", 1)[0]
     assert "requirements-local.txt" in local_rule and "requirements-dev.txt" not in local_rule
