@@ -64,6 +64,16 @@ def get_pool() -> Pool | None:
         return _pools[key]
 
 
+def close_pools() -> None:
+    """Close every pooled connection of this process (shutdown; tests that clone a database as a template,
+    which PostgreSQL refuses while anyone is connected to it)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
 @contextlib.contextmanager
 def connect(connect_timeout: float | None = None, fresh: bool = False) -> Iterator[psycopg.Connection[Row]]:
     """A connection in autocommit mode; use `with conn.transaction():` for several statements.

@@ -30,9 +30,10 @@ _db_numbers = itertools.count(1)
 
 def clear_caches() -> None:
     """Forget cached settings and clients after the environment changed."""
-    from shared.core import kv, queue, settings
+    from shared.core import db, kv, queue, settings
     from shared.knowledge import vectors
 
+    db.close_pools()  # pooled connections belong to the old DATABASE_URL (and block using it as a template)
     settings.get_settings.cache_clear()
     kv.get_kv.cache_clear()
     queue._client.cache_clear()
