@@ -321,7 +321,8 @@ class LocalQStash:
 
     async def run(self):
         """Poll the due set forever; started by the app lifespan, cancelled at shutdown."""
-        async with httpx.AsyncClient(trust_env=False) as http:
+        # Each delivery passes its own timeout (Upstash-Timeout, else default_timeout); this is the floor for any other.
+        async with httpx.AsyncClient(trust_env=False, timeout=self.default_timeout) as http:
             self._http = http
             try:
                 while True:

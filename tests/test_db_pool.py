@@ -17,8 +17,12 @@ def terminate_idle(engine) -> int:
     """pg_terminate_backend for every idle client connection to the test's database; returns once they are gone."""
     database = conninfo_to_dict(engine.dsn)["dbname"]
     with psycopg.connect(engine.stack.admin_dsn, autocommit=True) as admin:
-        pids = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'idle' "
-                                            "AND pid <> pg_backend_pid()", (database,)).fetchall()]
+        def idle_pids() -> list[int]:
+            return [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                                                "AND state = 'idle' AND pid <> pg_backend_pid()",
+                                                (database,)).fetchall()]
+        # A pooled connection can still be busy for a moment after the response (the metrics flush runs then).
+        pids = wait_for(idle_pids)
         admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
     wait_for(lambda: not backend_pids(engine) & set(pids))
     time.sleep(0.2)  # the proxy passes the server's goodbye on

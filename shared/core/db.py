@@ -25,6 +25,7 @@ from shared.core.metrics import note_query
 from shared.core.settings import get_settings
 
 log = logging.getLogger("dialog_engine.db")
+CONNECT_TIMEOUT_S = 10  # opening a connection, unless the caller bounds it tighter
 
 Row = dict[str, Any]
 
@@ -37,7 +38,7 @@ def _connect_kwargs() -> dict[str, Any]:
         "row_factory": dict_row,
         # None = never prepare server-side: required behind pgbouncer in transaction mode.
         "prepare_threshold": None if settings.database_is_pooled else 5,
-        "connect_timeout": 10,
+        "connect_timeout": CONNECT_TIMEOUT_S,
     }
 
 

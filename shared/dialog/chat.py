@@ -35,7 +35,7 @@ import psycopg
 from starlette.concurrency import run_in_threadpool
 
 from shared import llm
-from shared.core.db import Row, connect
+from shared.core.db import CONNECT_TIMEOUT_S, Row, connect
 from shared.core.errors import AppError, ServiceUnavailable
 from shared.core.metrics import track_metric
 from shared.core.settings import get_settings
@@ -390,7 +390,7 @@ def _store_with_retries(turn: Turn, reply: Reply, timings: dict[str, float | Non
     for attempt in range(attempts):
         try:
             # The first try usually reuses a pooled connection; retries open fresh ones within a short timeout.
-            timeout = None if attempt == 0 else STORE_CONNECT_TIMEOUT_S
+            timeout = CONNECT_TIMEOUT_S if attempt == 0 else STORE_CONNECT_TIMEOUT_S
             with connect(connect_timeout=timeout, fresh=attempt > 0) as conn:
                 message_id, total = _store_reply(conn, turn, reply, timings, error)
         except (psycopg.OperationalError, ServiceUnavailable) as exc:

@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from playwright.sync_api import expect
 
 from tests.browser.helpers import screenshot
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-expect = playwright_api.expect
 
 HANDBOOK = ("Urlaub beantragen Sie im Personalportal mindestens zwei Wochen im Voraus. "
             "Krankmeldungen schicken Sie am ersten Tag an personal@example.com. "

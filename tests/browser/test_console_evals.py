@@ -5,14 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
+from playwright.sync_api import expect
 
 from tests.browser.helpers import screenshot
 from tests.eval_fixtures import load_knowledge
 from tests.fakes.chat_fixtures import make_assistant
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-expect = playwright_api.expect
 
 
 def test_console_drafts_runs_and_compares_an_evaluation_set(engine: Any, browser: Any) -> None:

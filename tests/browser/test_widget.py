@@ -8,12 +8,9 @@ import json
 from typing import Any
 
 import httpx
-import pytest
+from playwright.sync_api import expect
 
 from tests.browser.helpers import screenshot
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-expect = playwright_api.expect
 
 PRICES = ("Das Basispaket kostet 20 Euro im Monat und enthält E-Mail-Support. "
           "Das Profipaket kostet 50 Euro im Monat und enthält Telefon-Support rund um die Uhr. "
