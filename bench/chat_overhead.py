@@ -245,7 +245,7 @@ def run(turns: int, sizes: list[int]) -> None:
             if size > loaded:
                 with connect() as conn:
                     if loaded == 0:
-                        _topics_table(conn, world)
+                        corpus.topics_table(conn, world)
                     corpus.load(conn, world, ids, loaded, size - loaded)
                     corpus.build_index(conn)
                 loaded = size
@@ -316,15 +316,6 @@ def db_floor(key: str, ids: dict[str, str], turns: int, fresh: bool) -> list[flo
 
 def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
     return {key: [row[key] for row in rows] for key in rows[0]}
-
-
-def _topics_table(conn: Any, world: Any) -> None:
-    from shared.knowledge.vectors.pgvector import vector_literal
-
-    conn.execute("CREATE TABLE IF NOT EXISTS bench_topics (id int PRIMARY KEY, v vector(1536))")
-    with conn.cursor().copy("COPY bench_topics FROM STDIN") as copy:
-        for t, vector in enumerate(world.topic_vectors):
-            copy.write_row((t, vector_literal(vector)))
 
 
 def main() -> int:

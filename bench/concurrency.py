@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.chat_overhead import _topics_table, pct, serve_process  # noqa: E402
+from bench.chat_overhead import pct, serve_process  # noqa: E402
 
 CONFIGS = [("pooled", {"DB_POOL_SIZE": "10"}), ("fresh", {"DB_POOL_SIZE": "0"})]
 
@@ -105,7 +105,7 @@ def run(concurrency: int, count: int, chunks: int) -> None:
                                    "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
         ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
                                   "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
-        _topics_table(conn, world)
+        corpus.topics_table(conn, world)
         corpus.load(conn, world, ids, 0, chunks)
         corpus.build_index(conn)
     texts = corpus.queries(world)

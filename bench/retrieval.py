@@ -93,6 +93,14 @@ def embeddings_app(world: World) -> Any:
     return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
 
 
+def topics_table(conn: Any, world: World) -> None:
+    """The topic vectors in a table of their own: `load` sums three of them per chunk inside PostgreSQL."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS bench_topics (id int PRIMARY KEY, v vector({DIM}))")
+    with conn.cursor().copy("COPY bench_topics FROM STDIN") as copy:
+        for t, vector in enumerate(world.topic_vectors):
+            copy.write_row((t, "[" + ",".join(map(repr, vector)) + "]"))  # pgvector's text form
+
+
 def load(conn: Any, world: World, ids: dict[str, str], start: int, count: int) -> float:
     """COPY `count` chunks (numbered from `start`) with their documents; returns seconds taken."""
     rng = random.Random(start)
@@ -223,7 +231,6 @@ def run(stack: Any, world: World, sizes: list[int], runs: int) -> int:
     from shared.core.settings import get_settings
     from shared.guard.auth import create_workspace
     from shared.knowledge.embeddings import embed_query
-    from shared.knowledge.vectors.pgvector import vector_literal
     from shared.ops.migrate import migrate
 
     with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
@@ -240,10 +247,7 @@ def run(stack: Any, world: World, sizes: list[int], runs: int) -> int:
                                    "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
         ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
                                   "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
-        conn.execute("CREATE TABLE bench_topics (id int PRIMARY KEY, v vector(1536))")
-        with conn.cursor().copy("COPY bench_topics FROM STDIN") as copy:
-            for t, vector in enumerate(world.topic_vectors):
-                copy.write_row((t, vector_literal(vector)))
+        topics_table(conn, world)
         loaded = 0
         for size in sizes:
             load_s = load(conn, world, ids, loaded, size - loaded)
