@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.chat_fixtures import chat, clear_caches, last, make_assistant, messages, text_of
+from tests.fakes.chat_fixtures import chat, clear_caches, last, make_assistant, messages, text_of, wait_for
 
 
 def turn(engine: Any, message: str = "Hello?", **overrides: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
@@ -116,3 +116,28 @@ def test_the_wire_requests_are_what_the_apis_expect(engine: Any, openai_api: Any
     assert "temperature" not in sent and sent["messages"] == [{"role": "user", "content": "Hello?"}]
     usage = last(events, "done")["usage"]  # input from message_start, output from message_delta
     assert usage["input_tokens"] > 0 and usage["output_tokens"] == len("Hello from the model.") // 4
+
+
+def test_a_client_that_leaves_ends_the_providers_stream(engine: Any, openai_api: Any) -> None:
+    openai_api.reply, openai_api.delay = "word " * 400, 0.02  # about seven seconds of answer
+    workspace, key = engine.workspace()
+    with engine.db() as conn:
+        assistant = make_assistant(conn, workspace)
+    seen = ""
+    with engine.client(key).stream("POST", "/api/chat", json={"assistant_id": assistant, "message": "Talk"}) as reply:
+        for line in reply.iter_lines():
+            seen += line
+            if "word word" in seen:
+                break  # leaving the block hangs up mid-answer
+    assert wait_for(lambda: openai_api.open_streams == 0, timeout=3), "the model kept streaming to nobody"
+
+
+def test_a_first_token_timeout_hangs_up_before_failing_over(engine: Any, openai_api: Any, anthropic_api: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_FIRST_TOKEN_TIMEOUT_S", "0.5")
+    clear_caches()
+    openai_api.delay = 3  # the stream begins (200, a role chunk) but its first text would come 3 s later
+    events, _ = turn(engine)
+    assert last(events, "done")["provider"] == "anthropic"
+    # Closed when the turn moved on, not left to run until its text came (3 s later).
+    assert wait_for(lambda: openai_api.open_streams == 0, timeout=1.5)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.openai_server import SPOILS, Script
+from tests.fakes.openai_server import SPOILS, Script, counted
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
@@ -52,7 +52,7 @@ class FakeAnthropic(Script):
                                  "stop_sequence": None,
                                  "usage": {"input_tokens": usage_in, "output_tokens": max(1, len(text) // 4)}})
         limit = arg if step in ("break", *SPOILS) else None
-        return StreamingResponse(self._stream(text, body["model"], usage_in, limit, step),
+        return StreamingResponse(counted(self, self._stream(text, body["model"], usage_in, limit, step)),
                                  media_type="text/event-stream")
 
     async def _stream(self, text: str, model: str, usage_in: int, limit: int | None,

@@ -61,6 +61,7 @@ class Script:
         self._plan: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self.faults: FaultPlan | None = None
+        self.open_streams = 0  # answers being streamed right now (a caller that hangs up ends its own)
 
     def reset(self) -> None:
         with self._lock:
@@ -141,7 +142,7 @@ class FakeOpenAI(Script):
                                  "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         limit = arg if step in ("break", *SPOILS) else None
-        return StreamingResponse(self._stream(text, model, usage, include_usage, limit, step),
+        return StreamingResponse(counted(self, self._stream(text, model, usage, include_usage, limit, step)),
                                  media_type="text/event-stream")
 
     async def _stream(self, text: str, model: str, usage: dict[str, int], include_usage: bool,
@@ -189,6 +190,16 @@ class FakeOpenAI(Script):
                              "usage": {"prompt_tokens": 1, "total_tokens": 1},
                              "data": [{"object": "embedding", "index": i, "embedding": embed(t, dims)}
                                       for i, t in enumerate(inputs)]})
+
+
+async def counted(script: Script, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`body`, counted in `script.open_streams` while it is being sent."""
+    script.open_streams += 1
+    try:
+        async for part in body:
+            yield part
+    finally:
+        script.open_streams -= 1
 
 
 def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
