@@ -20,7 +20,9 @@ the first `delta` as the time a user waits. Scenarios:
   failover        OpenAI answers 503 to every chat request: each turn fails over to Anthropic
   later failover  the first turn is answered by OpenAI; --gap seconds later OpenAI fails and the next turn
                   is the instance's first failover (a provider SDK imported only then costs seconds)
-Target (issue 12): a fresh instance's first chat turn <= 2x a warm one. --baseline PATH serves another
+Target (issue 12): a fresh instance's first chat turn <= 2x a warm one. --runtime-only keeps the served
+processes to what a deployment installs (requirements.txt and its dependencies, plus uvicorn): this venv
+also holds the development tools, some of which httpx and httpcore import when present. --baseline PATH serves another
 checkout's api/chat.py (a worktree of main, say) in the same rounds, interleaved with this one's, against
 the same stack and stand-ins: before and after a change, measured in one time window.
 """
@@ -59,6 +61,8 @@ TIMER = "import sys, time; sys.path.insert(0, sys.argv[1]); t, c = time.perf_cou
 SERVE = """
 import sys
 sys.path.insert(0, {path!r})
+for name in {blocked!r}:
+    sys.modules.setdefault(name, None)  # `import name` raises ImportError, as where it is not installed
 import uvicorn
 from {module} import app
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
@@ -168,12 +172,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Top-level modules the served process may not import (--runtime-only); empty: all that is installed.
+BLOCKED: list[str] = []
+
+
+def not_deployed(root: Path) -> list[str]:
+    """Top-level modules of installed distributions that a deployment does not have: neither requirements.txt
+    nor the dependencies of its packages (nor uvicorn's, which serves here) install them. This venv holds
+    the development tools too, and some are imported when present: httpx loads its command line's rich,
+    click and pygments, httpcore the HTTP/2 stack (h2), which a Vercel function never installs."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted: list[tuple[str, set[str]]] = [("uvicorn", set())]
+    for line in (root / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith(("#", "-")):
+            requirement = Requirement(line.split("#")[0].strip())
+            wanted.append((requirement.name, set(requirement.extras)))
+    deployed: set[str] = set()
+    while wanted:
+        name, extras = wanted.pop()
+        if canonicalize_name(name) in deployed:
+            continue
+        deployed.add(canonicalize_name(name))
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in map(Requirement, requires):
+            if spec.marker is None or any(spec.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                wanted.append((spec.name, set(spec.extras)))
+    modules = metadata.packages_distributions()
+    return sorted(m for m, dists in modules.items() if m.isidentifier() and m not in sys.stdlib_module_names
+                  and not any(canonicalize_name(d) in deployed for d in dists))
+
+
 def spawn(module: str, path: Path) -> tuple[subprocess.Popen[bytes], str, float]:
     """`module`'s `app` under uvicorn in a fresh interpreter; returns once it accepts connections (no request
     is sent before the measured one, so nothing is warmed up by the wait)."""
     port = free_port()
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", SERVE.format(path=str(path), module=module, port=port)],
+    process = subprocess.Popen([sys.executable, "-c", SERVE.format(path=str(path), module=module, port=port,
+                                                                   blocked=BLOCKED)],
                                env=child_env(), cwd=path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -363,6 +405,8 @@ def main() -> int:
     parser.add_argument("--skip-imports", action="store_true")
     parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument("--baseline", type=Path, help="another checkout whose api/chat.py is served beside this one's")
+    parser.add_argument("--runtime-only", action="store_true", help="served processes cannot import what "
+                        "requirements.txt does not install (this venv's development tools)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures show as they come
     sys.path.insert(0, str(ROOT))
@@ -372,6 +416,10 @@ def main() -> int:
         (bare_dir / "bare_fastapi_app.py").write_text(BARE_APP)
         if not args.skip_imports:
             ok = not imports(max(7, args.runs), args.explain, bare_dir)
+        if args.runtime_only:
+            BLOCKED[:] = not_deployed(ROOT)
+            print(f"served processes cannot import {len(BLOCKED)} modules requirements.txt does not install, "
+                  f"among them {', '.join(m for m in ('rich', 'click', 'pygments', 'h2') if m in BLOCKED)}")
         if not args.skip_requests:
             ok = requests(max(1, args.rounds), max(3, args.warm), args.gap, bare_dir,
                           args.baseline.resolve() if args.baseline else None) and ok
