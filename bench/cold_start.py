@@ -1,6 +1,7 @@
 """Cold start: each api/ file's import beside a bare one-route FastAPI app, and a fresh instance's first chat turn.
 
     python bench/cold_start.py [--runs 9] [--explain] [--strict] [--rounds 5] [--skip-imports] [--skip-requests]
+                               [--baseline PATH]
 
 Imports: rounds interleave every module in a shuffled order, so a busy machine slows all of them alike.
 Each import is timed twice in its fresh interpreter: wall clock, and CPU time (process_time), which other
@@ -19,7 +20,11 @@ the first `delta` as the time a user waits. Scenarios:
   failover        OpenAI answers 503 to every chat request: each turn fails over to Anthropic
   later failover  the first turn is answered by OpenAI; --gap seconds later OpenAI fails and the next turn
                   is the instance's first failover (a provider SDK imported only then costs seconds)
-Target (issue 12): a fresh instance's first chat turn <= 2x a warm one.
+Target (issue 12): a fresh instance's first chat turn <= 2x a warm one. --runtime-only keeps the served
+processes to what a deployment installs (requirements.txt and its dependencies, plus uvicorn): this venv
+also holds the development tools, some of which httpx and httpcore import when present. --baseline PATH serves another
+checkout's api/chat.py (a worktree of main, say) in the same rounds, interleaved with this one's, against
+the same stack and stand-ins: before and after a change, measured in one time window.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ TIMER = "import sys, time; sys.path.insert(0, sys.argv[1]); t, c = time.perf_cou
 SERVE = """
 import sys
 sys.path.insert(0, {path!r})
+for name in {blocked!r}:
+    sys.modules.setdefault(name, None)  # `import name` raises ImportError, as where it is not installed
 import uvicorn
 from {module} import app
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
@@ -165,12 +172,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Top-level modules the served process may not import (--runtime-only); empty: all that is installed.
+BLOCKED: list[str] = []
+
+
+def not_deployed(root: Path) -> list[str]:
+    """Top-level modules of installed distributions that a deployment does not have: neither requirements.txt
+    nor the dependencies of its packages (nor uvicorn's, which serves here) install them. This venv holds
+    the development tools too, and some are imported when present: httpx loads its command line's rich,
+    click and pygments, httpcore the HTTP/2 stack (h2), which a Vercel function never installs."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted: list[tuple[str, set[str]]] = [("uvicorn", set())]
+    for line in (root / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith(("#", "-")):
+            requirement = Requirement(line.split("#")[0].strip())
+            wanted.append((requirement.name, set(requirement.extras)))
+    deployed: set[str] = set()
+    while wanted:
+        name, extras = wanted.pop()
+        if canonicalize_name(name) in deployed:
+            continue
+        deployed.add(canonicalize_name(name))
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in map(Requirement, requires):
+            if spec.marker is None or any(spec.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                wanted.append((spec.name, set(spec.extras)))
+    modules = metadata.packages_distributions()
+    return sorted(m for m, dists in modules.items() if m.isidentifier() and m not in sys.stdlib_module_names
+                  and not any(canonicalize_name(d) in deployed for d in dists))
+
+
 def spawn(module: str, path: Path) -> tuple[subprocess.Popen[bytes], str, float]:
     """`module`'s `app` under uvicorn in a fresh interpreter; returns once it accepts connections (no request
     is sent before the measured one, so nothing is warmed up by the wait)."""
     port = free_port()
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", SERVE.format(path=str(path), module=module, port=port)],
+    process = subprocess.Popen([sys.executable, "-c", SERVE.format(path=str(path), module=module, port=port,
+                                                                   blocked=BLOCKED)],
                                env=child_env(), cwd=path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -241,7 +286,7 @@ def measure(module: str, path: Path, first: Callable[[str], tuple[float, float]]
                                        statistics.median(s[1] for s in samples)))
 
 
-def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path) -> bool:
+def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path, baseline: Path | None = None) -> bool:
     """Print the first-request table; True when the chat scenarios are within target."""
     import psycopg
 
@@ -297,15 +342,20 @@ def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path) -> b
             openai_down()
             return turn("anthropic")(url)
 
+        def chat_scenarios(root: Path, label: str) -> list[tuple[str, Callable[[], Timing]]]:
+            return [
+                (f"chat{label}", lambda: (openai_ok(), measure("api.chat", root, turn("openai"), turn("openai"),
+                                                               warm_requests))[1]),
+                (f"chat, failover{label}", lambda: (openai_down(), measure("api.chat", root, turn("anthropic"),
+                                                                           turn("anthropic"), warm_requests))[1]),
+                (f"chat, later failover ({gap_s:g} s){label}", lambda: measure("api.chat", root, first_failover,
+                                                                               turn("anthropic"), warm_requests)),
+            ]
+
         scenarios: list[tuple[str, Callable[[], Timing]]] = [
             ("bare one-route FastAPI", lambda: measure("bare_fastapi_app", bare_dir, get_root, get_root,
                                                        warm_requests)),
-            ("chat", lambda: (openai_ok(), measure("api.chat", ROOT, turn("openai"), turn("openai"),
-                                                   warm_requests))[1]),
-            ("chat, failover", lambda: (openai_down(), measure("api.chat", ROOT, turn("anthropic"),
-                                                               turn("anthropic"), warm_requests))[1]),
-            (f"chat, later failover ({gap_s:g} s)", lambda: measure("api.chat", ROOT, first_failover,
-                                                                    turn("anthropic"), warm_requests)),
+            *chat_scenarios(ROOT, ""), *(chat_scenarios(baseline, " [baseline]") if baseline else []),
         ]
         results: dict[str, list[Timing]] = {name: [] for name, _ in scenarios}
         for _, run in scenarios:  # warm-up: bytecode written, the OS page cache filled
@@ -325,7 +375,7 @@ def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path) -> b
 def report_requests(results: dict[str, list[Timing]], rounds: int, warm_requests: int) -> bool:
     print(f"\nfirst request on a fresh instance: {rounds} fresh uvicorn processes per scenario, medians; warm = "
           f"median of the {warm_requests} requests after the first; chat times: first delta / done\n")
-    print(f"{'scenario':<32}{'ready ms':>9}{'first ms':>19}{'warm ms':>17}{'first/warm':>12}")
+    print(f"{'scenario':<44}{'ready ms':>9}{'first ms':>19}{'warm ms':>17}{'first/warm':>12}")
     within = True
     for name, timings in results.items():
         ready = statistics.median(t.ready_ms for t in timings)
@@ -333,10 +383,10 @@ def report_requests(results: dict[str, list[Timing]], rounds: int, warm_requests
         warm = [statistics.median(t.warm[i] for t in timings) for i in (0, 1)]
         ratio = first[1] / warm[1]
         is_later = "later" in name
-        if name.startswith("chat") and not is_later and ratio > FIRST_REQUEST_TARGET:
+        if name.startswith("chat") and not is_later and "[baseline]" not in name and ratio > FIRST_REQUEST_TARGET:
             within = False
         label = "(1st failover)" if is_later else ""
-        print(f"{name:<32}{ready:>9.0f}{first[0]:>9.1f} /{first[1]:>8.1f}{warm[0]:>8.1f} /{warm[1]:>7.1f}"
+        print(f"{name:<44}{ready:>9.0f}{first[0]:>9.1f} /{first[1]:>8.1f}{warm[0]:>8.1f} /{warm[1]:>7.1f}"
               f"{ratio:>11.2f}x {label}")
     print(f"\nfirst-request target: a fresh instance's first chat turn <= {FIRST_REQUEST_TARGET:g}x a warm one "
           f"(done); {'within target' if within else 'over target'}. 'later failover': its first column is "
@@ -354,6 +404,9 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between the first turn and the failover")
     parser.add_argument("--skip-imports", action="store_true")
     parser.add_argument("--skip-requests", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose api/chat.py is served beside this one's")
+    parser.add_argument("--runtime-only", action="store_true", help="served processes cannot import what "
+                        "requirements.txt does not install (this venv's development tools)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures show as they come
     sys.path.insert(0, str(ROOT))
@@ -363,8 +416,13 @@ def main() -> int:
         (bare_dir / "bare_fastapi_app.py").write_text(BARE_APP)
         if not args.skip_imports:
             ok = not imports(max(7, args.runs), args.explain, bare_dir)
+        if args.runtime_only:
+            BLOCKED[:] = not_deployed(ROOT)
+            print(f"served processes cannot import {len(BLOCKED)} modules requirements.txt does not install, "
+                  f"among them {', '.join(m for m in ('rich', 'click', 'pygments', 'h2') if m in BLOCKED)}")
         if not args.skip_requests:
-            ok = requests(max(1, args.rounds), max(3, args.warm), args.gap, bare_dir) and ok
+            ok = requests(max(1, args.rounds), max(3, args.warm), args.gap, bare_dir,
+                          args.baseline.resolve() if args.baseline else None) and ok
     return 1 if args.strict and not ok else 0
 
 

@@ -92,12 +92,6 @@ def test_every_provider_secret_is_scrubbed_from_logs(monkeypatch: pytest.MonkeyP
     assert "plainvalue" not in observability.scrub(record.getMessage())
 
 
-def test_every_provider_sdk_is_kept_out_of_cold_starts() -> None:
-    from tests.test_cold_imports import HEAVY
-
-    assert {spec.sdk for spec in PROVIDERS.values() if spec.sdk} <= set(HEAVY)
-
-
 def test_a_summary_for_a_template_whose_provider_is_missing_is_kept_without_a_model(
         engine: Any, openai_api: Any) -> None:
     from functions.summarize_conversation import DIGEST_TITLE, summarise

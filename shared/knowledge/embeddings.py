@@ -1,8 +1,10 @@
 """OpenAI embeddings: batched to the API limits, query vectors cached in Redis.
 
-Two clients: ingestion's waits long and lets the SDK retry (a job can afford it and is retried as a
-whole anyway); the query path (a chat turn or a search waiting for its first byte) has one budget,
-EMBEDDING_QUERY_TIMEOUT_S, for everything: SDK retries off, our own second attempt only if time is left.
+Two clients: ingestion's, the openai SDK, waits long and lets the SDK retry with backoff honouring
+Retry-After (a job can afford it and is retried as a whole anyway); the query path (a chat turn or a
+search waiting for its first byte) is one POST over httpx, without the SDK a fresh instance would have to
+import first, with one budget, EMBEDDING_QUERY_TIMEOUT_S, for everything: our own second attempt only if
+time is left.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import array
 import base64
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +38,7 @@ MIN_ATTEMPT_S = 0.3               # ... and only if at least this much of the bu
 QUERY_CACHE_TTL_S = 24 * 3600
 LOCAL_CACHE_SIZE = 256            # per warm instance: a repeated question skips even the Redis round trip
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # an embeddings server on this machine: `make dev`'s model
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 # Query text (with model and dimensions in the key) -> vector. Only immutable values, so sharing it
 # across requests of a warm instance is safe.
@@ -55,7 +59,7 @@ def describe_embeddings() -> str:
     settings = get_settings()
     if not embeddings_enabled():
         return "no embeddings API (set OPENAI_API_KEY): keyword search only"
-    base_url = settings.embedding_base_url or settings.openai_base_url or "https://api.openai.com/v1"
+    base_url = settings.embedding_base_url or settings.openai_base_url or DEFAULT_BASE_URL
     host = urlsplit(base_url).hostname or "?"
     where = "local model" if host in LOOPBACK_HOSTS else f"via {host}"
     return f"{where} {settings.embedding_model}, {settings.embedding_dimensions} dimensions"
@@ -81,15 +85,45 @@ def _client() -> Any:
                   max_retries=MAX_RETRIES, timeout=60.0)
 
 
+class EmbeddingsAPIError(Exception):
+    """The embeddings API answered an error status (the query path; ingestion raises the SDK's errors)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+
+
 @lru_cache
 def _query_client() -> Any:
-    from openai import OpenAI
+    import httpx
+
+    from shared.llm.wire import tls_context
 
     settings = get_settings()
-    # max_retries=0: the SDK's retries (with its backoff) would run inside our budget loop, unbounded by it.
-    return OpenAI(api_key=settings.openai_api_key or "unused",
-                  base_url=settings.embedding_base_url or settings.openai_base_url or None,
-                  max_retries=0, timeout=settings.embedding_query_timeout_s)
+    base_url = (settings.embedding_base_url or settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
+    # The same request the SDK sent; each call sets its timeout from what is left of the budget.
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {settings.openai_api_key or 'unused'}"},
+                        timeout=settings.embedding_query_timeout_s, verify=tls_context())
+
+
+def _post_query(text: str, timeout_s: float) -> list[float]:
+    """One query's vector from POST /embeddings (base64 float32s, as the SDK asks; plain floats accepted)."""
+    settings = get_settings()
+    reply = _query_client().post("/embeddings", timeout=timeout_s, json={
+        "input": [text or " "], "model": settings.embedding_model, "dimensions": settings.embedding_dimensions,
+        "encoding_format": "base64"})
+    if reply.status_code >= 400:
+        from shared.llm.wire import error_message
+
+        raise EmbeddingsAPIError(reply.status_code, error_message(reply.content))
+    embedding = reply.json()["data"][0]["embedding"]
+    if isinstance(embedding, str):
+        values = array.array("f")
+        values.frombytes(base64.b64decode(embedding))
+        if sys.byteorder == "big":
+            values.byteswap()  # the API sends little-endian float32s
+        return values.tolist()
+    return [float(v) for v in embedding]
 
 
 def batches(texts: list[str], max_inputs: int = MAX_INPUTS_PER_REQUEST,
@@ -208,9 +242,7 @@ def _embed_one(text: str) -> list[float]:
     for attempt in range(QUERY_ATTEMPTS):
         remaining = deadline - time.monotonic()
         try:
-            reply = _query_client().with_options(timeout=max(remaining, 0.05)).embeddings.create(
-                input=[text or " "], model=settings.embedding_model, dimensions=settings.embedding_dimensions)
-            vector = list(reply.data[0].embedding)
+            vector = _post_query(text, max(remaining, 0.05))
             verify_vector(vector, settings.embedding_dimensions)
             return vector
         except EmbeddingDimensionsMismatch as exc:
@@ -235,10 +267,12 @@ def _verify_store() -> None:
 
 
 def _retryable(exc: Exception) -> bool:
+    import httpx
+
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         return status == 429 or status >= 500
-    return "Timeout" in type(exc).__name__ or "Connection" in type(exc).__name__
+    return isinstance(exc, httpx.TransportError)  # a timeout, a refused or dropped connection
 
 
 def _remember(key: str, vector: list[float]) -> list[float]:

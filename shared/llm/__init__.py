@@ -4,7 +4,7 @@ A provider turns an `LLMRequest` into an async stream of `Chunk`s: text deltas, 
 usage. It raises `ProviderError` (retryable or not) for anything that goes wrong. `stream_with_failover`
 walks the providers in order: a retryable error or a timeout BEFORE the first token hands the turn to
 the next one; once text has flowed, an error ends the turn (`ProviderInterrupted`) with what was said.
-SDKs load inside the providers' client factories, on first use, never when this package is imported.
+The providers speak the model APIs over httpx (shared/llm/wire.py): no SDK is imported for a turn.
 Which providers exist, what configures each and how its tokens count: shared/llm/registry.py.
 
 May import: core, i18n.
@@ -99,7 +99,7 @@ class Provider(Protocol):
 
     def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         """Text chunks, then one usage chunk; raises ProviderError. A plain method that makes the
-        client at once and returns the async iterator, so the first-token clock excludes SDK imports."""
+        client at once and returns the async iterator, so the first-token clock excludes making it."""
 
 
 def get_provider(name: str) -> Provider:
@@ -162,7 +162,7 @@ async def stream_with_failover(order: list[tuple[str, str]], request: LLMRequest
         provider = get_provider(name)
         requested_at = time.perf_counter()
         try:
-            # stream() makes the client first (the SDK import on first use), so the clock below is the model's.
+            # stream() makes the client first (its TLS setup on first use), so the clock below is the model's.
             chunks = provider.stream(replace(request, model=model))
             first = await _first_text(chunks, name, settings.llm_first_token_timeout_s)
         except Exception as exc:
@@ -182,7 +182,7 @@ async def stream_with_failover(order: list[tuple[str, str]], request: LLMRequest
                     raise ProviderError(name, "total_timeout", "the answer took longer than LLM_TOTAL_TIMEOUT_S",
                                         retryable=False)
                 try:
-                    # asyncio.timeout, not wait_for: the SDK stream must be read from this one task.
+                    # asyncio.timeout, not wait_for: the HTTP stream must be read from this one task.
                     async with asyncio.timeout(min(remaining, settings.llm_first_token_timeout_s)):
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
@@ -237,7 +237,7 @@ async def _first_text(chunks: AsyncIterator[Chunk], name: str, timeout_s: float)
 
 
 async def close_quietly(resource: Any) -> None:
-    """Close an async generator or SDK stream, even inside a cancelled scope (a client that left)."""
+    """Close an async generator or a stream, even inside a cancelled scope (a client that left)."""
     with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
         await (resource.aclose() if hasattr(resource, "aclose") else resource.close())
 
@@ -248,7 +248,8 @@ PUBLIC_REASONS = {"http_429": "rate_limited", "rate_limit_error": "rate_limited"
                   "overloaded_error": "overloaded", "http_408": "timeout", "timeout": "timeout",
                   "first_token_timeout": "timeout", "total_timeout": "timeout", "connection_error": "unreachable",
                   "http_401": "auth_error", "http_403": "auth_error", "authentication_error": "auth_error",
-                  "permission_error": "auth_error", "api_error": "server_error", "client_error": "internal_error"}
+                  "permission_error": "auth_error", "api_error": "server_error", "client_error": "internal_error",
+                  "bad_stream": "server_error"}
 
 
 def public_reason(reason: str) -> str:
@@ -270,7 +271,9 @@ def public_failover(failures: list[dict[str, Any]] | None) -> list[dict[str, str
 
 
 def classify(provider: str, exc: Exception) -> ProviderError:
-    """An SDK exception (openai and anthropic share the class names) as a ProviderError."""
+    """An exception from a provider's call as a ProviderError. Our providers raise ProviderErrors already
+    (shared/llm/wire.py); this also knows the openai and anthropic SDKs' exceptions (they share the class
+    names), for a provider built on one."""
     kind = type(exc).__name__
     if isinstance(exc, ProviderError):
         return exc
@@ -289,11 +292,11 @@ def classify(provider: str, exc: Exception) -> ProviderError:
                              retryable=kind in ("overloaded_error", "api_error", "rate_limit_error"))
     if isinstance(status, int):
         return ProviderError(provider, f"http_{status}", message, retryable=status in RETRYABLE_STATUS)
-    # Anything else is our side (a bug, an SDK mismatch): recorded, and the next provider gets a chance.
+    # Anything else is our side (a bug, a protocol mismatch): recorded, and the next provider gets a chance.
     return ProviderError(provider, "client_error", f"{kind}: {exc}"[:300], retryable=True)
 
 
-# Async SDK clients hold connection pools bound to the event loop that made them; a job that runs
+# Async HTTP clients hold connection pools bound to the event loop that used them; a job that runs
 # asyncio.run() in a worker thread gets its own. Entries vanish with their loop.
 _CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = (
     weakref.WeakKeyDictionary())
@@ -301,7 +304,7 @@ _CLIENTS_LOCK = threading.Lock()
 
 
 def cached_client(key: tuple[Any, ...], factory: Callable[[], Any]) -> Any:
-    """The client for `key` on the running loop, made once by `factory` (where the SDK import happens)."""
+    """The client for `key` on the running loop, made once by `factory`."""
     loop = asyncio.get_running_loop()
     with _CLIENTS_LOCK:
         client = _CLIENTS.setdefault(loop, {}).get(key)
@@ -319,7 +322,7 @@ def clear_clients() -> None:
 
 
 def timeouts() -> dict[str, float]:
-    """SDK timeouts: connect fails fast (failover), a read gap up to the first-token timeout."""
+    """HTTP timeouts: connect fails fast (failover), a read gap up to the first-token timeout."""
     s = get_settings()
     return {"connect": s.llm_connect_timeout_s, "read": s.llm_first_token_timeout_s,
             "write": s.llm_connect_timeout_s, "pool": s.llm_connect_timeout_s}

@@ -1,58 +1,56 @@
-"""Anthropic messages API (streaming); its base URL setting points it at any compatible endpoint."""
+"""Anthropic messages API (streaming); its base URL setting points it at any compatible endpoint. Spoken
+over httpx (shared.llm.wire), not the anthropic SDK, whose import cost a first failover seconds."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import aclosing
+
+import httpx
 
 from shared.core.settings import get_settings
-from shared.llm import (
-    Chunk,
-    LLMRequest,
-    cached_client,
-    classify,
-    close_quietly,
-    timeouts,
-)
+from shared.llm import Chunk, LLMRequest, wire
 from shared.llm.registry import ProviderSpec
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2026-10-21"  # the messages API version the anthropic SDK pinned in requirements.txt sends
 
 
 class AnthropicProvider:
     def __init__(self, spec: ProviderSpec) -> None:
         self.name, self.spec = spec.name, spec
 
-    def client(self) -> Any:
+    def key(self) -> str | None:
+        return getattr(get_settings(), self.spec.api_key or "", None) or None
+
+    def client(self) -> httpx.AsyncClient:
         settings = get_settings()
-        api_key = getattr(settings, self.spec.api_key or "", None)
-        base_url = getattr(settings, self.spec.base_url or "", None) or None
-        return cached_client((self.name, api_key, base_url, tuple(timeouts().items())),
-                             lambda: _make_client(api_key, base_url))
+        base_url = getattr(settings, self.spec.base_url or "", None) or DEFAULT_BASE_URL
+        headers = {"x-api-key": self.key() or "", "anthropic-version": API_VERSION}
+        return wire.client(self.name, base_url.rstrip("/"), headers, self.key())
 
     def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         return self._events(self.client(), request)
 
-    async def _events(self, client: Any, request: LLMRequest) -> AsyncIterator[Chunk]:
-        # No temperature: this SDK generation no longer takes one for the messages API.
+    async def _events(self, client: httpx.AsyncClient, request: LLMRequest) -> AsyncIterator[Chunk]:
+        # No temperature: this API generation no longer takes one for the messages API.
+        body = {"model": request.model, "system": request.system, "messages": alternating(request.messages),
+                "max_tokens": request.max_output_tokens, "stream": True}
         usage = {"input_tokens": 0, "output_tokens": 0}
-        try:
-            stream = await client.messages.create(
-                model=request.model, system=request.system, messages=alternating(request.messages),
-                max_tokens=request.max_output_tokens, stream=True)
-        except Exception as exc:
-            raise classify(self.name, exc) from exc
-        try:
-            async for event in stream:
-                if event.type == "message_start":
-                    usage["input_tokens"] = event.message.usage.input_tokens or 0
-                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    if event.delta.text:
-                        yield Chunk(text=event.delta.text)
-                elif event.type == "message_delta" and event.usage is not None:
-                    usage["output_tokens"] = event.usage.output_tokens or 0
-        except Exception as exc:
-            raise classify(self.name, exc) from exc
-        finally:
-            await close_quietly(stream)
+        async with aclosing(wire.events(client, self.name, "/v1/messages", body, self.key())) as events:
+            async for name, event in events:
+                if not isinstance(event, dict):
+                    continue
+                kind = event.get("type") or name
+                if kind == "message_start":
+                    usage["input_tokens"] = int(((event.get("message") or {}).get("usage") or {}).get("input_tokens")
+                                                or 0)
+                elif kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield Chunk(text=delta["text"])
+                elif kind == "message_delta" and event.get("usage"):
+                    usage["output_tokens"] = int(event["usage"].get("output_tokens") or 0)
         yield Chunk(usage=usage)
 
 
@@ -69,11 +67,3 @@ def alternating(messages: list[dict[str, str]]) -> list[dict[str, str]]:
         else:
             out.append({"role": message["role"], "content": message["content"]})
     return out
-
-
-def _make_client(api_key: str | None, base_url: str | None) -> Any:
-    from anthropic import AsyncAnthropic, Timeout
-
-    # max_retries=0: the SDK would otherwise retry 429/5xx/529 twice before we could fail over.
-    return AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=Timeout(**timeouts()))
-

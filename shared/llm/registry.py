@@ -1,7 +1,7 @@
 """Every model provider, declared once. Everything else reads this table: which providers a template may
 name (template_config), whether one is configured and which variable to set when it is not (the turn's
 error, the health report), its default model, how its tokens are counted (prompting), which settings are
-secrets (log scrubbing), which SDK it loads on first use (the cold-start test) and the docs.
+secrets (log scrubbing) and the docs.
 
 Adding a provider: its module (a class made with its spec, with `stream(request)`; see
 shared/llm/__init__.Provider), its stand-in in tests/fakes/, its settings, and one line here. Another
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ProviderSpec:
     name: str
-    provider: str                      # "module:Class", made with this spec; imported on first use (SDK later)
+    provider: str                      # "module:Class", made with this spec; imported on first use
     label: str                         # what the docs and the health report call it
     api_key: str | None = None         # the setting holding its key (a secret: scrubbed from logs and errors)
     base_url: str | None = None        # the setting pointing it at another endpoint
@@ -33,9 +33,8 @@ class ProviderSpec:
     model_setting: str | None = None   # ... or this setting's value, when set
     tokens: Counting = OTHER_MODELS
     partner: bool = False              # joins a template's default failover order when configured
-    sdk: str | None = None             # the package it imports on first use, never at import time
-    # An SDK exception as a ProviderError (retryable or not); None: shared.llm.classify, which knows the
-    # openai and anthropic SDKs (and every SDK built on them).
+    # An exception of its call as a ProviderError (retryable or not); None: shared.llm.classify, which
+    # passes ProviderErrors through and knows the openai and anthropic SDKs' exceptions.
     classify: Callable[[str, Exception], ProviderError] | None = None
 
     @property
@@ -55,16 +54,16 @@ class ProviderSpec:
 PROVIDERS: dict[str, ProviderSpec] = {spec.name: spec for spec in (
     ProviderSpec("openai", "shared.llm.openai_provider:OpenAIProvider", "OpenAI chat completions",
                  api_key="openai_api_key", base_url="openai_base_url", needs=("openai_api_key", "openai_base_url"),
-                 default_model="gpt-4o-mini", tokens=OPENAI_MODELS, partner=True, sdk="openai"),
+                 default_model="gpt-4o-mini", tokens=OPENAI_MODELS, partner=True),
     ProviderSpec("anthropic", "shared.llm.anthropic_provider:AnthropicProvider", "Anthropic messages",
                  api_key="anthropic_api_key", base_url="anthropic_base_url", needs=("anthropic_api_key",),
-                 default_model="claude-haiku-4-5", partner=True, sdk="anthropic"),
+                 default_model="claude-haiku-4-5", partner=True),
     ProviderSpec("offline", "shared.llm.offline:OfflineProvider", "the offline answerer (quotes passages)",
                  default_model="extractive"),
     ProviderSpec("openai_compatible", "shared.llm.openai_provider:OpenAIProvider", "an OpenAI-compatible server "
                  "with its own name (Groq, Together, vLLM, Ollama)", api_key="openai_compatible_api_key",
                  base_url="openai_compatible_base_url", needs=("openai_compatible_base_url",),
-                 model_setting="openai_compatible_model", sdk="openai"),
+                 model_setting="openai_compatible_model"),
 )}
 
 

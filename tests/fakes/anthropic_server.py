@@ -1,7 +1,8 @@
 """A stand-in for Anthropic's messages API: the streaming event protocol, scripted failures (529 & co).
 
-Same script as the OpenAI stand-in (`fail`, `hang`, `break_after`, `reply`, `delay`, `requests`);
-`break_after(n)` here sends n text deltas and then a mid-stream `overloaded_error` event.
+Same script as the OpenAI stand-in (`fail`, `hang`, `break_after`, `spoil`, `not_a_stream`, `reply`,
+`delay`, `requests`); `break_after(n)` and `spoil("error", n)` here send n text deltas and then a
+mid-stream `overloaded_error` event.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.openai_server import Script
+from tests.fakes.openai_server import SPOILS, Script, counted
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
@@ -36,7 +37,11 @@ class FakeAnthropic(Script):
         if self.api_key not in (request.headers.get("x-api-key"), request.headers.get("authorization", "")[7:]):
             return error(401)
         if step == "status":
-            return error(arg)
+            status, message = arg if isinstance(arg, tuple) else (arg, None)
+            key = request.headers.get("x-api-key") or request.headers.get("authorization", "")[7:]
+            return error(status, message.replace("{key}", key) if message else None)
+        if step == "html":
+            return Response("<html><body>Welcome to nginx!</body></html>", media_type="text/html")
         if step == "hang":
             await asyncio.sleep(arg)
         text = self.text_for(body)
@@ -46,10 +51,12 @@ class FakeAnthropic(Script):
                                  "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
                                  "stop_sequence": None,
                                  "usage": {"input_tokens": usage_in, "output_tokens": max(1, len(text) // 4)}})
-        limit = arg if step == "break" else None
-        return StreamingResponse(self._stream(text, body["model"], usage_in, limit), media_type="text/event-stream")
+        limit = arg if step in ("break", *SPOILS) else None
+        return StreamingResponse(counted(self, self._stream(text, body["model"], usage_in, limit, step)),
+                                 media_type="text/event-stream")
 
-    async def _stream(self, text: str, model: str, usage_in: int, limit: int | None) -> AsyncIterator[bytes]:
+    async def _stream(self, text: str, model: str, usage_in: int, limit: int | None,
+                      step: str = "ok") -> AsyncIterator[bytes]:
         def event(name: str, data: dict[str, Any]) -> bytes:
             return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -61,7 +68,11 @@ class FakeAnthropic(Script):
         yield event("ping", {"type": "ping"})
         for n, piece in enumerate(self.pieces(text)):
             if limit is not None and n >= limit:
-                yield event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                if step == "garbled":
+                    yield b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {\n\n'
+                elif step != "unterminated":
+                    yield event("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                     "message": "Overloaded"}})
                 return
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -74,7 +85,7 @@ class FakeAnthropic(Script):
         yield event("message_stop", {"type": "message_stop"})
 
 
-def error(status: int) -> JSONResponse:
+def error(status: int, message: str | None = None) -> JSONResponse:
     kind = ERROR_TYPES.get(status, "api_error")
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": f"Scripted {kind} ({status})."}},
-                        status_code=status)
+    message = message or f"Scripted {kind} ({status})."
+    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status_code=status)

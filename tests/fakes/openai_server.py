@@ -1,11 +1,14 @@
 """A stand-in for OpenAI's chat completions (streaming wire protocol, usage chunk) and embeddings.
 
-Each test scripts what the next requests get: `fail(status)` (an OpenAI error body), `hang(seconds)`
-(no answer at all: a timeout before the first token), `break_after(n)` (n chunks, then the connection
-drops). Otherwise it streams `reply` (a string, or a function of the request body) in small pieces,
-`delay` seconds apart. `requests` records every body it was sent. `faults` (a FaultPlan) makes every
-request fail at random instead, for the fault suite. Embeddings: `embedding_status` (every request
-answers it) and `embedding_hang` (seconds before answering); `embedding_attempts` counts every call.
+Each test scripts what the next requests get: `fail(status)` (an OpenAI error body; `message` may name
+`{key}`, the key the request carried, as a provider echoing it would), `hang(seconds)` (no answer at all:
+a timeout before the first token), `break_after(n)` (n chunks, then the connection drops), `spoil(kind, n)`
+(n text chunks, then: "garbled" a line that is not JSON, "error" an error event, "unterminated" the body
+ends without its end marker), `not_a_stream()` (200 with an HTML page). Otherwise it streams `reply`
+(a string, or a function of the request body) in small pieces, `delay` seconds apart. `requests` records
+every body it was sent. `faults` (a FaultPlan) makes every request fail at random instead, for the fault
+suite. Embeddings: `embedding_status` (every request answers it) and `embedding_hang` (seconds before
+answering); `embedding_attempts` counts every call.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 Reply = str | Callable[[dict[str, Any]], str]
+SPOILS = ("garbled", "error", "unterminated")
 
 
 class FaultPlan:
@@ -57,6 +61,7 @@ class Script:
         self._plan: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         self.faults: FaultPlan | None = None
+        self.open_streams = 0  # answers being streamed right now (a caller that hangs up ends its own)
 
     def reset(self) -> None:
         with self._lock:
@@ -70,8 +75,15 @@ class Script:
         self.embedding_hang = 0.0
         self.embedding_attempts = 0
 
-    def fail(self, status: int, times: int = 1) -> None:
-        self._plan += [("status", status)] * times
+    def fail(self, status: int, times: int = 1, message: str | None = None) -> None:
+        self._plan += [("status", (status, message) if message else status)] * times
+
+    def spoil(self, kind: str, after: int = 0) -> None:
+        assert kind in ("garbled", "error", "unterminated"), kind
+        self._plan.append((kind, after))
+
+    def not_a_stream(self) -> None:
+        self._plan.append(("html", None))
 
     def hang(self, seconds: float = 5.0, times: int = 1) -> None:
         self._plan += [("hang", seconds)] * times
@@ -111,7 +123,11 @@ class FakeOpenAI(Script):
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if step == "status":
-            return error(arg, f"Scripted failure {arg}.", "server_error" if arg >= 500 else "rate_limit_error")
+            status, message = arg if isinstance(arg, tuple) else (arg, f"Scripted failure {arg}.")
+            message = message.replace("{key}", request.headers.get("authorization", "")[7:])
+            return error(status, message, "server_error" if status >= 500 else "rate_limit_error")
+        if step == "html":
+            return Response("<html><body>Welcome to nginx!</body></html>", media_type="text/html")
         if step == "hang":
             await asyncio.sleep(arg)
         text = self.text_for(body)
@@ -125,12 +141,12 @@ class FakeOpenAI(Script):
                                                               "message": {"role": "assistant", "content": text}}],
                                  "usage": usage})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        limit = arg if step == "break" else None
-        return StreamingResponse(self._stream(text, model, usage, include_usage, limit),
+        limit = arg if step in ("break", *SPOILS) else None
+        return StreamingResponse(counted(self, self._stream(text, model, usage, include_usage, limit, step)),
                                  media_type="text/event-stream")
 
     async def _stream(self, text: str, model: str, usage: dict[str, int], include_usage: bool,
-                      limit: int | None) -> AsyncIterator[bytes]:
+                      limit: int | None, step: str = "ok") -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -140,7 +156,16 @@ class FakeOpenAI(Script):
         yield chunk({"role": "assistant", "content": ""})
         for n, piece in enumerate(self.pieces(text)):
             if limit is not None and n >= limit:
-                raise ConnectionResetError("scripted break")  # uvicorn drops the connection mid-body
+                if step == "garbled":
+                    yield b'data: {"id": "chatcmpl-fake", "choices": [{"delta": {"content": "cut\n\n'
+                elif step == "error":
+                    failure = {"message": "The server had an error.", "type": "server_error", "code": None}
+                    yield f"data: {json.dumps({'error': failure})}\n\n".encode()
+                elif step == "unterminated":
+                    return  # the body ends cleanly, without [DONE]
+                else:
+                    raise ConnectionResetError("scripted break")  # uvicorn drops the connection mid-body
+                return
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield chunk({"content": piece})
@@ -165,6 +190,16 @@ class FakeOpenAI(Script):
                              "usage": {"prompt_tokens": 1, "total_tokens": 1},
                              "data": [{"object": "embedding", "index": i, "embedding": embed(t, dims)}
                                       for i, t in enumerate(inputs)]})
+
+
+async def counted(script: Script, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`body`, counted in `script.open_streams` while it is being sent."""
+    script.open_streams += 1
+    try:
+        async for part in body:
+            yield part
+    finally:
+        script.open_streams -= 1
 
 
 def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
