@@ -25,6 +25,7 @@ after first use. With --chunks, chunks are loaded with bench/retrieval.py's gene
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import socket
@@ -73,6 +74,7 @@ def serve_process(module: str, factory: str, env: dict[str, str] | None = None
         port = s.getsockname()[1]
     code = SERVE.format(root=str(ROOT), module=module, factory=factory, port=port)
     process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **(env or {})})
+    atexit.register(_stop, process)  # a bench that fails half-way leaves no server behind holding its output open
     url = f"http://127.0.0.1:{port}"
     import httpx
 
@@ -85,6 +87,15 @@ def serve_process(module: str, factory: str, env: dict[str, str] | None = None
             time.sleep(0.1)
     process.kill()
     raise TimeoutError(f"{module} did not start")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def first_event(client: Any, path: str, body: dict[str, Any]) -> tuple[float, list[str]]:

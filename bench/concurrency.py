@@ -5,11 +5,14 @@
 Starts its own local stack (PostgreSQL + pgvector, Redis, the Upstash and QStash stand-ins), an OpenAI chat
 stand-in, an embeddings stand-in, and serves the whole router in one uvicorn process per configuration:
   pooled   DB_POOL_SIZE=10 (the default);
-  fresh    DB_POOL_SIZE=0, a new PostgreSQL connection for every use (the engine before the pool).
+  fresh    DB_POOL_SIZE=0, a new PostgreSQL connection for every use (the engine before the pool);
+  bare     the floor of this machine and client: a one-route FastAPI app in the same kind of process that
+           streams the same events at once (no auth, database, Redis, retrieval or model).
 Each round fires `--concurrency` streamed turns at once (hybrid retrieval over `--chunks` chunks; every
 tenth question new, so most query vectors come from the caches) and waits for all of them. Printed per
 configuration: turns completed, and p50 / p99 of the client's time to the first byte of the body and to
-the first `delta` event, and of the server's own engine_ms (turn start to model request), over all rounds.
+the first `delta` event, and of the server's own engine_ms (turn start to model request), over all rounds,
+and the server process's CPU time per measured turn (from /proc: user + system).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.chat_overhead import pct, serve_process  # noqa: E402
 
-CONFIGS = [("pooled", {"DB_POOL_SIZE": "10"}), ("fresh", {"DB_POOL_SIZE": "0"})]
+CONFIGS = [("pooled", {"DB_POOL_SIZE": "10"}), ("fresh", {"DB_POOL_SIZE": "0"}), ("bare", {})]
 
 
 async def one_turn(client: Any, assistant: str, message: str) -> dict[str, float]:
@@ -55,8 +58,17 @@ async def one_turn(client: Any, assistant: str, message: str) -> dict[str, float
             "engine_ms": float(done["timings"]["engine_ms"] or 0)}
 
 
-async def rounds(url: str, key: str, assistant: str, texts: list[str], concurrency: int, count: int,
-                 ) -> tuple[list[dict[str, float]], int]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def rounds(url: str, key: str, assistant: str, texts: list[str], concurrency: int, count: int, pid: int,
+                 ) -> tuple[list[dict[str, float]], int, float]:
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
@@ -68,6 +80,8 @@ async def rounds(url: str, key: str, assistant: str, texts: list[str], concurren
         for r in range(count + 1):
             batch = [one_turn(client, assistant, texts[(r * concurrency + i) % len(texts)])
                      for i in range(concurrency)]
+            if r == 1:
+                cpu_before = cpu_seconds(pid)
             results = await asyncio.gather(*batch, return_exceptions=True)
             if r == 0:
                 continue  # the first burst fills the pool and the caches: not measured
@@ -77,7 +91,8 @@ async def rounds(url: str, key: str, assistant: str, texts: list[str], concurren
                     print(f"  failed: {type(result).__name__} {result}", flush=True)
                 else:
                     rows.append(result)
-    return rows, failed
+        cpu_s = cpu_seconds(pid) - cpu_before
+    return rows, failed, cpu_s
 
 
 def run(concurrency: int, count: int, chunks: int) -> None:
@@ -112,13 +127,14 @@ def run(concurrency: int, count: int, chunks: int) -> None:
     print(f"{concurrency} concurrent streamed turns x {count} rounds, one uvicorn process, {chunks} chunks, "
           f"hybrid retrieval; client times from request start", flush=True)
     print(f"{'config':>7} | {'done':>9} | {'first byte p50/p99 ms':>21} | {'first delta p50/p99 ms':>22} | "
-          f"{'engine_ms p50/p99':>17}", flush=True)
+          f"{'engine_ms p50/p99':>17} | server CPU ms/turn", flush=True)
     for name, env in CONFIGS:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        url, process = serve_process("scripts.router", "create_router")
+        url, process = serve_process(*(("bench.concurrency", "bare_app") if name == "bare" else
+                                       ("scripts.router", "create_router")))
         try:
-            rows, failed = asyncio.run(rounds(url, key, ids["asst"], texts, concurrency, count))
+            rows, failed, cpu_s = asyncio.run(rounds(url, key, ids["asst"], texts, concurrency, count, process.pid))
         finally:
             process.terminate()
             process.wait(10)
@@ -130,10 +146,31 @@ def run(concurrency: int, count: int, chunks: int) -> None:
         col = {k: [r[k] for r in rows] for k in ("ttfb_ms", "delta_ms", "engine_ms")}
         print(f"{name:>7} | {len(rows):>4}/{len(rows) + failed:<4} | {pct(col['ttfb_ms'], .5):>8.1f} / "
               f"{pct(col['ttfb_ms'], .99):>8.1f} | {pct(col['delta_ms'], .5):>8.1f} / {pct(col['delta_ms'], .99):>9.1f}"
-              f" | {pct(col['engine_ms'], .5):>7.1f} / {pct(col['engine_ms'], .99):>7.1f}", flush=True)
+              f" | {pct(col['engine_ms'], .5):>7.1f} / {pct(col['engine_ms'], .99):>7.1f}"
+              f" | {cpu_s * 1000 / len(rows):>6.2f}", flush=True)
     for process in (model_process, embed_process):
         process.terminate()
         process.wait(10)
+
+
+def bare_app() -> Any:
+    """/api/chat as a bare FastAPI route: the events a turn streams, sent at once."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/api/chat")
+    async def chat(body: dict[str, Any]) -> StreamingResponse:
+
+        async def events() -> Any:
+            yield b'event: conversation\ndata: {"conversation_id":"c"}\n\n'
+            yield b'event: delta\ndata: {"text":"OK."}\n\n'
+            yield b"event: sources\ndata: []\n\n"
+            yield b'event: done\ndata: {"status":"complete","timings":{"engine_ms":0}}\n\n'
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
 
 
 def model_app() -> Any:

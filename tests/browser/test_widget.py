@@ -11,6 +11,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.browser.helpers import screenshot
+from tests.fakes.chat_fixtures import wait_for
 
 PRICES = ("Das Basispaket kostet 20 Euro im Monat und enthält E-Mail-Support. "
           "Das Profipaket kostet 50 Euro im Monat und enthält Telefon-Support rund um die Uhr. "
@@ -125,8 +126,8 @@ def test_widget_on_another_origin_answers_with_citations_and_keeps_history(engin
     page.keyboard.press("Enter")
     expect(panel.locator(".msg.assistant:not(.greeting)")).to_have_count(2)
     expect(panel.locator(".msg.assistant:not(.greeting)").last).to_contain_text("monatlich kündbar")
-    conversations = admin.get("/api/conversations").json()["data"]
-    assert [c["message_count"] for c in conversations] == [4]
+    # The text shows while it streams; the reply is stored just before the `done` event, so ask until it is.
+    wait_for(lambda: [c["message_count"] for c in admin.get("/api/conversations").json()["data"]] == [4])
 
     # Escape closes the panel and gives focus back to the launcher.
     page.keyboard.press("Escape")
