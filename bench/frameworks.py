@@ -9,8 +9,9 @@ requirements-local.txt and bench/requirements-frameworks.txt, the project's own 
 
 turns   (bench/frameworks_turns.py) time from a turn's start until its chat-completions request arrives at the
         OpenAI stand-in, p50 / p99: a hand-written floor (psycopg + httpx, dense), LangChain LCEL with
-        PGVector (dense), LlamaIndex's query engine and chat engine (dense), the engine over HTTP (one uvicorn
-        worker: auth, admission, the turn stored, hybrid retrieval). At each --chunks size (cumulative).
+        PGVector (dense), LlamaIndex's query engine and chat engine (dense) and its query engine in hybrid mode,
+        the engine over HTTP (one uvicorn worker: auth, admission, the turn stored, hybrid retrieval). At each
+        --chunks size (cumulative).
 ingest  (bench/frameworks_ingest.py) --chunks chunks end to end including the HNSW index, chunks/s: the engine's
         job pipeline (bench/ingest.py's harness), LangChain's and LlamaIndex's bulk loaders, at each --dims;
         --plain adds bench/ingest.py's plain loader. At the largest --chunks size.

@@ -25,6 +25,7 @@ TOP_K = 5
 HNSW = {"hnsw_m": 16, "hnsw_ef_construction": 64, "hnsw_ef_search": 40, "hnsw_dist_method": "vector_cosine_ops"}
 SYSTEM = "Answer from these passages only.\n\n{context}"
 LLAMA_TABLE = "bench"  # LlamaIndex stores it as data_bench
+LLAMA_HYBRID_TABLE = "bench_hybrid"
 LANGCHAIN_COLLECTION = "bench"
 
 
@@ -104,13 +105,13 @@ def langchain_store(embed_url: str, api_key: str, dim: int, collection: str = LA
                     embedding_length=dim, collection_name=collection)
 
 
-def llama_store(dim: int, table: str = LLAMA_TABLE) -> Any:
+def llama_store(dim: int, table: str = LLAMA_TABLE, hybrid: bool = False) -> Any:
     from llama_index.vector_stores.postgres import PGVectorStore
 
     dsn = os.environ["DATABASE_URL"]
     return PGVectorStore(connection_string=sqlalchemy_url(dsn, "psycopg2"),
                          async_connection_string=sqlalchemy_url(dsn, "asyncpg"), table_name=table,
-                         embed_dim=dim, hnsw_kwargs=dict(HNSW))
+                         embed_dim=dim, hnsw_kwargs=dict(HNSW), hybrid_search=hybrid, text_search_config="english")
 
 
 def llama_models(urls: dict[str, str], api_key: str, dim: int = 1536) -> tuple[Any, Any]:
@@ -127,6 +128,21 @@ class LlamaQueryEngine:
 
     def __init__(self, index: Any, llm: Any) -> None:
         self.engine = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=TOP_K)
+
+    def turn(self, question: str, new_conversation: bool) -> None:
+        for _ in self.engine.query(question).response_gen:
+            pass
+
+
+class LlamaHybrid:
+    """Its query engine in hybrid mode: the dense query, then a full-text one (ts_rank_cd over a generated
+    tsvector with a GIN index), results merged: the one framework path here that, like the engine, does both."""
+
+    name = "LlamaIndex query engine, hybrid (dense + full text)"
+
+    def __init__(self, index: Any, llm: Any) -> None:
+        self.engine = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=TOP_K, sparse_top_k=TOP_K,
+                                            vector_store_query_mode="hybrid")
 
     def turn(self, question: str, new_conversation: bool) -> None:
         for _ in self.engine.query(question).response_gen:
@@ -199,14 +215,15 @@ def copy_to_langchain(conn: Any, store: Any) -> None:
     conn.execute("VACUUM ANALYZE langchain_pg_embedding")
 
 
-def copy_to_llama(conn: Any, store: Any) -> None:
-    """The same into LlamaIndex's table, with the node metadata its own insert path writes (so queries take its
-    normal path), then the HNSW index it declares (dropped for the load, built once after)."""
+def copy_to_llama(conn: Any, store: Any, name: str) -> None:
+    """The same into a LlamaIndex table, with the node metadata its own insert path writes (so queries take its
+    normal path), then the HNSW index it declares (dropped for the load, built once after). A hybrid table's
+    tsvector is a generated column, filled by the INSERT, its GIN index kept."""
     from llama_index.core.schema import TextNode
     from llama_index.core.vector_stores.utils import node_to_metadata_dict
 
-    store._initialize()  # creates data_bench and its HNSW index (what a first add() would do)
-    table, index = f"data_{LLAMA_TABLE}", f"data_{LLAMA_TABLE}_embedding_idx"
+    store._initialize()  # creates data_<name> and its indexes (what a first add() would do)
+    table, index = f"data_{name}", f"data_{name}_embedding_idx"
     conn.execute(f"DROP INDEX IF EXISTS {index}")
     conn.execute(f"TRUNCATE {table}")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS llama_staging (node_id text, metadata json)")
@@ -267,6 +284,7 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
     try:
         lc_store = langchain_store(urls["embed"], model.api_key, 1536)
         ll_store = llama_store(1536)
+        hybrid_store = llama_store(1536, LLAMA_HYBRID_TABLE, hybrid=True)
         loaded = 0
         for size in sizes:
             began = time.perf_counter()
@@ -274,17 +292,20 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
                 corpus.load(conn, world, ids, loaded, size - loaded)
                 corpus.build_index(conn)
                 copy_to_langchain(conn, lc_store)
-                copy_to_llama(conn, ll_store)
+                copy_to_llama(conn, ll_store, LLAMA_TABLE)
+                copy_to_llama(conn, hybrid_store, LLAMA_HYBRID_TABLE)
             loaded = size
-            print(f"turns: {size} chunks loaded and indexed three times in {time.perf_counter() - began:.0f} s",
+            print(f"turns: {size} chunks loaded and indexed four times in {time.perf_counter() - began:.0f} s",
                   flush=True)
             from llama_index.core import VectorStoreIndex
 
             embed, llm = llama_models(urls, model.api_key)
             index = VectorStoreIndex.from_vector_store(ll_store, embed_model=embed)
+            hybrid_index = VectorStoreIndex.from_vector_store(hybrid_store, embed_model=embed)
             engine = Engine(url, key, ids["asst"])
             variants = [Floor(ids, urls, model.api_key), LangChainLCEL(urls, model.api_key),
-                        LlamaQueryEngine(index, llm), LlamaChatEngine(index, llm), engine]
+                        LlamaQueryEngine(index, llm), LlamaChatEngine(index, llm), LlamaHybrid(hybrid_index, llm),
+                        engine]
             times, chars = measure(variants, corpus.queries(world), turns, warmup, arrivals)
             for variant in variants:
                 out.append({"chunks": size, "variant": variant.name, "ms": times[variant.name],
@@ -292,8 +313,9 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
             out.append({"chunks": size, "variant": "engine_ms", "ms": engine.engine_ms[warmup:]})
             with psycopg.connect(os.environ["DATABASE_URL"]) as check:
                 counts = check.execute(f"""SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM
-                    langchain_pg_embedding), (SELECT count(*) FROM data_{LLAMA_TABLE})""").fetchone()
-            assert counts == (size, size, size), counts
+                    langchain_pg_embedding), (SELECT count(*) FROM data_{LLAMA_TABLE}),
+                    (SELECT count(*) FROM data_{LLAMA_HYBRID_TABLE})""").fetchone()
+            assert counts == (size,) * 4, counts
     finally:
         process.terminate()
         process.wait(10)
