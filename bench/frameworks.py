@@ -3,6 +3,7 @@
     make bench-frameworks FRAMEWORKS_ARGS="--chunks 10000"
     .bench-frameworks/bin/python bench/frameworks.py [--only turns|ingest] [--chunks 10000[,100000]]
                                                      [--dims 1536,512] [--turns 300] [--plain]
+                                                     [--embed-latency-ms 0]
 
 The frameworks live in their own virtualenv (.bench-frameworks/, made by `make bench-frameworks` from
 requirements-local.txt and bench/requirements-frameworks.txt, the project's own pins winning), never in .venv.
@@ -107,6 +108,8 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=300, help="measured turns per variant and size")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--plain", action="store_true", help="ingestion: bench/ingest.py's plain loader too")
+    parser.add_argument("--embed-latency-ms", type=float, default=0.0,
+                        help="ingestion: the embeddings stand-in waits this long per request (a real API's round trip)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.chunks.split(",")]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {versions()}", flush=True)
@@ -129,8 +132,10 @@ def main() -> int:
     if args.only in (None, "ingest"):
         from bench import frameworks_ingest
 
-        frameworks_ingest.run(max(sizes), [int(d) for d in args.dims.split(",")], args.plain, loads)
-        print(f"\nIngestion end to end, HNSW index included (load average {os.getloadavg()[0]:.1f}):\n\n"
+        frameworks_ingest.run(max(sizes), [int(d) for d in args.dims.split(",")], args.plain,
+                              args.embed_latency_ms, loads)
+        print(f"\nIngestion end to end, HNSW index included (embeddings stand-in latency "
+              f"{args.embed_latency_ms:.0f} ms a request, load average {os.getloadavg()[0]:.1f}):\n\n"
               f"{ingest_table(loads)}\n", flush=True)
     print(f"done in {time.perf_counter() - began:.0f} s")
     return 0

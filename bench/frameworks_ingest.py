@@ -103,9 +103,9 @@ class FrameworksBench(ingest.Bench):
         return results
 
 
-def run(chunks: int, dims: list[int], with_plain: bool, out: list[dict[str, Any]]) -> None:
+def run(chunks: int, dims: list[int], with_plain: bool, embed_latency_ms: float, out: list[dict[str, Any]]) -> None:
     args = argparse.Namespace(chunks=chunks, plain_chunks=chunks, with_plain=with_plain, deliveries=16,
-                              embed_latency_ms=0.0, sample_s=10.0, timeout_s=3600.0)
+                              embed_latency_ms=embed_latency_ms, sample_s=10.0, timeout_s=3600.0)
     folder = Path(tempfile.mkdtemp(prefix="bench-frameworks-ingest-"))
     folder.chmod(0o755)  # as root, pgserver's own user must reach it
     bench = FrameworksBench(args, folder)

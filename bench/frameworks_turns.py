@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench import retrieval as corpus
-from bench.chat_overhead import first_event, serve_process
+from bench.chat_overhead import first_event, pct, serve_process
 
 MODEL = "gpt-4o-mini"
 TOP_K = 5
@@ -310,6 +310,8 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
             for variant in variants:
                 out.append({"chunks": size, "variant": variant.name, "ms": times[variant.name],
                             "chars": sorted(chars[variant.name])[len(chars[variant.name]) // 2]})
+                print(f"turns: {size} chunks, {variant.name}: p50 {pct(times[variant.name], .5):.1f} / "
+                      f"p99 {pct(times[variant.name], .99):.1f} ms", flush=True)
             out.append({"chunks": size, "variant": "engine_ms", "ms": engine.engine_ms[warmup:]})
             with psycopg.connect(os.environ["DATABASE_URL"]) as check:
                 counts = check.execute(f"""SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM
