@@ -259,7 +259,7 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
     next_step = model.next_step
 
     def arrived(request: Any, body: dict[str, Any]) -> Any:
-        arrivals.append((time.perf_counter(), json.dumps(body.get("messages"))))  # monotonic: shared by processes
+        arrivals.append((time.perf_counter(), json.dumps(body.get("messages"))))  # this process: the turns' clock
         return next_step(request, body)
 
     model.next_step = arrived  # type: ignore[method-assign]
