@@ -56,5 +56,17 @@ build: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/cold_start.py
 
+# LangChain and LlamaIndex beside the engine (bench/frameworks.py; README "Beside LangChain and LlamaIndex"):
+# a virtualenv of their own, never .venv, the project's pins winning. Not part of `make test`.
+# make bench-frameworks FRAMEWORKS_ARGS="--chunks 10000 --only turns"
+FRAMEWORKS_VENV ?= .bench-frameworks
+FRAMEWORKS_ARGS ?=
+.PHONY: bench-frameworks
+bench-frameworks: $(LOCAL_STAMP)
+	test -x $(FRAMEWORKS_VENV)/bin/python || $(VENV)/bin/uv venv -q --python $(PY) $(FRAMEWORKS_VENV)
+	$(VENV)/bin/uv pip install -q --python $(FRAMEWORKS_VENV)/bin/python -r requirements-local.txt \
+		-r bench/requirements-frameworks.txt --override requirements.txt
+	$(FRAMEWORKS_VENV)/bin/python bench/frameworks.py $(FRAMEWORKS_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .vercel
