@@ -250,8 +250,8 @@ def run(turns: int, sizes: list[int]) -> None:
         bare = httpx.Client(base_url=bare_url, timeout=30)
         loaded = 0
         print(f"{'chunks':>7} {'config':>11} | {'engine_ms p50/p99':>17} | {'ttft_ms p50/p99':>15} | "
-              f"{'client /api/chat':>16} | {'bare SSE':>15} | before the model: SQL, new conn, Redis | "
-              f"after: SQL, new conn, Redis", flush=True)
+              f"{'retrieval p50':>13} | {'client /api/chat':>16} | {'bare SSE':>15} | "
+              f"before the model: SQL, new conn, Redis | after: SQL, new conn, Redis", flush=True)
         for size in sizes:
             if size > loaded:
                 with connect() as conn:
@@ -272,13 +272,15 @@ def run(turns: int, sizes: list[int]) -> None:
                 print(f"{size:>7} {name:>11} | "
                       f"{pct(col['engine_ms'], .5):>7.2f} / {pct(col['engine_ms'], .99):>6.2f} | "
                       f"{pct(col['ttft_ms'], .5):>6.2f} / {pct(col['ttft_ms'], .99):>6.2f} | "
+                      f"{pct(col['retrieval_ms'], .5):>13.2f} | "
                       f"{pct(col['client_ms'], .5):>6.2f} / {pct(col['client_ms'], .99):>7.2f} | "
                       f"{pct(col['bare_ms'], .5):>5.2f} / {pct(col['bare_ms'], .99):>7.2f} | "
                       f"{c['sql_before']:>5.2f}, {c['conn_before']:>4.2f}, {redis_before:>4} | "
                       f"{c['sql_after']:>5.2f}, {c['conn_after']:>4.2f}, {redis_after:>4}", flush=True)
             for name, fresh in (("fresh", True), ("reused", False)):
                 floor = db_floor(key, ids, turns, fresh)
-                print(f"{'':>20} floor, {name} connection: connect + the same three statements by hand (auth "
+                what = "connect + " if fresh else ""
+                print(f"{'':>20} floor, {name} connection: {what}the same three statements by hand (auth "
                       f"UPDATE, INSERT a message, SELECT chunks) p50 {pct(floor, .5):.2f} / "
                       f"p99 {pct(floor, .99):.2f} ms", flush=True)
     finally:

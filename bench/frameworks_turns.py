@@ -189,17 +189,6 @@ class Engine:
         self.engine_ms.append(done["timings"]["engine_ms"])
 
 
-def topics_table(conn: Any, world: Any) -> None:
-    """bench_topics, which bench/retrieval.py's load() sums chunk vectors from. (chat_overhead's _topics_table
-    would do, but it still imports vector_literal, which shared/knowledge/vectors/pgvector.py no longer has.)"""
-    from pgvector import Vector
-
-    conn.execute("CREATE TABLE IF NOT EXISTS bench_topics (id int PRIMARY KEY, v vector(1536))")
-    with conn.cursor().copy("COPY bench_topics FROM STDIN") as copy:
-        for t, vector in enumerate(world.topic_vectors):
-            copy.write_row((t, Vector(vector).to_text()))
-
-
 def copy_to_langchain(conn: Any, store: Any) -> None:
     """The engine's chunks (text, vector) into LangChain's table, then its HNSW index (the same parameters)."""
     collection = conn.execute("SELECT uuid FROM langchain_pg_collection WHERE name = %s",
@@ -279,7 +268,7 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
                                    "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
         ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
                                   "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
-        topics_table(conn, world)
+        corpus.topics_table(conn, world)
     url, process = serve_process("scripts.router", "create_router", {"DB_POOL_SIZE": "10"})
     try:
         lc_store = langchain_store(urls["embed"], model.api_key, 1536)

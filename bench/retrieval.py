@@ -95,10 +95,12 @@ def embeddings_app(world: World) -> Any:
 
 def topics_table(conn: Any, world: World) -> None:
     """The topic vectors in a table of their own: `load` sums three of them per chunk inside PostgreSQL."""
+    from pgvector import Vector
+
     conn.execute(f"CREATE TABLE IF NOT EXISTS bench_topics (id int PRIMARY KEY, v vector({DIM}))")
     with conn.cursor().copy("COPY bench_topics FROM STDIN") as copy:
         for t, vector in enumerate(world.topic_vectors):
-            copy.write_row((t, "[" + ",".join(map(repr, vector)) + "]"))  # pgvector's text form
+            copy.write_row((t, Vector(vector).to_text()))
 
 
 def load(conn: Any, world: World, ids: dict[str, str], start: int, count: int) -> float:
