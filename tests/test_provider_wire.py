@@ -141,3 +141,38 @@ def test_a_first_token_timeout_hangs_up_before_failing_over(engine: Any, openai_
     assert last(events, "done")["provider"] == "anthropic"
     # Closed when the turn moved on, not left to run until its text came (3 s later).
     assert wait_for(lambda: openai_api.open_streams == 0, timeout=1.5)
+
+
+def behind_proxy(monkeypatch: pytest.MonkeyPatch, variable: str, suffix: str = "") -> Any:
+    """A connection-counting TCP proxy in front of the stand-in `variable` names, configured in its place."""
+    import os
+    from urllib.parse import urlsplit
+
+    from tests.fakes.tcp_proxy import TcpProxy
+
+    target = urlsplit(os.environ[variable])
+    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 80))
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.port}{suffix}")
+    clear_caches()
+    return proxy
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_turns_reuse_one_connection_to_the_model_api(engine: Any, openai_api: Any, anthropic_api: Any,
+                                                     monkeypatch: pytest.MonkeyPatch, provider: str) -> None:
+    """A stream read to its end marker gives its connection back: against the real APIs a new one costs a TLS
+    handshake (tens of milliseconds) on every turn."""
+    variable, suffix, model = (("OPENAI_BASE_URL", "/v1", "gpt-4o-mini") if provider == "openai" else
+                               ("ANTHROPIC_BASE_URL", "", "claude-haiku-4-5"))
+    proxy = behind_proxy(monkeypatch, variable, suffix)
+    try:
+        workspace, key = engine.workspace()
+        with engine.db() as conn:
+            assistant = make_assistant(conn, workspace, provider=provider, model=model)
+        client = engine.client(key)
+        for n in range(3):
+            events = chat(client, assistant_id=assistant, message=f"Question {n}?")
+            assert last(events, "done")["provider"] == provider and last(events, "done")["status"] == "complete"
+        assert proxy.accepted == 1
+    finally:
+        proxy.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
@@ -158,7 +157,7 @@ def run_metrics(results: list[dict[str, Any]], support_method: str) -> dict[str,
     metrics["abstain_precision"] = _share(bool(r["expected"].get("expect_abstain")) for r in abstained)
     metrics["abstain_recall"] = _share(bool(r["abstained"]) for r in expecting)
     support = [r["scores"]["support"] for r in done if r["scores"].get("support") is not None]
-    metrics["answer_support"] = round(statistics.fmean(support), 4) if support else None
+    metrics["answer_support"] = round(math.fsum(support) / len(support), 4) if support else None
     metrics["answer_support_method"] = support_method
     ttft = [float(r["timings"]["ttft_ms"]) for r in done if (r.get("timings") or {}).get("ttft_ms") is not None]
     metrics["ttft_p50_ms"], metrics["ttft_p95_ms"] = percentile(ttft, 0.5), percentile(ttft, 0.95)

@@ -66,9 +66,13 @@ async def events(http: httpx.AsyncClient, provider: str, path: str, body: dict[s
     try:
         if response.status_code >= 400:
             raise await status_error(provider, response, secret)
+        ended = False
         async for sse in EventSource(response).aiter_sse():
-            if sse.data == "[DONE]" or sse.event == "message_stop":  # OpenAI's end marker, Anthropic's
-                return
+            # After the end marker the body is read to its end (normally nothing is left) rather than cut: a
+            # response closed unread drops its connection, and a new one to a real API costs a TLS handshake.
+            if ended or sse.data == "[DONE]" or sse.event == "message_stop":  # OpenAI's end marker, Anthropic's
+                ended = True
+                continue
             if sse.event == "ping" or not sse.data:
                 continue
             data = decode(provider, sse, secret)
@@ -79,6 +83,8 @@ async def events(http: httpx.AsyncClient, provider: str, path: str, body: dict[s
         raise transport_error(provider, exc) from exc
     finally:
         await response.aclose()
+    if ended:
+        return
     # The body ended cleanly but without the end marker: the answer may be cut short, so it is not complete.
     raise ProviderError(provider, "connection_error", "the stream ended before its end marker", retryable=True)
 

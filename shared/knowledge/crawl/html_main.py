@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import copy
 import re
+import threading
 from typing import Any
 
 XML_DECLARATION = re.compile(r"^\s*<\?xml\b[^>]*\?>", re.IGNORECASE)
@@ -99,9 +100,21 @@ def strip_xml_declaration(text: str) -> str:
     return XML_DECLARATION.sub("", text.removeprefix("\ufeff"), count=1)
 
 
+# One page's tree work at a time per process. Ingest fetches pages on several threads; lxml.html.Element and
+# trafilatura build elements through module-level parsers shared by those threads, and copying and moving such
+# elements on two threads at once aborted the whole process once under `make test` (libxml2, no Python error).
+# The work holds the GIL nearly throughout, so this costs the fetches' overlap nothing.
+_TREE_WORK = threading.Lock()
+
+
 def main_markdown(tree: Any, url: str, config: Any) -> str:
     """The page's content as markdown: trafilatura over the main container with navigation removed, or
     that container's text when trafilatura keeps too little of it."""
+    with _TREE_WORK:
+        return _main_markdown(tree, url, config)
+
+
+def _main_markdown(tree: Any, url: str, config: Any) -> str:
     import lxml.html
 
     cleaned = copy.deepcopy(tree)
