@@ -177,7 +177,6 @@ def run(turns: int, sizes: list[int]) -> None:
     from scripts import local_upstash
     from scripts._serve import serve_in_thread
     from shared.core.db import connect
-    from shared.guard.auth import create_workspace
     from tests.fakes.openai_server import FakeOpenAI
     from tests.fakes.pg_wire import PgWireCounter
     from tests.fakes.upstash_log import UpstashLog
@@ -205,12 +204,7 @@ def run(turns: int, sizes: list[int]) -> None:
 
     get_settings.cache_clear()
     with connect() as conn:
-        workspace, key = create_workspace(conn, "bench")
-        ids = {"ws": workspace["id"]}
-        ids["asst"] = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
-                                   "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
-        ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
-                                  "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
+        ids, key = corpus.bench_assistant(conn)
     texts = corpus.queries(world)
     headers = {"Authorization": f"Bearer {key}"}
     redis_url = os.environ["BENCH_REDIS_URL"]

@@ -98,7 +98,6 @@ async def rounds(url: str, key: str, assistant: str, texts: list[str], concurren
 def run(concurrency: int, count: int, chunks: int) -> None:
     from bench import retrieval as corpus
     from shared.core.db import connect
-    from shared.guard.auth import create_workspace
     from tests.fakes.openai_server import FakeOpenAI
 
     world = corpus.World()
@@ -114,12 +113,7 @@ def run(concurrency: int, count: int, chunks: int) -> None:
 
     get_settings.cache_clear()
     with connect() as conn:
-        workspace, key = create_workspace(conn, "bench")
-        ids = {"ws": workspace["id"]}
-        ids["asst"] = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
-                                   "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
-        ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
-                                  "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
+        ids, key = corpus.bench_assistant(conn)
         corpus.topics_table(conn, world)
         corpus.load(conn, world, ids, 0, chunks)
         corpus.build_index(conn)

@@ -239,7 +239,6 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
     from scripts._serve import serve_in_thread
     from shared.core.db import connect
     from shared.core.settings import get_settings
-    from shared.guard.auth import create_workspace
     from tests.fakes.openai_server import FakeOpenAI
 
     model = FakeOpenAI()
@@ -262,12 +261,7 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
                        "DAILY_TOKEN_BUDGET": str(10**12)})
     get_settings.cache_clear()
     with connect() as conn:
-        workspace, key = create_workspace(conn, "bench")
-        ids = {"ws": workspace["id"]}
-        ids["asst"] = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
-                                   "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
-        ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
-                                  "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
+        ids, key = corpus.bench_assistant(conn)
         corpus.topics_table(conn, world)
     url, process = serve_process("scripts.router", "create_router", {"DB_POOL_SIZE": "10"})
     try:

@@ -93,6 +93,20 @@ def embeddings_app(world: World) -> Any:
     return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
 
 
+def bench_assistant(conn: Any) -> tuple[dict[str, str], str]:
+    """A workspace with one assistant on the `default` template and one text source for the synthetic chunks:
+    ({ws, asst, src} ids, the workspace's admin key)."""
+    from shared.guard.auth import create_workspace
+
+    workspace, key = create_workspace(conn, "bench")
+    ids = {"ws": workspace["id"]}
+    ids["asst"] = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
+                               "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
+    ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
+                              "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
+    return ids, key
+
+
 def topics_table(conn: Any, world: World) -> None:
     """The topic vectors in a table of their own: `load` sums three of them per chunk inside PostgreSQL."""
     from pgvector import Vector
@@ -231,7 +245,6 @@ def run(stack: Any, world: World, sizes: list[int], runs: int) -> int:
 
     from shared.core.db import connect
     from shared.core.settings import get_settings
-    from shared.guard.auth import create_workspace
     from shared.knowledge.embeddings import embed_query
     from shared.ops.migrate import migrate
 
@@ -243,12 +256,7 @@ def run(stack: Any, world: World, sizes: list[int], runs: int) -> int:
     texts = queries(world)
     print(f"{'chunks':>8} {'load':>8} {'index':>8} | {'what':34} {'p50 ms':>8} {'p99 ms':>8} {'mean':>8}")
     with connect() as conn:
-        workspace, _ = create_workspace(conn, "bench")
-        ids = {"ws": workspace["id"]}
-        ids["asst"] = conn.execute("INSERT INTO assistants (workspace_id, name, template_id) VALUES (%s, 'b', "
-                                   "'default') RETURNING id", (ids["ws"],)).fetchone()["id"]
-        ids["src"] = conn.execute("INSERT INTO sources (workspace_id, assistant_id, kind, title) VALUES "
-                                  "(%s, %s, 'text', 'bench') RETURNING id", (ids["ws"], ids["asst"])).fetchone()["id"]
+        ids, _ = bench_assistant(conn)
         topics_table(conn, world)
         loaded = 0
         for size in sizes:
