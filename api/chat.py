@@ -30,10 +30,12 @@ from shared.dialog.sse import (
     relay,
     ui_message_stream,
 )
+from shared.dialog.warmup import at_instance_start
 from shared.guard.auth import Principal
 from shared.guard.deps import AnyKey
 
-app = create_app("chat", description="Chat with an assistant: streamed, cited answers; native SSE or the AI SDK.")
+app = create_app("chat", description="Chat with an assistant: streamed, cited answers; native SSE or the AI SDK.",
+                 on_start=at_instance_start)  # the first turn's one-time work, in the background from instance start
 # CORS for browsers on customers' sites comes from create_app (shared.core.http.WidgetCorsMiddleware).
 
 Id = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")]

@@ -29,6 +29,7 @@ from shared.dialog.clock import Started
 from shared.dialog.identity import VISITOR_TOKEN_HEADER, visitor_for_request, visitor_headers
 from shared.dialog.openai_format import chunk_stream, completion, failed, openai_error, use_openai_errors
 from shared.dialog.sse import SSE_HEADERS, EventStreamResponse, relay
+from shared.dialog.warmup import at_instance_start
 from shared.guard.auth import Principal
 from shared.guard.deps import AnyKey, Db
 from shared.llm import close_quietly
@@ -38,7 +39,8 @@ app = create_app("OpenAI-compatible", description=(
     "Chat completions and models as the OpenAI API has them (base_url = <engine>/api/v1, api_key = a Dialog "
     "Engine key, model = an assistant id). Extras: send `conversation_id` (body) or `x-conversation-id` (header) "
     "to continue a stored conversation; answers carry `conversation_id` and `citations` "
-    "([{index, title, url, chunk_id, quote, score}]) on the completion or on the stream's finishing chunk."))
+    "([{index, title, url, chunk_id, quote, score}]) on the completion or on the stream's finishing chunk."),
+    on_start=at_instance_start)  # the first turn's one-time work, in the background from instance start
 app.add_middleware(CORSMiddleware, allow_origin_regex=".*", allow_methods=["GET", "POST", "OPTIONS"],
                    allow_headers=["authorization", "content-type", "x-api-key", "x-conversation-id", "x-user-id",
                                   "x-user-hash", VISITOR_TOKEN_HEADER],

@@ -51,3 +51,51 @@ def test_delayed_job_waits(engine) -> None:
     publish("ping", {"echo": "later"}, delay="1s")
     engine.wait_for_queue()
     assert time.monotonic() - start >= 0.9
+
+
+def test_a_refused_command_raises_and_redis_stays_in_use(kv) -> None:
+    """Redis refusing a command is our bug, raised as such; it must not look like an outage (breaker)."""
+    kv.set("word", "not a number")
+    with pytest.raises(Exception) as refused:
+        kv.pipeline([["INCRBY", "word", 1]])
+    assert type(refused.value).__name__ in ("UpstashCommandError", "ResponseError")
+    assert "not an integer" in str(refused.value)
+    assert kv.get("word") == "not a number"  # no ServiceUnavailable: the breaker did not open
+
+
+def test_a_wrong_upstash_token_is_an_outage_not_a_crash(engine, monkeypatch) -> None:
+    from shared.core.errors import ServiceUnavailable
+
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", "wrong-token")
+    clear_caches()
+    with pytest.raises(ServiceUnavailable) as down:
+        get_kv().get("anything")
+    assert down.value.code == "redis_unavailable"
+    assert "wrong-token" not in str(down.value)
+
+
+def test_upstash_sync_token_is_echoed_so_a_global_database_reads_its_own_writes(monkeypatch) -> None:
+    """Upstash's global databases answer with `Upstash-Sync-Token`; sent back, a replica waits for our write."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from scripts._serve import serve_in_thread
+    from shared.core.upstash_rest import UpstashRest
+
+    seen: list[str | None] = []
+
+    async def command(request: Request) -> JSONResponse:
+        seen.append(request.headers.get("upstash-sync-token"))
+        return JSONResponse({"result": "OK"}, headers={"Upstash-Sync-Token": f"t{len(seen)}"})
+
+    url, stop = serve_in_thread(Starlette(routes=[Route("/", command, methods=["POST"])]))
+    try:
+        client = UpstashRest(url, "token", 2.0)
+        client.set("a", "1")
+        client.set("b", "2")
+        client.get("a")
+    finally:
+        stop()
+    assert seen == [None, "t1", "t2"]

@@ -3,8 +3,6 @@ an upgrade that moves them fails in CI (not in production), and a scan that keep
 
 - upstash_ratelimit's SlidingWindow._limit: the generator behind its public limit(). We drive it to run
   every limit of a chat turn (and the token counter) in one Redis pipeline instead of one round trip each.
-- upstash_redis's Redis._http._client: the httpx client the SDK builds with timeout=None and no option to
-  change it; shared.core.kv gives it REDIS_TIMEOUT_S so a stalled REST endpoint cannot hold a turn forever.
 """
 
 from __future__ import annotations
@@ -12,12 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 # file -> the private attributes of other libraries it may touch (each pinned by a test below).
-ALLOWED = {"shared/guard/ratelimit.py": {"limiter._limit"}, "shared/core/kv.py": {"getattr _http", "getattr _client"}}
+ALLOWED = {"shared/guard/ratelimit.py": {"limiter._limit"}}
 PRIVATE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\.(_[a-z]\w*)")
 GETATTR_PRIVATE = re.compile(r'"(_[a-z]\w*)"')
 
@@ -55,13 +50,3 @@ def test_sliding_window_limit_generator_protocol_is_what_ratelimit_drives(engine
         decisions.append(response.allowed)
     assert decisions == [True, False]
 
-
-def test_upstash_redis_keeps_its_httpx_client_where_kv_bounds_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from upstash_redis import Redis
-
-    from shared.core.kv import _bound_upstash
-
-    client = Redis(url="http://127.0.0.1:9", token="t", rest_retries=0, allow_telemetry=False)
-    assert isinstance(client._http._client, httpx.Client)
-    _bound_upstash(client, 0.75)
-    assert client._http._client.timeout == httpx.Timeout(0.75)

@@ -108,7 +108,7 @@ def test_cache_stats_copes_with_a_server_that_refuses_info_and_memory(engine, tm
     print(result.stdout)
     assert result.returncode == 0, result.stderr
     assert [line.split() for line in result.stdout.splitlines() if line.startswith("asst")] == [["asst", "1", "n/a"]]
-    assert "INFO memory not available (UpstashError); DBSIZE says 1 keys" in result.stdout
+    assert "INFO memory not available (UpstashCommandError); DBSIZE says 1 keys" in result.stdout
 
 
 def test_slow_queries_keeps_no_table_of_its_own(engine) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -35,11 +36,13 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 BodyLimit = int | Callable[[Scope], int] | None  # bytes, a function of the request, or None = MAX_BODY_BYTES
 
 
-def create_app(title: str, *, description: str = "", max_body_bytes: BodyLimit = None) -> FastAPI:
+def create_app(title: str, *, description: str = "", max_body_bytes: BodyLimit = None,
+               on_start: Callable[[], object] | None = None) -> FastAPI:
     """A FastAPI app with our error handlers and middleware; `max_body_bytes` (bytes, or a function of the
-    request's ASGI scope) overrides the MAX_BODY_BYTES setting."""
+    request's ASGI scope) overrides the MAX_BODY_BYTES setting. `on_start` runs at the ASGI lifespan's
+    startup (Vercel's runtime runs it when an instance starts); it must return at once."""
     app = FastAPI(title=f"Dialog Engine: {title}", description=description, version="1.0.0",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=_lifespan(on_start) if on_start else None)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -55,6 +58,15 @@ def create_app(title: str, *, description: str = "", max_body_bytes: BodyLimit =
     apply_log_level()
     init_sentry()
     return app
+
+
+def _lifespan(on_start: Callable[[], object]) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        on_start()
+        yield
+
+    return lifespan
 
 
 def _outermost(app: FastAPI, middleware: Callable[[ASGIApp], ASGIApp]) -> None:

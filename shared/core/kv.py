@@ -1,8 +1,9 @@
 """Redis for cache, counters and dedup: Upstash over REST in production, plain REDIS_URL for self-hosting.
 
 Both clients are created on first use (they cost import time) and wrapped in the few operations we use,
-so the rest of the code never cares which one is behind. Every call is bounded by REDIS_TIMEOUT_S (the
-Upstash SDK would wait forever), and after a failed call Redis is skipped for REDIS_BREAKER_S: callers
+so the rest of the code never cares which one is behind: Upstash's REST wire is spoken by
+shared.core.upstash_rest (on the TLS context every HTTPS client shares), plain Redis by redis-py. Every
+call is bounded by REDIS_TIMEOUT_S, and after a failed call Redis is skipped for REDIS_BREAKER_S: callers
 get ServiceUnavailable at once and degrade (limits fail open, caches miss), so a Redis that is down
 costs a turn one timeout, not one per call.
 """
@@ -20,7 +21,7 @@ from shared.core.errors import ServiceUnavailable
 from shared.core.settings import get_settings
 
 log = logging.getLogger("dialog_engine.kv")
-COMMAND_ERRORS = {"UpstashError", "ResponseError"}  # Redis answered, and refused the command
+COMMAND_ERRORS = {"UpstashCommandError", "ResponseError"}  # Redis answered, and refused the command
 
 
 class KV:
@@ -56,10 +57,7 @@ class KV:
     def pipeline(self, commands: list[list[Any]]) -> list[Any]:
         """Several commands in one round trip (not atomic)."""
         if self.upstash:
-            pipe = self.client.pipeline()
-            for command in commands:
-                pipe.execute([str(part) for part in command])
-            return self._call(pipe.exec)
+            return self._call(self.client.pipeline, [[str(part) for part in command] for command in commands])
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
@@ -100,12 +98,10 @@ def get_kv() -> KV:
     """The process-wide Redis client (tests clear this cache when they switch servers)."""
     settings = get_settings()
     if settings.upstash_redis_rest_url and settings.upstash_redis_rest_token:
-        from upstash_redis import Redis
+        from shared.core.upstash_rest import UpstashRest
 
-        # rest_retries=0: one attempt within REDIS_TIMEOUT_S; the breaker, not a retry, handles an outage.
-        client = Redis(url=settings.upstash_redis_rest_url, token=settings.upstash_redis_rest_token,
-                       rest_retries=0, allow_telemetry=False)
-        _bound_upstash(client, settings.redis_timeout_s)
+        client = UpstashRest(settings.upstash_redis_rest_url, settings.upstash_redis_rest_token,
+                             settings.redis_timeout_s)
         return KV(client, upstash=True, breaker_s=settings.redis_breaker_s)
     if settings.redis_url:
         import redis
@@ -126,13 +122,3 @@ def optional_kv() -> KV | None:
     except ServiceUnavailable:
         return None
 
-
-def _bound_upstash(client: Any, timeout_s: float) -> None:
-    """Give the Upstash SDK's httpx client a timeout: its constructor (upstash-redis 1.8) has no option
-    for one and makes `httpx.Client(timeout=None)`, so a stalled REST endpoint would hold a turn forever."""
-    import httpx
-
-    http = getattr(getattr(client, "_http", None), "_client", None)
-    if not isinstance(http, httpx.Client):  # a future SDK changed its insides: fail loudly in tests
-        raise RuntimeError("upstash_redis.Redis no longer keeps its httpx client at ._http._client")
-    http.timeout = httpx.Timeout(timeout_s)

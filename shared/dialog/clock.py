@@ -1,5 +1,6 @@
 """A chat turn's clock, as a route dependency: declared before the key, so the turn's timings (engine_ms,
-ttft_ms) include auth; starting it also starts preparing the turn's model clients (shared.llm.prewarm)."""
+ttft_ms) include auth; starting it also starts the instance's warm-up for its first turn (shared.dialog.warmup)
+when the function's lifespan did not."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from fastapi import Depends
 
 
 async def _clock() -> float:
-    from shared.llm.prewarm import prewarm  # only chat routes start this clock
+    from shared.dialog.warmup import warm_up  # only chat routes start this clock
 
-    prewarm()  # a chat turn begins: its model clients get ready in the background while auth and the database run
+    warm_up()  # a no-op after the first call: the lifespan or an earlier turn started it
     return time.perf_counter()
 
 

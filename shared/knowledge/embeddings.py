@@ -97,7 +97,7 @@ class EmbeddingsAPIError(Exception):
 def _query_client() -> Any:
     import httpx
 
-    from shared.llm.wire import tls_context
+    from shared.core.tls import tls_context
 
     settings = get_settings()
     base_url = (settings.embedding_base_url or settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -154,7 +154,7 @@ def embed_texts(texts: list[str]) -> list[list[float]] | None:
         return None
     if not texts:
         return []
-    _verify_store()  # before paying for vectors the store would refuse
+    verify_store_dimensions()  # before paying for vectors the store would refuse
     settings = get_settings()
     requests = list(batches(texts, max_inputs=settings.embedding_batch_inputs))
     if len(requests) == 1:
@@ -207,7 +207,7 @@ def embed_query(text: str) -> list[float] | None:
     """The vector of one search query, from a small Redis cache when the same query was seen recently."""
     if not embeddings_enabled():
         return None
-    _verify_store()
+    verify_store_dimensions()
     text = " ".join(text.split())
     key = _cache_key(text)
     with _recent_lock:
@@ -256,7 +256,7 @@ def _embed_one(text: str) -> list[float]:
     raise AssertionError("unreachable")
 
 
-def _verify_store() -> None:
+def verify_store_dimensions() -> None:
     """Stored vectors of another size than EMBEDDING_DIMENSIONS: a named error (ingestion fails the page with it,
     search answers from keywords)."""
     try:
@@ -291,7 +291,7 @@ def _remember(key: str, vector: list[float]) -> list[float]:
 def query_cache_probe(text: str) -> tuple[str, list[float] | None]:
     """(Redis key, the vector when this instance has it) for a query; the caller GETs the key on a miss.
     Raises EmbeddingDimensionsMismatch, as embed_query does, when the store was resized under this instance."""
-    _verify_store()
+    verify_store_dimensions()
     key = _cache_key(" ".join(text.split()))
     with _recent_lock:
         if key in _recent:
@@ -315,6 +315,6 @@ def query_vector_from_cache(key: str, raw: str | None) -> list[float] | None:
 
 def embed_query_uncached(text: str, key: str) -> tuple[list[float], list[Any]]:
     """The API's vector for a query the cache did not have, and the Redis command that caches it."""
-    _verify_store()
+    verify_store_dimensions()
     vector = _embed_one(" ".join(text.split()))
     return _remember(key, vector), ["SET", key, _pack(vector), "EX", QUERY_CACHE_TTL_S]

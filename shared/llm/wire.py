@@ -12,8 +12,6 @@ the retry. Clients are cached per event loop (shared.llm.cached_client) and shar
 from __future__ import annotations
 
 import json
-import ssl
-import threading
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,6 +19,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from shared.core.observability import scrub
+from shared.core.tls import tls_context
 from shared.llm import RETRYABLE_STATUS, ProviderError, cached_client, timeouts
 
 ERROR_BODY_BYTES = 16_384  # of an error answer, enough for its message; a proxy's HTML page is cut here
@@ -30,19 +29,6 @@ REQUEST_ERRORS = {"invalid_request_error", "authentication_error", "permission_e
                   "request_too_large"}
 # As the SDKs: many streams at once share a provider's connections (httpx's default of 100 would queue).
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-
-_tls: ssl.SSLContext | None = None
-_tls_lock = threading.Lock()
-
-
-def tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every model and embeddings client: loading the CA bundle costs ~20 ms."""
-    global _tls
-    with _tls_lock:
-        if _tls is None:
-            _tls = httpx.create_ssl_context()
-        return _tls
-
 
 def client(provider: str, base_url: str, headers: dict[str, str], secret: str | None) -> httpx.AsyncClient:
     """The AsyncClient for this provider, key and endpoint on the running loop (made once per loop)."""
