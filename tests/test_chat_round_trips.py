@@ -73,6 +73,25 @@ def test_a_warm_hybrid_turn_makes_two_statements_and_one_redis_round_trip_before
     assert len(openai_api.embedding_requests) == 2  # each new question embedded once
 
 
+def test_with_one_pooled_connection_a_turn_keeps_its_vector_search(engine, openai_api, pg_wire, upstash_log,
+                                                                  counted, monkeypatch, caplog) -> None:
+    """The query embedding checks the vector column's size (once a minute) on a connection of its own. With
+    DB_POOL_SIZE=1 it waited for the one its own turn held, until the turn gave up on the embedding (its
+    timeout, seconds) and searched by keywords alone: the first turn of every minute."""
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    clear_caches()
+    workspace, key = engine.workspace()
+    with engine.db() as conn:
+        assistant = make_assistant(conn, workspace, retrieval={"mode": "hybrid"})
+        add_page(conn, workspace, assistant, "Refund policy",
+                 [("Refunds", "Refunds are paid back within 14 days of the return.")])
+    for question in ("Do you ship abroad?", "How long do refunds take?"):  # a cold instance's turn, a warm one
+        counts = turn_counts(engine, key, assistant, question, pg_wire, upstash_log, counted)
+    assert len(counts["sql_before"]) == 2, counts["sql_before"]  # the warm turn: no size check, no slot was free
+    assert "query embedding failed" not in caplog.text and len(openai_api.embedding_requests) == 2
+    assert "within 14 days" in str(openai_api.requests[-1]["messages"])
+
+
 def test_a_revoked_key_is_refused_at_once_here_and_within_auth_cache_s_elsewhere(engine, monkeypatch) -> None:
     monkeypatch.setenv("AUTH_CACHE_S", "1")
     clear_caches()

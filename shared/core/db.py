@@ -65,6 +65,23 @@ def get_pool() -> Pool | None:
         return _pools[key]
 
 
+@contextlib.contextmanager
+def spare_connection() -> Iterator[psycopg.Connection[Row] | None]:
+    """A pooled connection without waiting for a slot (Pool.spare), or None when every slot is taken; with
+    DB_POOL_SIZE=0, a fresh one. For work beside the caller's own connection, which must never wait on it."""
+    pool = get_pool()
+    if pool is None:
+        with connect() as conn:
+            yield conn
+        return
+    with pool.spare() as conn:
+        if conn is None:
+            yield None
+            return
+        with translate_errors():
+            yield conn
+
+
 def close_pools() -> None:
     """Close every pooled connection of this process (shutdown; tests that clone a database as a template,
     which PostgreSQL refuses while anyone is connected to it)."""

@@ -35,6 +35,7 @@ from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("dialog_engine.db")
 MAX_LIFETIME_S = 1800.0  # then replaced, so backends (and a pooler's) don't live forever
+SPARE_CONNECT_TIMEOUT_S = 5  # a spare connection opened beside a request: short, the request is waiting
 # Connections this task (and the threads and tasks it starts, which copy its context) holds from the pool.
 _holding: ContextVar[int] = ContextVar("dialog_engine_db_holding", default=0)
 
@@ -94,6 +95,26 @@ class Pool:
                 yield conn
         finally:
             self._return(conn, born)
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def spare(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """A connection if a slot is free right now (an idle one, else a new one), else None at once: for
+        work beside a caller's own connection that must never wait for a slot (it could be waiting on its
+        caller: DB_POOL_SIZE=1, or every slot held by callers doing the same)."""
+        if not self._slots.acquire(blocking=False):
+            yield None
+            return
+        try:
+            item = self._checkout(SPARE_CONNECT_TIMEOUT_S)
+        except BaseException:
+            self._slots.release()
+            raise
+        try:
+            with held():
+                yield item[0]
+        finally:
+            self._return(*item)
             self._slots.release()
 
     def _open(self, connect_timeout: float | None) -> psycopg.Connection[Any]:

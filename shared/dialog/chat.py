@@ -21,7 +21,6 @@ stays in the database.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import re
 import time
@@ -39,7 +38,7 @@ from shared.core.db import CONNECT_TIMEOUT_S, Row, connect
 from shared.core.errors import AppError, ServiceUnavailable
 from shared.core.metrics import track_metric
 from shared.core.settings import get_settings
-from shared.dialog import turn_gate
+from shared.dialog import turn_gate, turn_search
 from shared.dialog.conversations import HISTORY_LIMIT, Status, finish_turn_with_usage, new_message_id, start_turn
 from shared.dialog.identity import Visitor
 from shared.dialog.prompting import Prompt, build_prompt, citations, phrase
@@ -51,7 +50,6 @@ from shared.workspace.assistants import ResolvedAssistant
 log = logging.getLogger("dialog_engine.chat")
 Event = tuple[str, Any]
 HAS_WORDS = re.compile(r"\w")
-_AHEAD = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-ahead")
 STORE_BACKOFF_S = (0.05, 0.2, 0.5)  # between attempts to store a reply (then the last value again)
 STORE_CONNECT_TIMEOUT_S = 3
 STORE_FAILED = ("store_failed", "Your answer could not be saved, so it will be missing from this conversation's "
@@ -128,7 +126,8 @@ def _prepare_on(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
         text, mapping = pii.redact(given.message)
         redacted = text if mapping else None
         given.model_message = text
-    query_vector = _embed_ahead(assistant, given.model_message, admission)
+    searching = bool(HAS_WORDS.search(given.model_message))
+    query_vector = turn_search.embed_ahead(assistant, given.model_message, admission) if searching else None
     start = start_turn(conn, workspace_id=given.workspace_id, assistant_id=given.assistant_id,
                        conversation_id=given.conversation_id, user_message=given.message,
                        external_user_id=given.external_user_id, metadata=given.metadata,
@@ -142,76 +141,17 @@ def _prepare_on(conn: psycopg.Connection[Row], given: TurnInput) -> Turn:
         turn.detected = message_language(given.model_message,
                                          [m.get("content") or "" for m in history if m.get("role") == "user"])
     turn.language = answer_language(assistant.config.language, turn.detected)
-    if HAS_WORDS.search(given.model_message):
-        began = time.perf_counter()
-        vector = _vector_of(query_vector, turn)
-        try:
-            turn.passages = _retrieve(conn, assistant, given.model_message, vector)
-        except AppError as exc:  # the user message is stored: end the turn cleanly instead of a bare 503
-            turn.retrieval_error = exc
-        except psycopg.OperationalError as exc:  # the connection dropped after the message was stored: the
-            log.warning("retrieval failed: %s", type(exc).__name__)  # turn ends `failed`, stored afresh
-            turn.retrieval_error = ServiceUnavailable("The knowledge base could not be searched; please try again. "
-                                                      "Your message was kept.", code="retrieval_unavailable")
-        turn.retrieval_ms = (time.perf_counter() - began) * 1000
+    if searching:
+        found = turn_search.search(conn, assistant, given.model_message, query_vector)
+        turn.passages, turn.retrieval_error, turn.retrieval_ms = found.passages, found.error, found.ms
+        if found.cache_write:
+            turn.after.append(found.cache_write)
     return turn
 
 
 def _model_text(assistant: ResolvedAssistant, message: str) -> str:
     """What retrieval searches for under this assistant's settings (PII redacted when it asks)."""
     return pii.redact(message)[0] if assistant.config.pii_redaction else message
-
-
-def _embed_ahead(assistant: ResolvedAssistant, message: str,
-                 admission: turn_gate.Admission | None = None) -> concurrent.futures.Future[Any] | None:
-    """Start the query embedding while the user message is being stored. The cache was read with the
-    admission (this instance's copy, then Redis): a hit needs nothing more, a miss calls the API here and
-    caches the vector after the answer; without a planned read, embed_query reads the cache itself."""
-    if assistant.config.retrieval.mode == "keyword" or not HAS_WORDS.search(message):
-        return None
-    from shared.knowledge.embeddings import embed_query, embed_query_uncached, embeddings_enabled
-    from shared.knowledge.retrieval import MAX_QUERY_CHARS
-
-    if not embeddings_enabled():
-        return None
-    text = " ".join(message.split())[:MAX_QUERY_CHARS]
-    if admission is not None and admission.embedding_key and admission.embedding_text == text:
-        if admission.cached_vector is not None:
-            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            done.set_result(admission.cached_vector)
-            return done
-        if admission.embedding_read:
-            return _AHEAD.submit(embed_query_uncached, text, admission.embedding_key)
-    return _AHEAD.submit(embed_query, text)
-
-
-def _vector_of(ahead: concurrent.futures.Future[Any] | None, turn: Turn | None = None) -> list[float] | None:
-    """The embed-ahead result, or None (keyword retrieval) when it failed: retrieval never embeds again.
-    embed_query bounds itself by EMBEDDING_QUERY_TIMEOUT_S; the wait here is bounded too, in case the
-    pool was busy with other turns' embeddings. A vector fetched from the API leaves its cache write for
-    after the answer (`turn.after`)."""
-    if ahead is None:
-        return None
-    try:
-        result = ahead.result(timeout=get_settings().embedding_query_timeout_s + 0.5)
-    except Exception as exc:  # an API error or timeout: keyword search still answers
-        log.warning("query embedding failed, keyword search only: %s", type(exc).__name__)
-        return None
-    if isinstance(result, tuple):  # (vector, the Redis command that caches it)
-        vector, cache_write = result
-        if turn is not None:
-            turn.after.append(cache_write)
-        return list(vector)
-    return None if result is None else list(result)
-
-
-def _retrieve(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, query: str,
-              vector: list[float] | None) -> list[Any]:
-    from shared.knowledge.retrieval import retrieve
-
-    settings = assistant.config.retrieval
-    return retrieve(conn, workspace_id=assistant.workspace_id, assistant_id=assistant.id, query=query,
-                    top_k=settings.top_k, min_score=settings.min_score, mode=settings.mode, query_vector=vector)
 
 
 async def prepare(given: TurnInput) -> Turn:

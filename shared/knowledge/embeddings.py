@@ -207,7 +207,7 @@ def embed_query(text: str) -> list[float] | None:
     """The vector of one search query, from a small Redis cache when the same query was seen recently."""
     if not embeddings_enabled():
         return None
-    verify_store_dimensions()
+    verify_store_dimensions(idle_only=True)  # a turn holds a connection and waits for this: never wait for one
     text = " ".join(text.split())
     key = _cache_key(text)
     with _recent_lock:
@@ -256,11 +256,11 @@ def _embed_one(text: str) -> list[float]:
     raise AssertionError("unreachable")
 
 
-def verify_store_dimensions() -> None:
+def verify_store_dimensions(idle_only: bool = False) -> None:
     """Stored vectors of another size than EMBEDDING_DIMENSIONS: a named error (ingestion fails the page with it,
-    search answers from keywords)."""
+    search answers from keywords). `idle_only`: see dimensions.verify_store."""
     try:
-        verify_store(get_settings().embedding_dimensions)
+        verify_store(get_settings().embedding_dimensions, idle_only=idle_only)
     except EmbeddingDimensionsMismatch as exc:
         log.error("%s", exc.message)
         raise
@@ -291,7 +291,7 @@ def _remember(key: str, vector: list[float]) -> list[float]:
 def query_cache_probe(text: str) -> tuple[str, list[float] | None]:
     """(Redis key, the vector when this instance has it) for a query; the caller GETs the key on a miss.
     Raises EmbeddingDimensionsMismatch, as embed_query does, when the store was resized under this instance."""
-    verify_store_dimensions()
+    verify_store_dimensions(idle_only=True)
     key = _cache_key(" ".join(text.split()))
     with _recent_lock:
         if key in _recent:
@@ -315,6 +315,6 @@ def query_vector_from_cache(key: str, raw: str | None) -> list[float] | None:
 
 def embed_query_uncached(text: str, key: str) -> tuple[list[float], list[Any]]:
     """The API's vector for a query the cache did not have, and the Redis command that caches it."""
-    verify_store_dimensions()
+    verify_store_dimensions(idle_only=True)
     vector = _embed_one(" ".join(text.split()))
     return _remember(key, vector), ["SET", key, _pack(vector), "EX", QUERY_CACHE_TTL_S]
