@@ -57,6 +57,12 @@ def local_stack(prefix: str, keep: bool = False, **options: Any) -> Iterator[Any
             stack.stop()
 
 
+def embeddings_api_named() -> bool:
+    """True when the environment names an embeddings API (OPENAI_API_KEY or EMBEDDING_BASE_URL): it wins over the
+    local stack's model (stack.embeddings_env())."""
+    return any(os.environ.get(k) for k in ("OPENAI_API_KEY", "EMBEDDING_BASE_URL"))
+
+
 def create_database(stack: Any, name: str) -> str:
     """CREATE DATABASE `name` on the stack's server, migrated and set as DATABASE_URL; returns its URL."""
     import psycopg
