@@ -118,12 +118,13 @@ def free_port() -> int:
 
 
 def serve_app(module: str, name: str, factory: bool = False, env: dict[str, str] | None = None,
-              path: Path = ROOT, blocked: list[str] | tuple[str, ...] = (), poll_s: float = 0.1
-              ) -> tuple[str, subprocess.Popen[bytes]]:
+              path: Path = ROOT, blocked: list[str] | tuple[str, ...] = (), poll_s: float = 0.1,
+              port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
     """`module`'s `name` (an ASGI app, or with `factory` a function making one) under uvicorn in a fresh
-    interpreter, `path` first on its sys.path and `blocked` modules not importable; returns (its URL, the process)
-    once it accepts connections. No request is sent before the caller's: nothing is warmed up by the wait."""
-    port = free_port()
+    interpreter, `path` first on its sys.path and its working folder, `blocked` modules not importable, on `port`
+    (default: a free one); returns (its URL, the process) once it accepts connections. No request is sent before
+    the caller's: nothing is warmed up by the wait."""
+    port = port or free_port()
     code = SERVE.format(path=str(path), blocked=list(blocked), module=module, name=name,
                         call="()" if factory else "", port=port)
     process = spawn_server(code, port, env=env, cwd=path, poll_s=poll_s, what=module)
