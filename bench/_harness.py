@@ -202,6 +202,20 @@ def use_chat_stand_ins(api_key: str, model_url: str, embeddings_url: str) -> Non
     get_settings.cache_clear()
 
 
+def chat_stand_ins_in_threads(embeddings_app: Any, on_request: Callable[[Any, dict[str, Any]], None] | None = None
+                              ) -> tuple[Any, dict[str, str]]:
+    """The instant model (`on_request` as there) and `embeddings_app` served in threads of this process, the engine
+    pointed at them (use_chat_stand_ins); returns (the model, {"model": its base URL, "embed": the embeddings'})."""
+    from scripts._serve import serve_in_thread
+
+    model = instant_model(on_request)
+    model_url, _ = serve_in_thread(model.app)
+    embed_url, _ = serve_in_thread(embeddings_app)
+    urls = {"model": f"{model_url}/v1", "embed": f"{embed_url}/v1"}
+    use_chat_stand_ins(model.api_key, urls["model"], urls["embed"])
+    return model, urls
+
+
 def first_event(client: Any, path: str, body: dict[str, Any]) -> tuple[float, list[str]]:
     """(seconds to the first `delta` event, all lines) for one streamed POST."""
     started = time.perf_counter()

@@ -37,15 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._harness import (  # noqa: E402
+    chat_stand_ins_in_threads,
     columns,
     create_database,
     first_event,
-    instant_model,
     local_stack,
     pct,
     serve_app,
     stop_process,
-    use_chat_stand_ins,
 )
 
 AT_MODEL: list[tuple[int, int, int]] = []  # (statements, connections, Redis requests) when the model is asked
@@ -139,11 +138,8 @@ def run(turns: int, sizes: list[int]) -> None:
             upstash = counters["upstash"]
             AT_MODEL.append((*counters["wire"].mark(), upstash.mark() if upstash else 0))
 
-    model = instant_model(on_request=snapshot)
     world = corpus.World()
-    model_url, _ = serve_in_thread(model.app)
-    embed_url, _ = serve_in_thread(corpus.embeddings_app(world))
-    use_chat_stand_ins(model.api_key, f"{model_url}/v1", f"{embed_url}/v1")
+    chat_stand_ins_in_threads(corpus.embeddings_app(world), on_request=snapshot)
     with connect() as conn:
         ids, key = corpus.bench_assistant(conn)
     texts = corpus.queries(world)

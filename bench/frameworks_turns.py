@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench import retrieval as corpus
-from bench._harness import first_event, instant_model, pct, serve_app, stop_process, use_chat_stand_ins
+from bench._harness import chat_stand_ins_in_threads, first_event, pct, serve_app, stop_process
 
 MODEL = "gpt-4o-mini"
 TOP_K = 5
@@ -236,7 +236,6 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
     """Measure at each size (chunks added between sizes); rows appended to `out` as they are measured."""
     import psycopg
 
-    from scripts._serve import serve_in_thread
     from shared.core.db import connect
 
     arrivals: list[tuple[float, str]] = []
@@ -244,12 +243,8 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
     def arrived(request: Any, body: dict[str, Any]) -> None:
         arrivals.append((time.perf_counter(), json.dumps(body.get("messages"))))  # this process: the turns' clock
 
-    model = instant_model(on_request=arrived)
     world = corpus.World()
-    model_url, _ = serve_in_thread(model.app)
-    embed_url, _ = serve_in_thread(corpus.embeddings_app(world))
-    urls = {"model": f"{model_url}/v1", "embed": f"{embed_url}/v1"}
-    use_chat_stand_ins(model.api_key, urls["model"], urls["embed"])
+    model, urls = chat_stand_ins_in_threads(corpus.embeddings_app(world), on_request=arrived)
     with connect() as conn:
         ids, key = corpus.bench_assistant(conn)
         corpus.topics_table(conn, world)
