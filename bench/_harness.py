@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "bench" / "corpora"
-STEMMERS = {"en": "english", "de": "german"}  # a corpus's language -> the crawl's (Snowball) stemmer
+STEMMERS = {"en": "english", "de": "german"}  # a corpus's language code -> the name a source and Snowball take
 
 # -- the local stack -------------------------------------------------------------------------------------------
 
