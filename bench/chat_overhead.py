@@ -25,13 +25,9 @@ after first use. With --chunks, chunks are loaded with bench/retrieval.py's gene
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,13 +36,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import (  # noqa: E402
+    chat_stand_ins_in_threads,
+    columns,
+    create_database,
+    first_event,
+    local_stack,
+    pct,
+    serve_app,
+    stop_process,
+)
+
 AT_MODEL: list[tuple[int, int, int]] = []  # (statements, connections, Redis requests) when the model is asked
-SERVE = """
-import sys, uvicorn
-sys.path.insert(0, {root!r})
-from {module} import {factory} as make
-uvicorn.run(make(), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
-"""
 CONFIGS = {"pooled": {"DB_POOL_SIZE": "10"}, "fresh": {"DB_POOL_SIZE": "0"},
            "self-hosted": {"DB_POOL_SIZE": "10", "REDIS_URL": "<redis>"}}
 
@@ -65,56 +66,6 @@ def bare_app() -> Any:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
-
-
-def serve_process(module: str, factory: str, env: dict[str, str] | None = None
-                  ) -> tuple[str, subprocess.Popen[bytes]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = SERVE.format(root=str(ROOT), module=module, factory=factory, port=port)
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **(env or {})})
-    atexit.register(_stop, process)  # a bench that fails half-way leaves no server behind holding its output open
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/api/none", timeout=1)
-            return url, process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise TimeoutError(f"{module} did not start")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def first_event(client: Any, path: str, body: dict[str, Any]) -> tuple[float, list[str]]:
-    """(seconds to the first `delta` event, all lines) for one streamed POST."""
-    started = time.perf_counter()
-    first, lines = None, []
-    with client.stream("POST", path, json=body) as reply:
-        assert reply.status_code == 200, reply.read()
-        for line in reply.iter_lines():
-            if first is None and line.startswith("event: delta"):
-                first = time.perf_counter() - started
-            lines.append(line)
-    assert first is not None, lines
-    return first, lines
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(clients: dict[str, Any], bare: Any, assistant: str, texts: list[str], turns: int, warmup: int = 30
@@ -177,32 +128,18 @@ def run(turns: int, sizes: list[int]) -> None:
     from scripts import local_upstash
     from scripts._serve import serve_in_thread
     from shared.core.db import connect
-    from tests.fakes.openai_server import FakeOpenAI
     from tests.fakes.pg_wire import PgWireCounter
     from tests.fakes.upstash_log import UpstashLog
 
-    model = FakeOpenAI()
-    model.reply, model.chunk_chars = "OK.", 100
-    next_step = model.next_step
     counters: dict[str, Any] = {}
 
-    def snapshot(request: Any, body: dict[str, Any]) -> Any:
+    def snapshot(request: Any, body: dict[str, Any]) -> None:
         if counters:
             upstash = counters["upstash"]
             AT_MODEL.append((*counters["wire"].mark(), upstash.mark() if upstash else 0))
-        return next_step(request, body)
 
-    model.next_step = snapshot  # type: ignore[method-assign]
     world = corpus.World()
-    model_url, _ = serve_in_thread(model.app)
-    embed_url, _ = serve_in_thread(corpus.embeddings_app(world))
-    os.environ.update({"OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": f"{model_url}/v1",
-                       "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector",
-                       "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
-                       "DAILY_TOKEN_BUDGET": str(10**12)})  # still read and counted every turn, never reached
-    from shared.core.settings import get_settings
-
-    get_settings.cache_clear()
+    chat_stand_ins_in_threads(corpus.embeddings_app(world), on_request=snapshot)
     with connect() as conn:
         ids, key = corpus.bench_assistant(conn)
     texts = corpus.queries(world)
@@ -229,15 +166,16 @@ def run(turns: int, sizes: list[int]) -> None:
     wire = PgWireCounter(os.environ["DATABASE_URL"])
     processes = []
     try:
-        bare_url, bare_process = serve_process("bench.chat_overhead", "bare_app")
+        bare_url, bare_process = serve_app("bench.chat_overhead", "bare_app", factory=True)
         processes.append(bare_process)
         servers = {}
         for name, env in configs.items():
-            url, process = serve_process("scripts.router", "create_router", env)
+            url, process = serve_app("scripts.router", "create_router", factory=True, env={**os.environ, **env})
             counting_env = {**env, "DATABASE_URL": wire.url}
             if "REDIS_URL" not in env:
                 counting_env["UPSTASH_REDIS_REST_URL"] = upstash_url
-            counting_url, counting_process = serve_process("scripts.router", "create_router", counting_env)
+            counting_url, counting_process = serve_app("scripts.router", "create_router", factory=True,
+                                                       env={**os.environ, **counting_env})
             processes += [process, counting_process]
             servers[name] = (httpx.Client(base_url=url, headers=headers, timeout=30),
                              httpx.Client(base_url=counting_url, headers=headers, timeout=30))
@@ -256,7 +194,7 @@ def run(turns: int, sizes: list[int]) -> None:
                 loaded = size
             measured = measure({name: pair[0] for name, pair in servers.items()}, bare, ids["asst"], texts, turns)
             for name, (_, counting) in servers.items():
-                col = _columns(measured[name])
+                col = columns(measured[name])
                 upstash = None if "REDIS_URL" in configs[name] else upstash_log
                 counters.update(wire=wire, upstash=upstash)
                 c = count(counting, ids["asst"], texts, wire, upstash)
@@ -279,8 +217,7 @@ def run(turns: int, sizes: list[int]) -> None:
                       f"p99 {pct(floor, .99):.2f} ms", flush=True)
     finally:
         for process in processes:
-            process.terminate()
-            process.wait(10)
+            stop_process(process)
         wire.close()
 
 
@@ -321,10 +258,6 @@ def db_floor(key: str, ids: dict[str, str], turns: int, fresh: bool) -> list[flo
     return times
 
 
-def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
-    return {key: [row[key] for row in rows] for key in rows[0]}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=300)
@@ -332,28 +265,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
     args = parser.parse_args()
 
-    import psycopg
-
-    from scripts.local_stack import LocalStack
-    from shared.ops.migrate import migrate
-
-    folder = Path(tempfile.mkdtemp(prefix="bench-chat-"))
-    folder.chmod(0o755)  # as root, pgserver's own user must reach it
-    stack = LocalStack(folder)
-    os.environ.update(stack.start())
-    try:
-        with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        os.environ["DATABASE_URL"] = stack.pg.get_uri("bench")
+    with local_stack("bench-chat-", keep=args.keep) as stack:
+        create_database(stack, "bench")
         os.environ["BENCH_REDIS_URL"] = f"unix://{stack.redis.socket_file}"
-        migrate(os.environ["DATABASE_URL"])
         run(args.turns, [int(s) for s in args.chunks.split(",")])
-    finally:
-        stack.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._harness import free_port, temporary_folder  # noqa: E402
+
 TEXT = ("Opening hours. The shop at Harbour Street 4 is open Monday to Friday from nine to six and on "
         "Saturdays from ten to two. Refunds are paid back within 14 days of the return.")
 QUESTION = "When are refunds paid back?"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> int:
@@ -44,68 +40,65 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the clone (its .venv, .data) afterwards")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="clone-to-answer-"))
-    work.chmod(0o755)  # pgserver runs PostgreSQL as its own user when we are root
-    clone, cache = work / "clone", work / "pip-cache"
-    cache.mkdir()
-    port = free_port()
-    env = {**os.environ, "PIP_CACHE_DIR": str(cache), "UV_CACHE_DIR": str(cache / "uv"), "PORT": str(port)}
-    for name in ("VIRTUAL_ENV", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
-        env.pop(name, None)  # the newcomer's shell: no venv active, no stack, no model key
-    marks: list[tuple[str, float]] = []
-    started = time.monotonic()
-    dev: subprocess.Popen[str] | None = None
-    log = work / "make-dev.log"
-    try:
-        branch = ["--branch", args.branch] if args.branch else []
-        subprocess.run(["git", "clone", "-q", *branch, args.repo, str(clone)], check=True)
-        marks.append(("clone", time.monotonic()))
-        with log.open("w") as out:
-            dev = subprocess.Popen(["make", "dev"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        deadline = started + args.timeout
-        installed = False
-        while True:
-            if not installed and any((clone / ".venv" / s).exists() for s in (".installed-local", ".installed")):
-                installed = True
-                marks.append(("make dev: installed", time.monotonic()))
-            try:
-                alive = httpx.get(f"{base}/api/health", timeout=2).status_code == 200
-                if alive and (clone / ".data/admin-key").exists():
-                    break
-            except httpx.TransportError:
-                pass
-            if dev.poll() is not None:
-                raise SystemExit(f"make dev exited {dev.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"make dev did not serve within {args.timeout:.0f} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        marks.append(("make dev: serving", time.monotonic()))
-        key = (clone / ".data/admin-key").read_text().strip()
-        api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        assistant = api.post("/api/assistants", json={"name": "Shop"}).raise_for_status().json()["id"]
-        source = api.post("/api/sources", json={"assistant_id": assistant, "kind": "text", "title": "Shop facts",
-                                                "content": TEXT}).raise_for_status().json()
-        while (status := api.get(f"/api/sources/{source['id']}").raise_for_status().json()["status"]) != "ready":
-            if status == "failed" or time.monotonic() > deadline:
-                raise SystemExit(f"the source did not become ready: {status}")
-            time.sleep(0.2)
-        marks.append(("source ready", time.monotonic()))
-        answer = api.post("/api/chat", json={"assistant_id": assistant, "message": QUESTION, "stream": False})
-        body = answer.raise_for_status().json()
-        if not body.get("sources"):
-            raise SystemExit(f"the answer has no citation: {body}")
-        marks.append(("first cited answer", time.monotonic()))
-    finally:
-        if dev is not None and dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGINT)  # make dev's own Ctrl-C path: stops PostgreSQL and Redis
-            try:
-                dev.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    with temporary_folder("clone-to-answer-", keep=args.keep) as work:
+        clone, cache = work / "clone", work / "pip-cache"
+        cache.mkdir()
+        port = free_port()
+        env = {**os.environ, "PIP_CACHE_DIR": str(cache), "UV_CACHE_DIR": str(cache / "uv"), "PORT": str(port)}
+        for name in ("VIRTUAL_ENV", "DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+            env.pop(name, None)  # the newcomer's shell: no venv active, no stack, no model key
+        marks: list[tuple[str, float]] = []
+        started = time.monotonic()
+        dev: subprocess.Popen[str] | None = None
+        log = work / "make-dev.log"
+        try:
+            branch = ["--branch", args.branch] if args.branch else []
+            subprocess.run(["git", "clone", "-q", *branch, args.repo, str(clone)], check=True)
+            marks.append(("clone", time.monotonic()))
+            with log.open("w") as out:
+                dev = subprocess.Popen(["make", "dev"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True)
+            base = f"http://127.0.0.1:{port}"
+            deadline = started + args.timeout
+            installed = False
+            while True:
+                if not installed and any((clone / ".venv" / s).exists() for s in (".installed-local", ".installed")):
+                    installed = True
+                    marks.append(("make dev: installed", time.monotonic()))
+                try:
+                    alive = httpx.get(f"{base}/api/health", timeout=2).status_code == 200
+                    if alive and (clone / ".data/admin-key").exists():
+                        break
+                except httpx.TransportError:
+                    pass
+                if dev.poll() is not None:
+                    raise SystemExit(f"make dev exited {dev.returncode}:\n{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"make dev did not serve within {args.timeout:.0f} s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            marks.append(("make dev: serving", time.monotonic()))
+            key = (clone / ".data/admin-key").read_text().strip()
+            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            assistant = api.post("/api/assistants", json={"name": "Shop"}).raise_for_status().json()["id"]
+            source = api.post("/api/sources", json={"assistant_id": assistant, "kind": "text", "title": "Shop facts",
+                                                    "content": TEXT}).raise_for_status().json()
+            while (status := api.get(f"/api/sources/{source['id']}").raise_for_status().json()["status"]) != "ready":
+                if status == "failed" or time.monotonic() > deadline:
+                    raise SystemExit(f"the source did not become ready: {status}")
+                time.sleep(0.2)
+            marks.append(("source ready", time.monotonic()))
+            answer = api.post("/api/chat", json={"assistant_id": assistant, "message": QUESTION, "stream": False})
+            body = answer.raise_for_status().json()
+            if not body.get("sources"):
+                raise SystemExit(f"the answer has no citation: {body}")
+            marks.append(("first cited answer", time.monotonic()))
+        finally:
+            if dev is not None and dev.poll() is None:
+                os.killpg(dev.pid, signal.SIGINT)  # make dev's own Ctrl-C path: stops PostgreSQL and Redis
+                try:
+                    dev.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(dev.pid, signal.SIGKILL)
     previous = started
     for name, at in marks:
         print(f"{name:22s} +{at - previous:6.1f} s  (at {at - started:6.1f} s)")

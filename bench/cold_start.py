@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._harness import create_database, local_stack, serve_app, stop_process  # noqa: E402
+
 IMPORT_TARGET = 1.3
 FIRST_REQUEST_TARGET = 2.0
 BARE_APP = '''from fastapi import FastAPI
@@ -63,15 +66,6 @@ def root() -> dict:
 '''
 TIMER = "import sys, time; sys.path.insert(0, sys.argv[1]); t, c = time.perf_counter(), time.process_time(); " \
         "import {module}; print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)"
-SERVE = """
-import sys
-sys.path.insert(0, {path!r})
-for name in {blocked!r}:
-    sys.modules.setdefault(name, None)  # `import name` raises ImportError, as where it is not installed
-import uvicorn
-from {module} import app
-uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
-"""
 
 
 def child_env() -> dict[str, str]:
@@ -172,12 +166,6 @@ class Timing:
     cpu: tuple[float, float] = (0.0, 0.0)  # server CPU ms (all threads): the first request, a warm one (mean)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # Top-level modules the served process may not import (--runtime-only); empty: all that is installed.
 BLOCKED: list[str] = []
 
@@ -217,33 +205,10 @@ def not_deployed(root: Path) -> list[str]:
 
 def spawn(module: str, path: Path) -> tuple[subprocess.Popen[bytes], str, float]:
     """`module`'s `app` under uvicorn in a fresh interpreter; returns once it accepts connections (no request
-    is sent before the measured one, so nothing is warmed up by the wait)."""
-    port = free_port()
+    is sent before the measured one, so nothing is warmed up by the wait), with the ms that took."""
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", SERVE.format(path=str(path), module=module, port=port,
-                                                                   blocked=BLOCKED)],
-                               env=child_env(), cwd=path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{module} exited with {process.returncode} before serving")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}", (time.perf_counter() - began) * 1000
-        except OSError:
-            time.sleep(0.005)
-    process.kill()
-    raise SystemExit(f"{module} did not start within 120 s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL: on a loaded machine a server still importing an SDK can be slow to exit."""
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+    url, process = serve_app(module, "app", env=child_env(), path=path, blocked=BLOCKED, poll_s=0.005)
+    return process, url, (time.perf_counter() - began) * 1000
 
 
 def get_root(url: str) -> tuple[float, float]:
@@ -304,7 +269,7 @@ def measure(module: str, path: Path, first: Callable[[str], tuple[float, float]]
         samples = [warm(url) for _ in range(warm_requests)]
         after_warm = cpu_ms(process.pid)
     finally:
-        stop(process)
+        stop_process(process)
     return Timing(ready_ms, first_ms, (statistics.median(s[0] for s in samples),
                                        statistics.median(s[1] for s in samples)),
                   (after_first - before, (after_warm - after_first) / warm_requests))
@@ -312,23 +277,12 @@ def measure(module: str, path: Path, first: Callable[[str], tuple[float, float]]
 
 def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path, baseline: Path | None = None) -> bool:
     """Print the first-request table; True when the chat scenarios are within target."""
-    import psycopg
-
     from scripts._serve import serve_in_thread
-    from scripts.local_stack import LocalStack
-    from shared.ops.migrate import migrate
     from tests.fakes.anthropic_server import FakeAnthropic
     from tests.fakes.openai_server import FakeOpenAI, FaultPlan
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-cold-"))
-    folder.chmod(0o755)  # as root, pgserver's own user must reach it
-    stack = LocalStack(folder)
-    os.environ.update(stack.start())
-    try:
-        with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        os.environ["DATABASE_URL"] = stack.pg.get_uri("bench")
-        migrate(os.environ["DATABASE_URL"])
+    with local_stack("bench-cold-") as stack:
+        create_database(stack, "bench")
         openai, anthropic = FakeOpenAI(), FakeAnthropic()
         openai.reply = anthropic.reply = "Refunds take five days."
         openai_url, _ = serve_in_thread(openai.app)
@@ -388,11 +342,6 @@ def requests(rounds: int, warm_requests: int, gap_s: float, bare_dir: Path, base
             random.shuffle(scenarios)
             for name, run in scenarios:
                 results[name].append(run())
-    finally:
-        stack.stop()
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
     return report_requests(results, rounds, warm_requests)
 
 
@@ -435,7 +384,6 @@ def main() -> int:
                         "requirements.txt does not install (this venv's development tools)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures show as they come
-    sys.path.insert(0, str(ROOT))
     ok = True
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
         bare_dir = Path(tmp)

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.chat_overhead import pct, serve_process  # noqa: E402
+from bench._harness import (  # noqa: E402
+    columns,
+    create_database,
+    instant_model,
+    local_stack,
+    pct,
+    serve_app,
+    stop_process,
+    use_chat_stand_ins,
+)
 
 CONFIGS = [("pooled", {"DB_POOL_SIZE": "10"}), ("fresh", {"DB_POOL_SIZE": "0"}), ("bare", {})]
 
@@ -102,16 +110,9 @@ def run(concurrency: int, count: int, chunks: int) -> None:
 
     world = corpus.World()
     # The stand-ins in processes of their own: in this one they would share a GIL with 64 clients.
-    model_url, model_process = serve_process("bench.concurrency", "model_app")
-    embed_url, embed_process = serve_process("bench.concurrency", "embeddings_app")
-    os.environ.update({"OPENAI_API_KEY": FakeOpenAI().api_key, "OPENAI_BASE_URL": f"{model_url}/v1",
-                       "EMBEDDING_BASE_URL": f"{embed_url}/v1", "VECTOR_BACKEND": "pgvector",
-                       # 64 turns a second from one key and one address are the point here, not a limit.
-                       "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
-                       "DAILY_TOKEN_BUDGET": str(10**12)})
-    from shared.core.settings import get_settings
-
-    get_settings.cache_clear()
+    model_url, model_process = serve_app("bench.concurrency", "model_app", factory=True)
+    embed_url, embed_process = serve_app("bench.concurrency", "embeddings_app", factory=True)
+    use_chat_stand_ins(FakeOpenAI().api_key, f"{model_url}/v1", f"{embed_url}/v1")
     with connect() as conn:
         ids, key = corpus.bench_assistant(conn)
         corpus.topics_table(conn, world)
@@ -125,26 +126,24 @@ def run(concurrency: int, count: int, chunks: int) -> None:
     for name, env in CONFIGS:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        url, process = serve_process(*(("bench.concurrency", "bare_app") if name == "bare" else
-                                       ("scripts.router", "create_router")))
+        url, process = serve_app(*(("bench.concurrency", "bare_app") if name == "bare" else
+                                   ("scripts.router", "create_router")), factory=True)
         try:
             rows, failed, cpu_s = asyncio.run(rounds(url, key, ids["asst"], texts, concurrency, count, process.pid))
         finally:
-            process.terminate()
-            process.wait(10)
+            stop_process(process)
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         if not rows:
             print(f"{name:>7} | 0/{failed}", flush=True)
             continue
-        col = {k: [r[k] for r in rows] for k in ("ttfb_ms", "delta_ms", "engine_ms")}
+        col = columns(rows)
         print(f"{name:>7} | {len(rows):>4}/{len(rows) + failed:<4} | {pct(col['ttfb_ms'], .5):>8.1f} / "
               f"{pct(col['ttfb_ms'], .99):>8.1f} | {pct(col['delta_ms'], .5):>8.1f} / {pct(col['delta_ms'], .99):>9.1f}"
               f" | {pct(col['engine_ms'], .5):>7.1f} / {pct(col['engine_ms'], .99):>7.1f}"
               f" | {cpu_s * 1000 / len(rows):>6.2f}", flush=True)
     for process in (model_process, embed_process):
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 def bare_app() -> Any:
@@ -168,11 +167,7 @@ def bare_app() -> Any:
 
 
 def model_app() -> Any:
-    from tests.fakes.openai_server import FakeOpenAI
-
-    model = FakeOpenAI()
-    model.reply, model.chunk_chars = "OK.", 100
-    return model.app
+    return instant_model().app
 
 
 def embeddings_app() -> Any:
@@ -188,26 +183,9 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=2000)
     args = parser.parse_args()
 
-    import psycopg
-
-    from scripts.local_stack import LocalStack
-    from shared.ops.migrate import migrate
-
-    folder = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
-    folder.chmod(0o755)  # as root, pgserver's own user must reach it
-    stack = LocalStack(folder)
-    os.environ.update(stack.start())
-    try:
-        with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        os.environ["DATABASE_URL"] = stack.pg.get_uri("bench")
-        migrate(os.environ["DATABASE_URL"])
+    with local_stack("bench-concurrency-") as stack:
+        create_database(stack, "bench")
         run(args.concurrency, args.rounds, args.chunks)
-    finally:
-        stack.stop()
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.retrieval_quality import STEMMERS, ingest, load_questions  # noqa: E402
+from bench._harness import (  # noqa: E402
+    create_database,
+    embeddings_api_named,
+    engine_in_thread,
+    ingest_corpus,
+    load_questions,
+    local_stack,
+)
 
 ROWS = ("hit@1", "hit@3", "hit@5", "mrr", "citation_validity", "key_fact_recall", "abstain_precision",
         "abstain_recall", "answer_support", "ttft_p50_ms", "ttft_p95_ms", "tokens_per_case", "cost_usd", "passed")
@@ -63,8 +68,7 @@ def bench(name: str, engine_url: str, args: argparse.Namespace) -> None:
     assistant = api.post("/api/assistants", json={"name": name, "template_id": template["id"]}).json()
     with corpora.serve(name) as base:
         began = time.perf_counter()
-        source = ingest(engine_url, key, assistant["id"], f"{base}/{corpora.START_PAGE}", len(corpora.pages(name)) + 50,
-                        STEMMERS[corpora.LANGUAGE[name]])
+        source = ingest_corpus(engine_url, key, assistant["id"], name, base)
         print(f"{name}: {source['pages_done']} pages, {source['chunks_count']} chunks ingested in "
               f"{time.perf_counter() - began:.0f} s", flush=True)
         cases = cases_for(name, base)
@@ -113,39 +117,13 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
     args = parser.parse_args()
 
-    from scripts._serve import serve_in_thread
-    from scripts.local_stack import LocalStack
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-evals-"))
-    tmp.chmod(0o755)
-    stack = LocalStack(tmp)
-    given = {k: os.environ[k] for k in ("OPENAI_API_KEY", "EMBEDDING_BASE_URL") if os.environ.get(k)}
-    os.environ.update(stack.start(), ALLOW_PRIVATE_HOSTS="loopback")
-    if not given and args.mode != "keyword":
-        os.environ.update(stack.embeddings_env())
-    stop_server = None
-    try:
-        import psycopg
-
-        from scripts.router import create_router
-        from shared.core.settings import get_settings
-        from shared.ops.migrate import migrate
-
-        with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE evals")
-        os.environ["DATABASE_URL"] = stack.pg.get_uri("evals")
-        get_settings.cache_clear()
-        migrate(os.environ["DATABASE_URL"])
-        engine_url, stop_server = serve_in_thread(create_router())
-        os.environ["PUBLIC_URL"] = engine_url
-        get_settings.cache_clear()
-        bench(args.set, engine_url, args)
-    finally:
-        if stop_server:
-            stop_server()
-        stack.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with local_stack("bench-evals-", keep=args.keep) as stack:
+        os.environ["ALLOW_PRIVATE_HOSTS"] = "loopback"
+        if args.mode != "keyword" and not embeddings_api_named():
+            os.environ.update(stack.embeddings_env())
+        create_database(stack, "evals")
+        with engine_in_thread() as engine_url:
+            bench(args.set, engine_url, args)
     return 0
 
 

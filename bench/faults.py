@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._harness import create_database, local_stack  # noqa: E402
 
 REPLY = "A short answer that streams in a dozen small pieces, so faults land mid-answer."
 
@@ -39,77 +39,67 @@ def main() -> int:
     from psycopg.rows import dict_row
 
     from scripts._serve import serve_in_thread
-    from scripts.local_stack import LocalStack
-    from shared.ops.migrate import migrate
 
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "PINECONE_API_KEY", "REDIS_URL", "SENTRY_DSN"):
         os.environ.pop(name, None)  # never a developer's real services
-    folder = Path(tempfile.mkdtemp(prefix="bench-faults-"))
-    folder.chmod(0o755)  # as root, pgserver's own user must reach it
-    stack = LocalStack(folder, qstash_backoff_scale=0.01)
-    os.environ.update(stack.start())
-    stops = []
-    try:
-        admin_dsn = stack.pg.get_uri()
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench_faults")
-        dsn = stack.pg.get_uri("bench_faults")
-        migrate(dsn)
+    with local_stack("bench-faults-", qstash_backoff_scale=0.01) as stack:
+        stops = []
+        try:
+            admin_dsn = stack.pg.get_uri()
+            dsn = create_database(stack, "bench_faults")
 
-        from tests.fakes.anthropic_server import FakeAnthropic
-        from tests.fakes.fault_proxy import FaultProxy
-        from tests.fakes.openai_server import FakeOpenAI, FaultPlan
+            from tests.fakes.anthropic_server import FakeAnthropic
+            from tests.fakes.fault_proxy import FaultProxy
+            from tests.fakes.openai_server import FakeOpenAI, FaultPlan
 
-        openai, anthropic = FakeOpenAI(), FakeAnthropic()
-        openai_url, stop = serve_in_thread(openai.app)
-        stops.append(stop)
-        anthropic_url, stop = serve_in_thread(anthropic.app)
-        stops.append(stop)
-        upstash = urlsplit(os.environ["UPSTASH_REDIS_REST_URL"])
-        proxy = FaultProxy(upstash.hostname or "127.0.0.1", upstash.port or 80)
-        stops.append(proxy.stop)
-        os.environ.update({
-            "DATABASE_URL": dsn, "ENVIRONMENT": "development",
-            "OPENAI_API_KEY": openai.api_key, "OPENAI_BASE_URL": f"{openai_url}/v1",
-            "ANTHROPIC_API_KEY": anthropic.api_key, "ANTHROPIC_BASE_URL": anthropic_url,
-            "UPSTASH_REDIS_REST_URL": f"{upstash.scheme}://127.0.0.1:{proxy.port}",
-            "RATE_CHAT_PER_KEY_PER_MINUTE": "0", "RATE_CHAT_PER_USER_PER_MINUTE": "0", "DAILY_TOKEN_BUDGET": "0",
-            "LLM_FIRST_TOKEN_TIMEOUT_S": "2", "REDIS_TIMEOUT_S": "0.5", "REDIS_BREAKER_S": "1"})
+            openai, anthropic = FakeOpenAI(), FakeAnthropic()
+            openai_url, stop = serve_in_thread(openai.app)
+            stops.append(stop)
+            anthropic_url, stop = serve_in_thread(anthropic.app)
+            stops.append(stop)
+            upstash = urlsplit(os.environ["UPSTASH_REDIS_REST_URL"])
+            proxy = FaultProxy(upstash.hostname or "127.0.0.1", upstash.port or 80)
+            stops.append(proxy.stop)
+            os.environ.update({
+                "DATABASE_URL": dsn, "ENVIRONMENT": "development",
+                "OPENAI_API_KEY": openai.api_key, "OPENAI_BASE_URL": f"{openai_url}/v1",
+                "ANTHROPIC_API_KEY": anthropic.api_key, "ANTHROPIC_BASE_URL": anthropic_url,
+                "UPSTASH_REDIS_REST_URL": f"{upstash.scheme}://127.0.0.1:{proxy.port}",
+                "RATE_CHAT_PER_KEY_PER_MINUTE": "0", "RATE_CHAT_PER_USER_PER_MINUTE": "0", "DAILY_TOKEN_BUDGET": "0",
+                "LLM_FIRST_TOKEN_TIMEOUT_S": "2", "REDIS_TIMEOUT_S": "0.5", "REDIS_BREAKER_S": "1"})
 
-        from shared.core import kv, settings
+            from shared.core import kv, settings
 
-        settings.get_settings.cache_clear()  # the environment changed after the stack started
-        kv.get_kv.cache_clear()
-        from scripts.router import create_router
-        from shared.guard.auth import create_workspace
+            settings.get_settings.cache_clear()  # the environment changed after the stack started
+            kv.get_kv.cache_clear()
+            from scripts.router import create_router
+            from shared.guard.auth import create_workspace
 
-        url, stop = serve_in_thread(create_router())
-        stops.append(stop)
-        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-            workspace, key = create_workspace(conn, "bench")
-            assistant = conn.execute("""INSERT INTO assistants (workspace_id, name, template_id, overrides)
-                                        VALUES (%s, 'Helper', 'default', '{"retrieval": {"mode": "keyword"}}')
-                                        RETURNING id""", (workspace["id"],)).fetchone()["id"]
+            url, stop = serve_in_thread(create_router())
+            stops.append(stop)
+            with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+                workspace, key = create_workspace(conn, "bench")
+                assistant = conn.execute("""INSERT INTO assistants (workspace_id, name, template_id, overrides)
+                                            VALUES (%s, 'Helper', 'default', '{"retrieval": {"mode": "keyword"}}')
+                                            RETURNING id""", (workspace["id"],)).fetchone()["id"]
 
-        from tests.faults.chat_chaos import Chaos, audit, concurrent_turns, run_turns
+            from tests.faults.chat_chaos import Chaos, audit, concurrent_turns, run_turns
 
-        for n, fake in enumerate((openai, anthropic)):
-            fake.reply, fake.chunk_chars, fake.delay = REPLY, 7, 0.01
-            fake.faults = FaultPlan(args.seed + n, rate=args.fault_rate)
-        with Chaos(args.seed, proxy, admin_dsn, dsn) as chaos:
-            results = run_turns(url, key, assistant, turns=args.turns, workers=args.workers, seed=args.seed)
-        print(audit(results, dsn, chaos.counts).line())
+            for n, fake in enumerate((openai, anthropic)):
+                fake.reply, fake.chunk_chars, fake.delay = REPLY, 7, 0.01
+                fake.faults = FaultPlan(args.seed + n, rate=args.fault_rate)
+            with Chaos(args.seed, proxy, admin_dsn, dsn) as chaos:
+                results = run_turns(url, key, assistant, turns=args.turns, workers=args.workers, seed=args.seed)
+            print(audit(results, dsn, chaos.counts).line())
 
-        for fake in (openai, anthropic):
-            fake.faults = None
-        if args.concurrent:
-            print(f"{args.concurrent} concurrent, no faults: "
-                  + audit(concurrent_turns(url, key, assistant, args.concurrent), dsn).line())
-    finally:
-        for stop in reversed(stops):
-            stop()
-        stack.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+            for fake in (openai, anthropic):
+                fake.faults = None
+            if args.concurrent:
+                print(f"{args.concurrent} concurrent, no faults: "
+                      + audit(concurrent_turns(url, key, assistant, args.concurrent), dsn).line())
+        finally:
+            for stop in reversed(stops):
+                stop()
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.chat_overhead import pct  # noqa: E402
+from bench._harness import create_database, local_stack, pct  # noqa: E402
 
 
 def versions() -> str:
@@ -81,24 +80,6 @@ def ingest_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def stack_database() -> Any:
-    """The local stack in a temporary folder, with a migrated database `bench` as DATABASE_URL."""
-    import psycopg
-
-    from scripts.local_stack import LocalStack
-    from shared.ops.migrate import migrate
-
-    folder = Path(tempfile.mkdtemp(prefix="bench-frameworks-"))
-    folder.chmod(0o755)  # as root, pgserver's own user must reach it
-    stack = LocalStack(folder)
-    os.environ.update(stack.start())
-    with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE bench")
-    os.environ["DATABASE_URL"] = stack.pg.get_uri("bench")
-    migrate(os.environ["DATABASE_URL"])
-    return stack, folder
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("turns", "ingest"))
@@ -119,14 +100,9 @@ def main() -> int:
     if args.only in (None, "turns"):
         from bench import frameworks_turns
 
-        stack, folder = stack_database()
-        try:
+        with local_stack("bench-frameworks-") as stack:
+            create_database(stack, "bench")
             frameworks_turns.run(sizes, args.turns, args.warmup, turns)
-        finally:
-            stack.stop()
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
         print(f"\nTurn start to the model request ({args.turns} turns per variant after {args.warmup} warm-up, "
               f"load average {os.getloadavg()[0]:.1f}):\n\n{turns_table(turns)}\n", flush=True)
     if args.only in (None, "ingest"):

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from bench import ingest
+from bench._harness import temporary_folder
 from bench.frameworks_turns import HNSW, langchain_store, llama_models, llama_store
 
 LANGCHAIN_CALL = 2048  # add_texts embeds a whole call in memory: a caller slices a large load
@@ -106,19 +104,18 @@ class FrameworksBench(ingest.Bench):
 def run(chunks: int, dims: list[int], with_plain: bool, embed_latency_ms: float, out: list[dict[str, Any]]) -> None:
     args = argparse.Namespace(chunks=chunks, plain_chunks=chunks, with_plain=with_plain, deliveries=16,
                               embed_latency_ms=embed_latency_ms, sample_s=10.0, timeout_s=3600.0)
-    folder = Path(tempfile.mkdtemp(prefix="bench-frameworks-ingest-"))
-    folder.chmod(0o755)  # as root, pgserver's own user must reach it
-    bench = FrameworksBench(args, folder)
-    try:
-        for dim in dims:
-            result = bench.run(dim)
-            p = result["pipeline"]
-            print(f"ingest: {dim} dimensions, engine pipeline: {p['chunks_count']} chunks in {p['wall']:.1f} s "
-                  f"(HNSW build job {(p['build_ms'] or 0) / 1000:.1f} s)", flush=True)
-            out.append({"dim": dim, "loader": "Dialog Engine job pipeline", "rows": p["chunks_count"],
-                        "wall": p["wall"], "index": (p["build_ms"] or 0) / 1000})
-            for name, r in result["plain"].items():
-                out.append({"dim": dim, "loader": name, "rows": r["rows"], "wall": r["wall"], "index": r["index"]})
-    finally:
-        bench.close()
-        shutil.rmtree(folder, ignore_errors=True)
+    with temporary_folder("bench-frameworks-ingest-") as folder:
+        bench = FrameworksBench(args, folder)
+        try:
+            for dim in dims:
+                result = bench.run(dim)
+                p = result["pipeline"]
+                print(f"ingest: {dim} dimensions, engine pipeline: {p['chunks_count']} chunks in {p['wall']:.1f} s "
+                      f"(HNSW build job {(p['build_ms'] or 0) / 1000:.1f} s)", flush=True)
+                out.append({"dim": dim, "loader": "Dialog Engine job pipeline", "rows": p["chunks_count"],
+                            "wall": p["wall"], "index": (p["build_ms"] or 0) / 1000})
+                for name, r in result["plain"].items():
+                    out.append({"dim": dim, "loader": name, "rows": r["rows"], "wall": r["wall"],
+                                "index": r["index"]})
+        finally:
+            bench.close()

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench import retrieval as corpus
-from bench.chat_overhead import first_event, pct, serve_process
+from bench._harness import chat_stand_ins_in_threads, first_event, pct, serve_app, stop_process
 
 MODEL = "gpt-4o-mini"
 TOP_K = 5
@@ -236,34 +236,20 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
     """Measure at each size (chunks added between sizes); rows appended to `out` as they are measured."""
     import psycopg
 
-    from scripts._serve import serve_in_thread
     from shared.core.db import connect
-    from shared.core.settings import get_settings
-    from tests.fakes.openai_server import FakeOpenAI
 
-    model = FakeOpenAI()
-    model.reply, model.chunk_chars = "OK.", 100
     arrivals: list[tuple[float, str]] = []
-    next_step = model.next_step
 
-    def arrived(request: Any, body: dict[str, Any]) -> Any:
+    def arrived(request: Any, body: dict[str, Any]) -> None:
         arrivals.append((time.perf_counter(), json.dumps(body.get("messages"))))  # this process: the turns' clock
-        return next_step(request, body)
 
-    model.next_step = arrived  # type: ignore[method-assign]
     world = corpus.World()
-    model_url, _ = serve_in_thread(model.app)
-    embed_url, _ = serve_in_thread(corpus.embeddings_app(world))
-    urls = {"model": f"{model_url}/v1", "embed": f"{embed_url}/v1"}
-    os.environ.update({"OPENAI_API_KEY": model.api_key, "OPENAI_BASE_URL": urls["model"],
-                       "EMBEDDING_BASE_URL": urls["embed"], "VECTOR_BACKEND": "pgvector",
-                       "RATE_CHAT_PER_KEY_PER_MINUTE": "1000000", "RATE_CHAT_PER_USER_PER_MINUTE": "1000000",
-                       "DAILY_TOKEN_BUDGET": str(10**12)})
-    get_settings.cache_clear()
+    model, urls = chat_stand_ins_in_threads(corpus.embeddings_app(world), on_request=arrived)
     with connect() as conn:
         ids, key = corpus.bench_assistant(conn)
         corpus.topics_table(conn, world)
-    url, process = serve_process("scripts.router", "create_router", {"DB_POOL_SIZE": "10"})
+    url, process = serve_app("scripts.router", "create_router", factory=True,
+                             env={**os.environ, "DB_POOL_SIZE": "10"})
     try:
         lc_store = langchain_store(urls["embed"], model.api_key, 1536)
         ll_store = llama_store(1536)
@@ -302,8 +288,7 @@ def run(sizes: list[int], turns: int, warmup: int, out: list[dict[str, Any]]) ->
                     (SELECT count(*) FROM data_{LLAMA_HYBRID_TABLE})""").fetchone()
             assert counts == (size,) * 4, counts
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 def measure(variants: list[Any], texts: list[str], turns: int, warmup: int,

@@ -33,19 +33,19 @@ import math
 import os
 import random
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))  # bench/_harness.py: this checkout's, whichever engine runs
 if "--code-root" in sys.argv:  # the engine's code from another checkout (main, to compare); this file stays
     ROOT = Path(sys.argv[sys.argv.index("--code-root") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
+
+from bench._harness import free_port, serve_app, spawn_server, stop_process, temporary_folder  # noqa: E402
 
 WORDS = [
     "time", "person", "year", "way", "day", "thing", "man", "world", "life", "hand", "part", "child", "eye",
@@ -84,12 +84,6 @@ def page(n: int) -> tuple[str, str, str]:
     return f"https://bench.example/page/{n}", title, "\n\n".join(parts)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def index_valid(conn: Any) -> bool:
     row = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('chunks_embedding')").fetchone()
     return bool(row and row["indisvalid"])
@@ -103,25 +97,6 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
-
-
-def start_process(code: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
-    wait_http(f"http://127.0.0.1:{port}/")
-    return process
 
 
 # The embeddings stand-in: OpenAI's wire protocol (auth, `dimensions`, base64 float32s as the SDK asks), vectors
@@ -156,13 +131,6 @@ async def embeddings(request):
 
 app = Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
-"""
-
-ENGINE_CODE = """
-import uvicorn
-from scripts.router import create_router
-
-uvicorn.run(create_router(), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
 """
 
 
@@ -224,16 +192,16 @@ class Bench:
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         latency_s = self.args.embed_latency_ms / 1000
         stand_in_code = EMBEDDINGS_CODE.format(key=EMBED_KEY, port=embed_port, latency_s=latency_s)
-        stand_in = start_process(stand_in_code, child_env, embed_port)
-        engine = start_process(ENGINE_CODE.format(port=engine_port), child_env, engine_port)
+        stand_in = spawn_server(stand_in_code, embed_port, env=child_env, cwd=ROOT, what="the embeddings stand-in")
+        _, engine = serve_app("scripts.router", "create_router", factory=True, env=child_env, path=ROOT,
+                              port=engine_port)
         self.processes += [stand_in, engine]
         try:
             pipeline = self.pipeline(engine.pid, stand_in.pid)
             plain = self.plain(dim) if self.args.plain_chunks else None
         finally:
             for process in (engine, stand_in):
-                process.terminate()
-                process.wait(timeout=20)
+                stop_process(process)
         return {"dim": dim, "pipeline": pipeline, "plain": plain}
 
     def pipeline(self, engine_pid: int, stand_in_pid: int) -> dict[str, Any]:
@@ -385,23 +353,20 @@ def main() -> int:
     args = parser.parse_args()
     if args.plain_chunks is None:
         args.plain_chunks = args.chunks
-    folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    folder.chmod(0o755)
     pages = math.ceil(args.chunks / CHUNKS_PER_PAGE)
     print(f"engine code: {ROOT}")
     print(f"{args.chunks} chunks (~{pages} pages of ~2.3 KB), {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}, {args.deliveries} deliveries in flight, pgvector HNSW "
           f"(m=16, ef_construction=64), embeddings stand-in latency {args.embed_latency_ms:.0f} ms a request",
           flush=True)
-    bench = Bench(args, folder)
-    try:
-        for dim in (int(d) for d in args.dims.split(",")):
-            report(bench.run(dim))
-            sys.stdout.flush()
-    finally:
-        bench.close()
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+    with temporary_folder("bench-ingest-", keep=args.keep) as folder:
+        bench = Bench(args, folder)
+        try:
+            for dim in (int(d) for d in args.dims.split(",")):
+                report(bench.run(dim))
+                sys.stdout.flush()
+        finally:
+            bench.close()
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -20,13 +20,14 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._harness import create_database, local_stack, pct  # noqa: E402
 
 DIM = 1536
 TOPICS = 512
@@ -177,9 +178,7 @@ def measure(conn: Any, ids: dict[str, str], texts: list[str], mode: str, runs: i
         retrieve(conn, workspace_id=ids["ws"], assistant_id=ids["asst"], query=texts[i % len(texts)], top_k=5,
                  mode=mode)  # type: ignore[arg-type]
         timings.append((time.perf_counter() - began) * 1000)
-    timings.sort()
-    return {"p50": statistics.median(timings), "p99": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
-            "mean": statistics.fmean(timings)}
+    return {"p50": statistics.median(timings), "p99": pct(timings, .99), "mean": statistics.fmean(timings)}
 
 
 def topic_precision(conn: Any, ids: dict[str, str], world: World, texts: list[str]) -> float:
@@ -206,25 +205,17 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from scripts._serve import serve_in_thread
-    from scripts.local_stack import LocalStack
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
-    stack = LocalStack(tmp)
-    os.environ.update(stack.start())
-    _size_shared_buffers(stack, args.shared_buffers)
-    world = World()
-    embed_url, stop_embed = serve_in_thread(embeddings_app(world))
-    os.environ.update({"OPENAI_API_KEY": "bench-unused", "EMBEDDING_BASE_URL": f"{embed_url}/v1",
-                       "VECTOR_BACKEND": "pgvector"})
-    try:
-        return run(stack, world, sizes, args.runs)
-    finally:
-        stop_embed()
-        stack.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+    with local_stack("bench-retrieval-", keep=args.keep) as stack:
+        _size_shared_buffers(stack, args.shared_buffers)
+        world = World()
+        embed_url, stop_embed = serve_in_thread(embeddings_app(world))
+        os.environ.update({"OPENAI_API_KEY": "bench-unused", "EMBEDDING_BASE_URL": f"{embed_url}/v1",
+                           "VECTOR_BACKEND": "pgvector"})
+        try:
+            return run(stack, world, sizes, args.runs)
+        finally:
+            stop_embed()
 
 
 def _size_shared_buffers(stack: Any, size: str) -> None:
@@ -244,15 +235,9 @@ def run(stack: Any, world: World, sizes: list[int], runs: int) -> int:
     from psycopg.rows import dict_row
 
     from shared.core.db import connect
-    from shared.core.settings import get_settings
     from shared.knowledge.embeddings import embed_query
-    from shared.ops.migrate import migrate
 
-    with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE bench")
-    os.environ["DATABASE_URL"] = stack.pg.get_uri("bench")
-    get_settings.cache_clear()
-    migrate(os.environ["DATABASE_URL"])
+    create_database(stack, "bench")
     texts = queries(world)
     print(f"{'chunks':>8} {'load':>8} {'index':>8} | {'what':34} {'p50 ms':>8} {'p99 ms':>8} {'mean':>8}")
     with connect() as conn:

@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +31,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = ROOT / "bench" / "corpora"
+from bench._harness import (  # noqa: E402
+    QUESTIONS,
+    STEMMERS,
+    create_database,
+    embeddings_api_named,
+    engine_in_thread,
+    ingest_corpus,
+    load_questions,
+    local_stack,
+)
+
 MODES = ("keyword", "vector", "hybrid")
-STEMMERS = {"en": "english", "de": "german"}
 
 
 @dataclass
@@ -59,30 +66,6 @@ def first_hit(pages: list[str], expected: set[str]) -> int | None:
 
 def distinct(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def load_questions(name: str, file: str = "questions.jsonl") -> list[dict[str, Any]]:
-    path = QUESTIONS / name / file
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def ingest(engine_url: str, key: str, assistant_id: str, start_url: str, limit: int, language: str) -> dict[str, Any]:
-    import httpx
-
-    with httpx.Client(base_url=engine_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-        reply = client.post("/api/sources", json={"assistant_id": assistant_id, "kind": "site", "url": start_url,
-                                                  "limit": limit, "language": language})
-        reply.raise_for_status()
-        source_id = reply.json()["id"]
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            source: dict[str, Any] = client.get(f"/api/sources/{source_id}").json()
-            if source["status"] in ("ready", "failed"):
-                return source
-            time.sleep(0.5)
-    raise TimeoutError(f"{start_url} did not finish ingesting")
 
 
 def page_texts(conn: Any, source_id: str, base: str) -> dict[str, str]:
@@ -159,8 +142,7 @@ def run_set(name: str, engine_url: str, top: int, dump: dict[str, Any] | None = 
                                    "'default') RETURNING id", (ids["ws"], name)).fetchone()["id"]
     began = time.perf_counter()
     with corpora.serve(name) as base:
-        source = ingest(engine_url, key, ids["asst"], f"{base}/{corpora.START_PAGE}", len(corpora.pages(name)) + 50,
-                        STEMMERS[corpora.LANGUAGE[name]])
+        source = ingest_corpus(engine_url, key, ids["asst"], name, base)
         with connect() as conn:
             texts = page_texts(conn, source["id"], base)
             print(f"{name}: {len(texts)} pages, {source['chunks_count']} chunks, {len(questions)} questions, "
@@ -194,44 +176,20 @@ def main() -> int:
         print("no question sets found under bench/corpora/<set>/questions.jsonl")
         return 1
 
-    from scripts._serve import serve_in_thread
-    from scripts.local_stack import LocalStack
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    tmp.chmod(0o755)
-    stack = LocalStack(tmp)
-    given = {k: os.environ[k] for k in ("OPENAI_API_KEY", "EMBEDDING_BASE_URL") if os.environ.get(k)}
-    os.environ.update(stack.start(), ALLOW_PRIVATE_HOSTS="loopback")
-    if not given:
-        os.environ.update(stack.embeddings_env())
-    stop_server = None
-    try:
-        import psycopg
-
-        from scripts.router import create_router
+    with local_stack("bench-quality-", keep=args.keep) as stack:
+        os.environ["ALLOW_PRIVATE_HOSTS"] = "loopback"
+        if not embeddings_api_named():
+            os.environ.update(stack.embeddings_env())
         from shared.core.settings import get_settings
         from shared.knowledge.embeddings import describe_embeddings
-        from shared.ops.migrate import migrate
 
-        with psycopg.connect(stack.pg.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE quality")
-        os.environ["DATABASE_URL"] = stack.pg.get_uri("quality")
-        get_settings.cache_clear()
-        migrate(os.environ["DATABASE_URL"])
-        engine_url, stop_server = serve_in_thread(create_router())
-        os.environ["PUBLIC_URL"] = engine_url
-        get_settings.cache_clear()
-        print(f"embeddings: {describe_embeddings()} (model {get_settings().embedding_model})", flush=True)
-        dump: dict[str, Any] | None = {} if args.dump else None
-        table = [(name, run_set(name, engine_url, args.top_k, dump)) for name in names]
-        if dump is not None:
-            Path(args.dump).write_text(json.dumps(dump))
-    finally:
-        if stop_server:
-            stop_server()
-        stack.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+        create_database(stack, "quality")
+        with engine_in_thread() as engine_url:
+            print(f"embeddings: {describe_embeddings()} (model {get_settings().embedding_model})", flush=True)
+            dump: dict[str, Any] | None = {} if args.dump else None
+            table = [(name, run_set(name, engine_url, args.top_k, dump)) for name in names]
+            if dump is not None:
+                Path(args.dump).write_text(json.dumps(dump))
     print()
     print("| set | mode | hit@1 | hit@5 | MRR |")
     print("| --- | --- | ---: | ---: | ---: |")
