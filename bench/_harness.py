@@ -99,7 +99,13 @@ def engine_in_thread() -> Iterator[str]:
 # -- servers in fresh interpreters -------------------------------------------------------------------------------
 
 SERVE = """
-import sys
+import os, signal, sys, time
+if os.environ.get("BENCH_CPU_FILE"):  # SIGUSR1: write this process's CPU seconds, all threads, ended ones too
+    def _cpu(*_):
+        with open(os.environ["BENCH_CPU_FILE"] + ".tmp", "w") as out:
+            out.write(repr(time.process_time()))
+        os.replace(os.environ["BENCH_CPU_FILE"] + ".tmp", os.environ["BENCH_CPU_FILE"])
+    signal.signal(signal.SIGUSR1, _cpu)
 sys.path.insert(0, {path!r})
 for name in {blocked!r}:
     sys.modules.setdefault(name, None)  # `import name` raises ImportError, as where it is not installed

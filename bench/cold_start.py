@@ -17,7 +17,8 @@ the time until the server accepts connections (its imports), the first request, 
 (their median); a new client connection each time. Chat turns are timed to the SSE `done` event, with
 the first `delta` as the time a user waits; each client is made before the clock starts (a new connection
 each time, but not the client's own TLS context, ~30 ms that inflated every figure before). Beside the
-times, the server's CPU (all its threads, from /proc) for the first request and a warm one: what an
+times, the server's CPU (time.process_time in the served process: all its threads, ended ones included,
+reported on SIGUSR1) for the first request and a warm one: what an
 instance with one vCPU pays, where this machine's second core hides work done in a background thread
 (still running at the first request, it counts there). Scenarios:
   chat            the default template (hybrid retrieval: the query embedding, OpenAI's stream)
@@ -35,9 +36,11 @@ the same stack and stand-ins: before and after a change, measured in one time wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -247,27 +250,32 @@ def chat_turn(url: str, key: str, assistant_id: str, expect_provider: str) -> tu
     return first_delta if first_delta is not None else total, total
 
 
-def cpu_ms(pid: int) -> float:
-    """CPU time of every thread of `pid` so far, from the scheduler's nanosecond counters (Linux): what an
-    instance with one vCPU would spend, however many threads overlapped on this machine's two cores."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a thread that ended meanwhile
-    return total / 1e6
+def cpu_ms(process: subprocess.Popen[bytes], path: str) -> float:
+    """The served process's CPU time so far (time.process_time: every thread, ended ones included), asked for
+    with SIGUSR1 (the harness's SERVE writes it to `path`), not with a request, which would warm the server up.
+    Summing /proc's per-thread counters lost the CPU of threads that ended meanwhile: the warm-up's."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            return float(Path(path).read_text()) * 1000
+        time.sleep(0.001)
+    raise SystemExit("the served process did not report its CPU time")
 
 
 def measure(module: str, path: Path, first: Callable[[str], tuple[float, float]],
             warm: Callable[[str], tuple[float, float]], warm_requests: int) -> Timing:
+    # Where the served process writes its CPU time on SIGUSR1 (bench._harness.SERVE reads it from its environment).
+    report = os.environ.setdefault("BENCH_CPU_FILE", os.path.join(tempfile.gettempdir(), f"bench-cpu-{os.getpid()}"))
     process, url, ready_ms = spawn(module, path)
     try:
-        before = cpu_ms(process.pid)
+        before = cpu_ms(process, report)
         first_ms = first(url)
-        after_first = cpu_ms(process.pid)
+        after_first = cpu_ms(process, report)
         samples = [warm(url) for _ in range(warm_requests)]
-        after_warm = cpu_ms(process.pid)
+        after_warm = cpu_ms(process, report)
     finally:
         stop_process(process)
     return Timing(ready_ms, first_ms, (statistics.median(s[0] for s in samples),
