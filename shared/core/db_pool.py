@@ -85,6 +85,23 @@ class Pool:
             return
         if not nested and not self._slots.acquire(timeout=self.wait_s):
             raise PoolBusy(f"no database connection free after {self.wait_s:.1f} s")
+        with self._lend(connect_timeout) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def spare(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """A connection if a slot is free right now (an idle one, else a new one), else None at once: for
+        work beside a caller's own connection that must never wait for a slot (it could be waiting on its
+        caller: DB_POOL_SIZE=1, or every slot held by callers doing the same)."""
+        if not self._slots.acquire(blocking=False):
+            yield None
+            return
+        with self._lend(SPARE_CONNECT_TIMEOUT_S) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _lend(self, connect_timeout: float | None) -> Iterator[psycopg.Connection[Any]]:
+        """With a slot already taken: a checked-out connection, given back (and the slot freed) afterwards."""
         try:
             conn, born = self._checkout(connect_timeout)
         except BaseException:
@@ -95,26 +112,6 @@ class Pool:
                 yield conn
         finally:
             self._return(conn, born)
-            self._slots.release()
-
-    @contextlib.contextmanager
-    def spare(self) -> Iterator[psycopg.Connection[Any] | None]:
-        """A connection if a slot is free right now (an idle one, else a new one), else None at once: for
-        work beside a caller's own connection that must never wait for a slot (it could be waiting on its
-        caller: DB_POOL_SIZE=1, or every slot held by callers doing the same)."""
-        if not self._slots.acquire(blocking=False):
-            yield None
-            return
-        try:
-            item = self._checkout(SPARE_CONNECT_TIMEOUT_S)
-        except BaseException:
-            self._slots.release()
-            raise
-        try:
-            with held():
-                yield item[0]
-        finally:
-            self._return(*item)
             self._slots.release()
 
     def _open(self, connect_timeout: float | None) -> psycopg.Connection[Any]:

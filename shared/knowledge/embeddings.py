@@ -118,11 +118,7 @@ def _post_query(text: str, timeout_s: float) -> list[float]:
         raise EmbeddingsAPIError(reply.status_code, error_message(reply.content))
     embedding = reply.json()["data"][0]["embedding"]
     if isinstance(embedding, str):
-        values = array.array("f")
-        values.frombytes(base64.b64decode(embedding))
-        if sys.byteorder == "big":
-            values.byteswap()  # the API sends little-endian float32s
-        return values.tolist()
+        return _unpack(embedding, little_endian=True)
     return [float(v) for v in embedding]
 
 
@@ -197,9 +193,12 @@ def _pack(vector: list[float]) -> str:
     return base64.b64encode(array.array("f", vector).tobytes()).decode()
 
 
-def _unpack(raw: str) -> list[float]:
+def _unpack(raw: str, little_endian: bool = False) -> list[float]:
+    """Base64 float32s: ours in this machine's byte order (_pack), the API's little-endian."""
     values = array.array("f")
     values.frombytes(base64.b64decode(raw))
+    if little_endian and sys.byteorder == "big":
+        values.byteswap()
     return values.tolist()
 
 
@@ -207,7 +206,7 @@ def embed_query(text: str) -> list[float] | None:
     """The vector of one search query, from a small Redis cache when the same query was seen recently."""
     if not embeddings_enabled():
         return None
-    verify_store_dimensions(idle_only=True)  # a turn holds a connection and waits for this: never wait for one
+    verify_store_dimensions(never_wait=True)  # a turn holds a connection and waits for this: never wait for one
     text = " ".join(text.split())
     key = _cache_key(text)
     with _recent_lock:
@@ -256,11 +255,11 @@ def _embed_one(text: str) -> list[float]:
     raise AssertionError("unreachable")
 
 
-def verify_store_dimensions(idle_only: bool = False) -> None:
+def verify_store_dimensions(never_wait: bool = False) -> None:
     """Stored vectors of another size than EMBEDDING_DIMENSIONS: a named error (ingestion fails the page with it,
-    search answers from keywords). `idle_only`: see dimensions.verify_store."""
+    search answers from keywords). `never_wait`: see dimensions.verify_store."""
     try:
-        verify_store(get_settings().embedding_dimensions, idle_only=idle_only)
+        verify_store(get_settings().embedding_dimensions, never_wait=never_wait)
     except EmbeddingDimensionsMismatch as exc:
         log.error("%s", exc.message)
         raise
@@ -291,7 +290,7 @@ def _remember(key: str, vector: list[float]) -> list[float]:
 def query_cache_probe(text: str) -> tuple[str, list[float] | None]:
     """(Redis key, the vector when this instance has it) for a query; the caller GETs the key on a miss.
     Raises EmbeddingDimensionsMismatch, as embed_query does, when the store was resized under this instance."""
-    verify_store_dimensions(idle_only=True)
+    verify_store_dimensions(never_wait=True)
     key = _cache_key(" ".join(text.split()))
     with _recent_lock:
         if key in _recent:
@@ -315,6 +314,6 @@ def query_vector_from_cache(key: str, raw: str | None) -> list[float] | None:
 
 def embed_query_uncached(text: str, key: str) -> tuple[list[float], list[Any]]:
     """The API's vector for a query the cache did not have, and the Redis command that caches it."""
-    verify_store_dimensions(idle_only=True)
+    verify_store_dimensions(never_wait=True)
     vector = _embed_one(" ".join(text.split()))
     return _remember(key, vector), ["SET", key, _pack(vector), "EX", QUERY_CACHE_TTL_S]

@@ -105,12 +105,12 @@ def verify(conn: psycopg.Connection[Any], dimensions: int) -> None:
         _verified[key] = time.monotonic() + VERIFIED_TTL_S
 
 
-def verify_store(dimensions: int, idle_only: bool = False) -> None:
+def verify_store(dimensions: int, never_wait: bool = False) -> None:
     """The query and ingestion paths' check, before anything is embedded: on pgvector at most once a minute per
     process and database (a connection of its own then); Pinecone's errors are named at upsert.
 
-    `idle_only` (a chat turn's query embedding, whose turn already holds a connection and waits for it): only
-    when the pool has a slot free right now, else not this time. Waiting for a slot could wait on the turn
+    `never_wait` (a chat turn's query embedding, whose turn already holds a connection and waits for it): only
+    when the pool has a slot free right now (Pool.spare), else not this time. Waiting for a slot could wait on the turn
     itself (DB_POOL_SIZE=1, or every slot held by turns doing the same): the turn then lost its vector
     search to the embedding timeout."""
     from shared.core.settings import get_settings
@@ -121,7 +121,7 @@ def verify_store(dimensions: int, idle_only: bool = False) -> None:
         return
     from shared.core.db import connect, spare_connection
 
-    with spare_connection() if idle_only else connect() as conn:
+    with spare_connection() if never_wait else connect() as conn:
         if conn is None:
             return  # checked by a later query, or at ingestion; a mismatch meanwhile fails the search itself
         verify(conn, dimensions)
