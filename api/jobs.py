@@ -13,18 +13,17 @@ from mangum import Mangum
 from starlette.concurrency import run_in_threadpool
 
 from functions import JOBS
-from shared.core.errors import BadRequest
+from shared.core.errors import BadRequest, ServiceUnavailable
 from shared.core.http import create_app, json_error
 from shared.core.jobs import JobRunning, NonRetryable, find, run_job
 from shared.core.queue import job_url, verify
-from shared.guard.deps import Db
 
 log = logging.getLogger("dialog_engine.jobs")
 app = create_app("jobs", description="QStash callbacks that run functions/{name}.run(payload).")
 
 
 @app.post("/api/jobs/{name}", summary="Run one queued job (QStash signs the call)")
-async def run(name: str, request: Request, conn: Db) -> JSONResponse:
+async def run(name: str, request: Request) -> JSONResponse:
     raw = await request.body()  # the exact bytes QStash signed
     # Verify before anything else: an unsigned call runs nothing and learns nothing.
     verify(request.headers.get("upstash-signature"), raw, job_url(name))
@@ -36,7 +35,7 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
     retried_header = request.headers.get("upstash-retried", "0")
     retried = int(retried_header) if retried_header.isdigit() else 0
     try:
-        outcome = await run_in_threadpool(run_job, conn, JOBS, name, payload,
+        outcome = await run_in_threadpool(run_job, JOBS, name, payload,
                                           request.headers.get("upstash-message-id"), retried)
     except NonRetryable as exc:
         return _not_retryable(exc.code, exc.message, exc.details)
@@ -44,6 +43,9 @@ async def run(name: str, request: Request, conn: Db) -> JSONResponse:
         return json_error(exc.status, exc.code, exc.message, headers=exc.headers)
     except BadRequest as exc:
         return _not_retryable(exc.code, exc.message)
+    except ServiceUnavailable as exc:  # the database (or a service the body needs) is down or busy: come back
+        log.warning("job %s attempt %s: %s", name, retried + 1, exc.code)
+        return json_error(exc.status, exc.code, exc.message, headers=exc.headers)
     except Exception:
         log.exception("job %s failed (attempt %s)", name, retried + 1)
         return json_error(500, "job_failed", f"Job {name} failed; QStash will retry it.")

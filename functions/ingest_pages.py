@@ -64,6 +64,7 @@ class Payload(JobPayload):
 def run(payload: Payload) -> dict[str, Any]:
     with connect() as conn:
         source = load_source(conn, payload.source_id)
-        if source is None or source["sync_generation"] != payload.generation:
-            return {"skipped": "the source was deleted or resynced"}
-        return ingest_pages(conn, source, payload.generation, payload.refs())
+    if source is None or source["sync_generation"] != payload.generation:
+        return {"skipped": "the source was deleted or resynced"}
+    # A connection per database step, none while pages are fetched and embedded (shared.core.db.Connections).
+    return ingest_pages(connect, source, payload.generation, payload.refs())

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -28,6 +28,14 @@ log = logging.getLogger("dialog_engine.db")
 CONNECT_TIMEOUT_S = 10  # opening a connection, unless the caller bounds it tighter
 
 Row = dict[str, Any]
+# Where long work gets a connection for each of its database steps, so it holds none while it waits on the
+# network: `connect` itself, or `on(conn)` for a caller that must keep its own (e.g. inside its transaction).
+Connections = Callable[[], contextlib.AbstractContextManager[psycopg.Connection[Row]]]
+
+
+def on(conn: psycopg.Connection[Row]) -> Connections:
+    """Connections that are all `conn`."""
+    return lambda: contextlib.nullcontext(conn)
 
 
 def _connect_kwargs() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from shared.core.db import Row, fetch_all, fetch_one
+from shared.core.db import Connections, Row, fetch_all, fetch_one, on
 from shared.i18n.language import AUTO, text_search_config
 from shared.knowledge.chunking import CHUNKER_VERSION, chunk_markdown
 from shared.knowledge.crawl import CrawlError
@@ -87,35 +87,37 @@ def chunk_id(document_id: str, ordinal: int, content_hash: str) -> str:
 def index_document(conn: psycopg.Connection[Row], doc: Row, *, generation: int, title: str, markdown: str,
                    url: str | None, language: str) -> IndexResult:
     """Make the chunks (and vectors) of `doc` match `markdown`; StaleDocument if the sync moved on."""
-    [outcome] = index_documents(conn, generation, [PageText(doc, title, markdown, url, language)])
+    [outcome] = index_documents(on(conn), generation, [PageText(doc, title, markdown, url, language)])
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
-def index_documents(conn: psycopg.Connection[Row], generation: int,
+def index_documents(connections: Connections, generation: int,
                     pages: list[PageText]) -> list[IndexResult | Exception]:
     """Make each document's chunks (and vectors) match its page; per page its IndexResult or the exception that
-    failed it (StaleDocument when its sync moved on). All pages belong to one source."""
+    failed it (StaleDocument when its sync moved on). All pages belong to one source. A connection is taken
+    for the plan and again for the write, none while the embeddings (or an outside vector store) answer."""
     from shared.knowledge.embeddings import embeddings_enabled
 
     outcomes: list[IndexResult | Exception | None] = [None] * len(pages)
     want_vectors = embeddings_enabled()
     existing: dict[str, dict[str, str | None]] = defaultdict(dict)
-    for row in fetch_all(conn, "SELECT document_id, id, vector_id FROM chunks WHERE document_id = ANY(%s)",
-                         ([p.doc["id"] for p in pages],)):
-        existing[row["document_id"]][row["id"]] = row["vector_id"]
     plans: dict[int, _Plan] = {}
-    for index, page in enumerate(pages):
-        try:
-            planned = _plan(conn, page, generation, existing[page.doc["id"]], want_vectors)
-        except Exception as exc:  # this page only
-            outcomes[index] = exc
-            continue
-        if isinstance(planned, IndexResult):
-            outcomes[index] = planned
-        else:
-            plans[index] = planned
+    with connections() as conn:
+        for row in fetch_all(conn, "SELECT document_id, id, vector_id FROM chunks WHERE document_id = ANY(%s)",
+                             ([p.doc["id"] for p in pages],)):
+            existing[row["document_id"]][row["id"]] = row["vector_id"]
+        for index, page in enumerate(pages):
+            try:
+                planned = _plan(conn, page, generation, existing[page.doc["id"]], want_vectors)
+            except Exception as exc:  # this page only
+                outcomes[index] = exc
+                continue
+            if isinstance(planned, IndexResult):
+                outcomes[index] = planned
+            else:
+                plans[index] = planned
     for index, error in _embed(plans, want_vectors).items():
         outcomes[index] = error
         del plans[index]
@@ -126,7 +128,9 @@ def index_documents(conn: psycopg.Connection[Row], generation: int,
             _upsert_outside(store, list(plans.values()))
         except Exception as exc:  # the store is down: every page of the batch waits for the retry
             return [outcome if outcome is not None else exc for outcome in outcomes]
-    for index, written in _write_all(conn, generation, plans, in_db=in_db).items():
+    with connections() as conn:
+        writes = _write_all(conn, generation, plans, in_db=in_db)
+    for index, written in writes.items():
         outcomes[index] = written if isinstance(written, Exception) else _result(plans[index], written)
         if not in_db and written is True:
             _delete_outside(store, plans[index])

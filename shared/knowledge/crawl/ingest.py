@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from shared.core.db import Row
+from shared.core.db import Connections, Row, on
 from shared.core.queue import publish
 from shared.core.settings import get_settings
 from shared.knowledge import source_kind
@@ -55,12 +55,16 @@ def fetch(kind_name: str, url: str) -> Page:
 def process_page(conn: psycopg.Connection[Row], source: Row, generation: int, url: str, *, depth: int = 0,
                  follow: bool = False, page: Page | None = None) -> dict[str, Any]:
     """Ingest one page of one sync. Safe to repeat: a page already done in this sync is skipped."""
-    return ingest_pages(conn, source, generation, [PageRef(url, depth, follow, page)])["pages"][0]
+    return ingest_pages(on(conn), source, generation, [PageRef(url, depth, follow, page)])["pages"][0]
 
 
-def ingest_pages(conn: psycopg.Connection[Row], source: Row, generation: int, refs: list[PageRef]) -> dict[str, Any]:
+def ingest_pages(connections: Connections, source: Row, generation: int, refs: list[PageRef]) -> dict[str, Any]:
     """Ingest pages of one sync, wave by wave, within INGEST_JOB_BUDGET_S; safe to repeat (pages done in this
-    sync are skipped). Returns each page's outcome and how many pages were handed on to a new job."""
+    sync are skipped). Returns each page's outcome and how many pages were handed on to a new job.
+
+    `connections` gives a connection for each database step (shared.core.db.Connections): none is held while
+    pages are fetched or embedded, so the jobs a function instance runs at once need no more connections
+    than they have statements running."""
     settings = get_settings()
     deadline = time.monotonic() + settings.ingest_job_budget_s
     refs = list({ref.url: ref for ref in refs}.values())
@@ -72,46 +76,51 @@ def ingest_pages(conn: psycopg.Connection[Row], source: Row, generation: int, re
             publish_pages(source, generation, refs[done:], tag="-rest")
             break
         wave = refs[done:done + settings.ingest_wave_pages]
-        results += _wave(conn, source, generation, wave, retry)
+        results += _wave(connections, source, generation, wave, retry)
         done += len(wave)
-    finalize(conn, source["id"], generation)
+    with connections() as conn:
+        finalize(conn, source["id"], generation)
     if retry:
         raise retry[0]  # QStash retries the job; the pages written meanwhile are skipped then
     return {"pages": results, "handed_on": len(refs) - done}
 
 
-def _wave(conn: psycopg.Connection[Row], source: Row, generation: int, refs: list[PageRef],
+def _wave(connections: Connections, source: Row, generation: int, refs: list[PageRef],
           retry: list[Exception]) -> list[dict[str, Any]]:
     """One wave: attempts begun together, pages fetched in parallel, indexed together (one COPY)."""
-    docs = begin_attempts(conn, source["id"], generation, [ref.url for ref in refs])
+    with connections() as conn:
+        docs = begin_attempts(conn, source["id"], generation, [ref.url for ref in refs])
     results: dict[str, dict[str, Any]] = {ref.url: {"url": ref.url, "skipped": "already done or superseded"}
                                           for ref in refs if ref.url not in docs}
     active = [ref for ref in refs if ref.url in docs]
     fetched = _fetch_all(source["kind"], [ref.url for ref in active if ref.page is None])
     web = source_kind(source["kind"]).web
     texts: list[PageText] = []
-    for ref in active:
-        doc = docs[ref.url]
-        page = ref.page or fetched[ref.url]
-        try:
-            if isinstance(page, Exception):
-                raise page
-            if ref.follow and ref.depth < int(source["config"].get("max_depth", DEFAULT_MAX_DEPTH)) and page.links:
-                _follow_links(conn, source, generation, page, ref.depth, republish=doc["attempts"] > 1)
-        except Exception as exc:
-            results[ref.url] = _failed(conn, source, generation, doc, exc, retry)
-            continue
-        title = page.title if web else (source["title"] or page.title)
-        texts.append(PageText(doc, title, page.markdown, ref.url if web else None, source["language"]))
-    for text, outcome in zip(texts, index_documents(conn, generation, texts), strict=True):
-        url = text.doc["url"]
-        if isinstance(outcome, StaleDocument):
-            results[url] = {"url": url, "skipped": "superseded by a newer sync"}
-        elif isinstance(outcome, Exception):
-            results[url] = _failed(conn, source, generation, text.doc, outcome, retry)
-        else:
-            results[url] = {"url": url, "chunks": outcome.chunks, "embedded": outcome.embedded,
-                            "removed": outcome.removed, "unchanged": outcome.unchanged}
+    with connections() as conn:
+        for ref in active:
+            doc = docs[ref.url]
+            page = ref.page or fetched[ref.url]
+            try:
+                if isinstance(page, Exception):
+                    raise page
+                if ref.follow and ref.depth < int(source["config"].get("max_depth", DEFAULT_MAX_DEPTH)) and page.links:
+                    _follow_links(conn, source, generation, page, ref.depth, republish=doc["attempts"] > 1)
+            except Exception as exc:
+                results[ref.url] = _failed(conn, source, generation, doc, exc, retry)
+                continue
+            title = page.title if web else (source["title"] or page.title)
+            texts.append(PageText(doc, title, page.markdown, ref.url if web else None, source["language"]))
+    outcomes = index_documents(connections, generation, texts)
+    with connections() as conn:
+        for text, outcome in zip(texts, outcomes, strict=True):
+            url = text.doc["url"]
+            if isinstance(outcome, StaleDocument):
+                results[url] = {"url": url, "skipped": "superseded by a newer sync"}
+            elif isinstance(outcome, Exception):
+                results[url] = _failed(conn, source, generation, text.doc, outcome, retry)
+            else:
+                results[url] = {"url": url, "chunks": outcome.chunks, "embedded": outcome.embedded,
+                                "removed": outcome.removed, "unchanged": outcome.unchanged}
     return [results[ref.url] for ref in refs]
 
 
