@@ -1,13 +1,18 @@
 """Engine time and round trips before the model: POST /api/chat against a local OpenAI stand-in answering at once.
 
-    python bench/chat_overhead.py [--turns 300] [--chunks 0[,10000,100000]] [--keep]
+    python bench/chat_overhead.py [--turns 300] [--chunks 0[,10000,100000]] [--configs pooled,...]
+                                  [--baseline DIR] [--redis-latency-ms MS] [--keep]
 
 Starts its own local stack (PostgreSQL + pgvector, Redis, the Upstash and QStash stand-ins) in a temporary
 folder, an OpenAI chat stand-in and an embeddings stand-in, then serves the whole router (`make dev`'s
 server) once per configuration, each in its own uvicorn process, and a bare one-route FastAPI SSE endpoint:
   pooled       DB_POOL_SIZE=10 (the default): a warm instance reusing its connections, Redis over Upstash REST;
   fresh        DB_POOL_SIZE=0: a new PostgreSQL connection for every use (the engine before the pool);
-  self-hosted  pooled, with REDIS_URL (redis-py to Redis itself) instead of Upstash REST.
+  self-hosted  pooled, with REDIS_URL (redis-py to Redis itself) instead of Upstash REST;
+  (--redis-latency-ms holds each Upstash answer back that long: the network between a function and Upstash,
+  which the local stand-in does not have; self-hosted Redis is not delayed.)
+  baseline     with --baseline DIR: pooled, served from another checkout (e.g. `git worktree add DIR HEAD~1`),
+               so a change is measured against the code before it in the same run, turns interleaved.
 Reported as p50 / p99 over the measured turns (after a warm-up; the configurations take turns, so they share
 the machine's load as it drifts):
   engine_ms  server side, from the request's first dependency to the provider request: auth, the admission
@@ -121,7 +126,8 @@ def count(client: Any, assistant: str, texts: list[str], wire: Any, upstash: Any
                                                     "redis_before", "redis_after")}
 
 
-def run(turns: int, sizes: list[int]) -> None:
+def run(turns: int, sizes: list[int], names: list[str], baseline: Path | None = None,
+        redis_latency_ms: float = 0.0) -> None:
     import httpx
 
     from bench import retrieval as corpus
@@ -145,10 +151,18 @@ def run(turns: int, sizes: list[int]) -> None:
     texts = corpus.queries(world)
     headers = {"Authorization": f"Bearer {key}"}
     redis_url = os.environ["BENCH_REDIS_URL"]
-    configs = {name: {k: (redis_url if v == "<redis>" else v) for k, v in env.items()}
-               for name, env in CONFIGS.items()}
+    configs = {name: {k: (redis_url if v == "<redis>" else v) for k, v in CONFIGS[name].items()} for name in names}
+    roots = dict.fromkeys(configs, ROOT)
+    if baseline is not None:
+        configs["baseline"], roots["baseline"] = dict(configs.get("pooled", CONFIGS["pooled"])), baseline
     upstash_log = UpstashLog()
     upstash_app = local_upstash.create_app(_redis_client(redis_url), os.environ["UPSTASH_REDIS_REST_TOKEN"])
+    if redis_latency_ms > 0:  # the measured configurations' Upstash: the stack's stand-in, answering later
+        delayed_url, _ = serve_in_thread(_delayed(local_upstash.create_app(
+            _redis_client(redis_url), os.environ["UPSTASH_REDIS_REST_TOKEN"]), redis_latency_ms / 1000))
+        for env in configs.values():
+            if "REDIS_URL" not in env:
+                env["UPSTASH_REDIS_REST_URL"] = delayed_url
 
     async def logged(scope: Any, receive: Any, send: Any) -> None:
         chunks: list[bytes] = []
@@ -170,12 +184,13 @@ def run(turns: int, sizes: list[int]) -> None:
         processes.append(bare_process)
         servers = {}
         for name, env in configs.items():
-            url, process = serve_app("scripts.router", "create_router", factory=True, env={**os.environ, **env})
+            url, process = serve_app("scripts.router", "create_router", factory=True, env={**os.environ, **env},
+                                     path=roots[name])
             counting_env = {**env, "DATABASE_URL": wire.url}
             if "REDIS_URL" not in env:
                 counting_env["UPSTASH_REDIS_REST_URL"] = upstash_url
             counting_url, counting_process = serve_app("scripts.router", "create_router", factory=True,
-                                                       env={**os.environ, **counting_env})
+                                                       env={**os.environ, **counting_env}, path=roots[name])
             processes += [process, counting_process]
             servers[name] = (httpx.Client(base_url=url, headers=headers, timeout=30),
                              httpx.Client(base_url=counting_url, headers=headers, timeout=30))
@@ -221,6 +236,18 @@ def run(turns: int, sizes: list[int]) -> None:
         wire.close()
 
 
+def _delayed(app: Any, delay_s: float) -> Any:
+    """`app` answering each HTTP request `delay_s` later (asyncio.sleep: no CPU spent on the wait)."""
+    import asyncio
+
+    async def delayed(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(delay_s)
+        await app(scope, receive, send)
+
+    return delayed
+
+
 def _redis_client(url: str) -> Any:
     import redis
 
@@ -262,13 +289,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--chunks", default="0", help="comma-separated corpus sizes to measure at")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"which of {', '.join(CONFIGS)} to serve")
+    parser.add_argument("--baseline", type=Path, help="also serve this checkout's code, pooled ('baseline')")
+    parser.add_argument("--redis-latency-ms", type=float, default=0.0,
+                        help="hold each Upstash answer back this long (a network between function and Upstash)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stack's folder")
     args = parser.parse_args()
+    names = [name for name in args.configs.split(",") if name]
+    if unknown := set(names) - set(CONFIGS):
+        parser.error(f"unknown configuration {', '.join(sorted(unknown))}; choose from {', '.join(CONFIGS)}")
+    if args.baseline is not None and not (args.baseline / "scripts" / "router.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not a checkout of this project")
 
     with local_stack("bench-chat-", keep=args.keep) as stack:
         create_database(stack, "bench")
         os.environ["BENCH_REDIS_URL"] = f"unix://{stack.redis.socket_file}"
-        run(args.turns, [int(s) for s in args.chunks.split(",")])
+        run(args.turns, [int(s) for s in args.chunks.split(",")], names, args.baseline, args.redis_latency_ms)
     return 0
 
 

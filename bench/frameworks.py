@@ -3,7 +3,7 @@
     make bench-frameworks FRAMEWORKS_ARGS="--chunks 10000"
     .bench-frameworks/bin/python bench/frameworks.py [--only turns|ingest] [--chunks 10000[,100000]]
                                                      [--dims 1536,512] [--turns 300] [--plain]
-                                                     [--embed-latency-ms 0]
+                                                     [--embed-latency-ms 0] [--loaders langchain,llamaindex]
 
 The frameworks live in their own virtualenv (.bench-frameworks/, made by `make bench-frameworks` from
 requirements-local.txt and bench/requirements-frameworks.txt, the project's own pins winning), never in .venv.
@@ -15,7 +15,8 @@ turns   (bench/frameworks_turns.py) time from a turn's start until its chat-comp
         --chunks size (cumulative).
 ingest  (bench/frameworks_ingest.py) --chunks chunks end to end including the HNSW index, chunks/s: the engine's
         job pipeline (bench/ingest.py's harness), LangChain's and LlamaIndex's bulk loaders, at each --dims;
-        --plain adds bench/ingest.py's plain loader. At the largest --chunks size.
+        --plain adds bench/ingest.py's plain loader, --loaders picks the frameworks (LlamaIndex's live HNSW index
+        alone takes most of an hour at 100k chunks here). At the largest --chunks size.
 Prints a markdown table per part. On a shared machine read the ratios: every variant runs in the same run.
 """
 
@@ -91,7 +92,12 @@ def main() -> int:
     parser.add_argument("--plain", action="store_true", help="ingestion: bench/ingest.py's plain loader too")
     parser.add_argument("--embed-latency-ms", type=float, default=0.0,
                         help="ingestion: the embeddings stand-in waits this long per request (a real API's round trip)")
+    parser.add_argument("--loaders", default="langchain,llamaindex",
+                        help="ingestion: which frameworks' loaders run beside the engine (langchain, llamaindex)")
     args = parser.parse_args()
+    loaders = tuple(name for name in args.loaders.split(",") if name)
+    if unknown := set(loaders) - {"langchain", "llamaindex"}:
+        parser.error(f"unknown loader {', '.join(sorted(unknown))}: choose from langchain, llamaindex")
     sizes = [int(s) for s in args.chunks.split(",")]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {versions()}", flush=True)
     turns: list[dict[str, Any]] = []
@@ -109,7 +115,7 @@ def main() -> int:
         from bench import frameworks_ingest
 
         frameworks_ingest.run(max(sizes), [int(d) for d in args.dims.split(",")], args.plain,
-                              args.embed_latency_ms, loads)
+                              args.embed_latency_ms, loads, loaders)
         print(f"\nIngestion end to end, HNSW index included (embeddings stand-in latency "
               f"{args.embed_latency_ms:.0f} ms a request, load average {os.getloadavg()[0]:.1f}):\n\n"
               f"{ingest_table(loads)}\n", flush=True)

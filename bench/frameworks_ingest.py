@@ -79,14 +79,17 @@ def llamaindex_load(dim: int, chunks: int) -> dict[str, float]:
     return {"rows": stored, "wall": done - began, "index": 0.0}
 
 
+LOADERS = (("langchain", "LangChain PGVector.add_texts", langchain_load),
+           ("llamaindex", "LlamaIndex VectorStoreIndex (PGVectorStore)", llamaindex_load))
+
+
 class FrameworksBench(ingest.Bench):
     """bench/ingest.py's Bench: its plain-loader step (run after the pipeline, stand-in and database still up)
     runs the frameworks' loaders instead, and the plain loader too when asked."""
 
     def plain(self, dim: int) -> dict[str, Any]:  # type: ignore[override]
         results: dict[str, Any] = {}
-        loaders = [("LangChain PGVector.add_texts", langchain_load),
-                   ("LlamaIndex VectorStoreIndex (PGVectorStore)", llamaindex_load)]
+        loaders = [(name, load) for key, name, load in LOADERS if key in self.args.loaders]
         if self.args.with_plain:
             loaders.append(("plain loader (bench/ingest.py)", lambda _dim, _chunks: super(FrameworksBench, self)
                             .plain(_dim)))
@@ -101,8 +104,9 @@ class FrameworksBench(ingest.Bench):
         return results
 
 
-def run(chunks: int, dims: list[int], with_plain: bool, embed_latency_ms: float, out: list[dict[str, Any]]) -> None:
-    args = argparse.Namespace(chunks=chunks, plain_chunks=chunks, with_plain=with_plain, deliveries=16,
+def run(chunks: int, dims: list[int], with_plain: bool, embed_latency_ms: float, out: list[dict[str, Any]],
+        loaders: tuple[str, ...] = ("langchain", "llamaindex")) -> None:
+    args = argparse.Namespace(chunks=chunks, plain_chunks=chunks, with_plain=with_plain, deliveries=16, loaders=loaders,
                               embed_latency_ms=embed_latency_ms, sample_s=10.0, timeout_s=3600.0)
     with temporary_folder("bench-frameworks-ingest-") as folder:
         bench = FrameworksBench(args, folder)
