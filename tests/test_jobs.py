@@ -133,6 +133,14 @@ def test_a_payload_that_does_not_fit_its_job_is_refused_once_naming_the_fields_a
     assert job_rows(engine) == []  # refused before anything was recorded or run
 
 
+def test_a_job_queued_for_a_workspace_deleted_since_is_refused_once_not_retried(engine) -> None:
+    """The claim's foreign key names no workspace any more: 489 (QStash stops retrying), nothing recorded or run."""
+    reply = deliver_to(engine, "ping", json.dumps({"workspace_id": "ws_deleted_since"}).encode(), "msg_gone_ws")
+    assert reply.status_code == 489 and reply.headers["upstash-nonretryable-error"] == "true", reply.text
+    assert reply.json()["error"]["code"] == "job_not_retryable"
+    assert job_rows(engine) == []
+
+
 def test_fields_a_job_does_not_know_are_ignored_so_older_messages_still_run(engine) -> None:
     reply = deliver_to(engine, "ping", b'{"echo": "old", "cron": "x", "from_an_older_deploy": true}', "msg_old")
     assert reply.status_code == 200 and reply.json()["result"]["pong"] == "old"

@@ -170,12 +170,9 @@ def finish(job_id: str, attempt: int, started: float, error: str | None = None) 
     sql = """UPDATE jobs SET status = %s, error = %s, finished_at = now(), duration_ms = %s
              WHERE id = %s AND attempts = %s RETURNING name, workspace_id"""
     params = ("failed" if error else "succeeded", error, duration_ms, job_id, attempt)
-    try:
-        with connect() as conn:
-            job = conn.execute(sql, params).fetchone()
-    except psycopg.OperationalError:  # dropped between the pool's check and the statement: once more, afresh
-        with connect(fresh=True) as conn:
-            job = conn.execute(sql, params).fetchone()
+    # A pooled connection dropped while idle is replaced at checkout; the record needs no fallback of its own.
+    with connect() as conn:
+        job = conn.execute(sql, params).fetchone()
     # No row: a newer attempt took the job over after our lease lapsed; its outcome is the one to keep.
     if job is not None:
         meta = {"job": job["name"], "status": "failed" if error else "succeeded"}
