@@ -51,10 +51,13 @@ def run(payload: Payload) -> dict[str, Any]:
             WHERE conversation_id = %s AND seq > %s AND role IN ('user', 'assistant')
               AND status <> 'failed' AND content <> ''
             ORDER BY seq""", (conversation_id, conversation["summary_through"]))
-        older = rows[:verbatim_cut(rows, config)]
-        if not older:
-            return {"status": "nothing_to_summarise"}
-        summary = summarise(config, conversation["summary"], older)
+    older = rows[:verbatim_cut(rows, config)]
+    if not older:
+        return {"status": "nothing_to_summarise"}
+    # No connection is held while the model writes (seconds): the update below only applies if nobody moved
+    # summary_through meanwhile, so reading and writing on two connections is safe.
+    summary = summarise(config, conversation["summary"], older)
+    with connect() as conn:
         updated = conn.execute("""UPDATE conversations SET summary = %s, summary_through = %s
                                   WHERE id = %s AND workspace_id = %s AND summary_through = %s""",
                                (summary, older[-1]["seq"], conversation_id, workspace_id,

@@ -508,6 +508,56 @@ def test_a_delivery_holds_no_connection_while_its_body_runs(engine, site, monkey
     TALLY["deliveries sharing a small pool"] += 2
 
 
+def test_a_vectorize_delivery_holds_no_connection_while_the_embeddings_api_answers(engine, embeddings_api,
+                                                                                    monkeypatch) -> None:
+    """The same for `vectorize`: it read its batch, embedded it and wrote the vectors on one connection, held
+    through the embeddings request. Two deliveries at once on a pool of ONE connection, the API 2 s slow."""
+    scopes = []
+    for _ in range(2):
+        workspace_id, _ = engine.workspace()
+        with engine.db() as conn:
+            load_corpus(conn, workspace_id, make_assistant(conn, workspace_id), embed=False)
+        scopes.append({"workspace_id": workspace_id, "batch": 50})
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    monkeypatch.setenv("DB_POOL_WAIT_S", "1")
+    clear_caches()
+    embeddings_api.delay_s = 2.0
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda scope: deliver(engine.url, "vectorize", scope, new_id()), scopes))
+    assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+    with engine.db() as conn:
+        left = conn.execute("SELECT count(*) AS n FROM chunks WHERE workspace_id = ANY(%s) AND embedding IS NULL",
+                            ([s["workspace_id"] for s in scopes],)).fetchone()["n"]
+    assert left == 0  # every chunk of both scopes has its vector
+    TALLY["deliveries sharing a small pool"] += 2
+
+
+def test_a_summary_delivery_holds_no_connection_while_the_model_writes(engine, openai_api, monkeypatch) -> None:
+    """And for `summarize_conversation`, which held its connection through the model's answer."""
+    from shared.dialog.conversations import HISTORY_LIMIT
+
+    openai_api.reply = "They talked about anvils."
+    payloads = []
+    for _ in range(2):
+        workspace_id, _ = engine.workspace()
+        with engine.db() as conn:
+            assistant_id = make_assistant(conn, workspace_id)
+        conversation = long_conversation(engine, workspace_id, assistant_id, HISTORY_LIMIT)
+        payloads.append({"workspace_id": workspace_id, "conversation_id": conversation})
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    monkeypatch.setenv("DB_POOL_WAIT_S", "1")
+    clear_caches()
+    openai_api.hang(2.0, times=2)  # each summary's answer starts after 2 s
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda p: deliver(engine.url, "summarize_conversation", p, new_id()), payloads))
+    assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+    with engine.db() as conn:
+        summaries = conn.execute("SELECT summary FROM conversations WHERE id = ANY(%s)",
+                                 ([p["conversation_id"] for p in payloads],)).fetchall()
+    assert [s["summary"] for s in summaries] == ["They talked about anvils."] * 2
+    TALLY["deliveries sharing a small pool"] += 2
+
+
 # ---------------------------------------------------------------- a real kill
 
 

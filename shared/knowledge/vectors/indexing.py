@@ -25,12 +25,21 @@ def index_chunks(conn: psycopg.Connection[Row], chunks: list[Row], store: Vector
     Returns how many vectors were written; 0 when no embeddings API is configured (keyword search only).
     Safe to repeat: vector ids are chunk ids, so a replay overwrites the same vectors.
     """
+    return write_vectors(conn, chunks, embed_chunks(chunks), store)
+
+
+def embed_chunks(chunks: list[Row]) -> list[list[float]] | None:
+    """The chunks' vectors, in order (None: no embeddings API). Needs no connection: a caller that can should
+    hold none while the embeddings API answers."""
     from shared.knowledge.embeddings import embed_texts
 
-    if not chunks:
-        return 0
-    vectors = embed_texts([embedding_input(c) for c in chunks])
-    if vectors is None:
+    return embed_texts([embedding_input(c) for c in chunks]) if chunks else []
+
+
+def write_vectors(conn: psycopg.Connection[Row], chunks: list[Row], vectors: list[list[float]] | None,
+                  store: VectorStore | None = None) -> int:
+    """Upsert the vectors embed_chunks gave for `chunks` and set chunks.vector_id; returns how many."""
+    if not chunks or vectors is None:
         return 0
     store = store or get_vector_store()
     by_workspace: dict[str, list[VectorRecord]] = defaultdict(list)
@@ -43,4 +52,3 @@ def index_chunks(conn: psycopg.Connection[Row], chunks: list[Row], store: Vector
             conn.execute("UPDATE chunks SET vector_id = id WHERE id = ANY(%s) AND workspace_id = %s",
                          ([r.id for r in records], workspace_id))
     return written
-
