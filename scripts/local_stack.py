@@ -78,13 +78,14 @@ class LocalStack:
         }
         return self.env
 
-    def embeddings_env(self) -> dict[str, str]:
-        """The settings that point the engine's embeddings at the local model (not part of `env`: the
-        caller decides, since a configured embeddings API wins and most tests run keyword-only)."""
+    def embeddings_env(self, model: str = "") -> dict[str, str]:
+        """The settings that point the engine's embeddings at a local model, WordLlama unless `model` names
+        multilingual-e5-small; not part of `env`: the caller decides, since a configured embeddings
+        API wins and most tests run keyword-only. ValueError for a model the stack does not serve."""
         from scripts import local_embeddings
 
-        return {"EMBEDDING_BASE_URL": self.embeddings_url, "EMBEDDING_MODEL": local_embeddings.MODEL_NAME,
-                "EMBEDDING_DIMENSIONS": str(local_embeddings.NATIVE_DIMENSIONS)}
+        return {"EMBEDDING_BASE_URL": self.embeddings_url,
+                **local_embeddings.engine_settings(model or local_embeddings.MODEL_NAME)}
 
     def publish(self, env: dict[str, str]) -> None:
         """Write .data/stack.json: this process's id and the settings it runs with, for the CLI."""

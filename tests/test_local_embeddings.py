@@ -80,3 +80,33 @@ def test_a_paraphrase_is_nearest_its_passage(client) -> None:
     vectors = [d.embedding for d in client.embeddings.create(input=[question, *PASSAGES], model="m").data]
     scores = [cosine(vectors[0], v) for v in vectors[1:]]
     assert scores.index(max(scores)) == 0, scores
+
+
+def test_e5_gives_384_unit_vectors_and_reads_its_prefixes(client) -> None:
+    def vector(text: str) -> list[float]:
+        return client.embeddings.create(input=text, model="multilingual-e5-small",
+                                        encoding_format="float").data[0].embedding
+
+    bare, as_query, as_passage = (vector(t) for t in ("Bild skalieren", "query: Bild skalieren",
+                                                      "passage: Bild skalieren"))
+    assert len(bare) == 384 and math.isclose(cosine(bare, bare), 1.0, rel_tol=1e-5)
+    assert bare == pytest.approx(as_query, abs=1e-6)        # no prefix: embedded as a query, the prefix not read twice
+    assert cosine(as_query, as_passage) < 0.999              # a passage is embedded as one
+    reply = client.embeddings.create(input=["query: a", "passage: b", "c"], model="multilingual-e5-small")
+    assert reply.model == "multilingual-e5-small" and [d.index for d in reply.data] == [0, 1, 2]
+
+
+def test_e5_refuses_a_shortened_vector_naming_its_size(client) -> None:
+    with pytest.raises(openai.BadRequestError, match="EMBEDDING_DIMENSIONS=384"):
+        client.embeddings.create(input="x", model="multilingual-e5-small", dimensions=256)
+
+
+def test_a_german_question_is_nearest_its_german_passage_with_e5(client) -> None:
+    passages = ["passage: Um Ihr Kennwort zurückzusetzen, öffnen Sie Einstellungen und dann Sicherheit.",
+                "passage: Rechnungen kommen monatlich per E-Mail und als PDF.",
+                "passage: An Feiertagen ist unser Büro geschlossen."]
+    question = "query: Ich habe meine Zugangsdaten vergessen. Wie komme ich wieder in mein Konto?"
+    vectors = [d.embedding for d in client.embeddings.create(input=[question, *passages],
+                                                             model="multilingual-e5-small").data]
+    scores = [cosine(vectors[0], v) for v in vectors[1:]]
+    assert scores.index(max(scores)) == 0, scores

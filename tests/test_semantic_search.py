@@ -143,3 +143,54 @@ def test_the_query_cache_never_serves_a_vector_of_the_old_size(engine, local_mod
     assert migrate(engine.dsn) == ["chunks.embedding resized to 64 dimensions (EMBEDDING_DIMENSIONS)"]  # no vectors
     again = embed_query(question)
     assert len(again) == 64 and len(engine.stack.local.redis.keys("emb:q:*")) == 2  # one entry per size
+
+
+def test_a_model_that_needs_prefixes_gets_them_before_chunks_and_questions(engine, embeddings_api,
+                                                                           monkeypatch) -> None:
+    # E5-style models are trained with a marker before each kind of text; without it their search is worse.
+    monkeypatch.setenv("EMBEDDING_QUERY_PREFIX", "query: ")
+    monkeypatch.setenv("EMBEDDING_DOCUMENT_PREFIX", "passage: ")
+    engine_caches()
+    client, _, assistant_id = knowledge_setup(engine)
+    ingest(engine, client, assistant_id)
+    documents = [text for request in embeddings_api.requests for text in request["input"]]
+    assert len(documents) == len(PAGES) and all(text.startswith("passage: ") for text in documents), documents
+    assert any("Reset password" in text for text in documents)
+
+    embeddings_api.requests.clear()
+    search(client, assistant_id, "hybrid", "How do I reset my password?")
+    assert [r["input"] for r in embeddings_api.requests] == [["query: How do I reset my password?"]]
+
+    # The prefix is part of the question's vector: another prefix is not served the cached one.
+    monkeypatch.setenv("EMBEDDING_QUERY_PREFIX", "search_query: ")
+    engine_caches()
+    search(client, assistant_id, "hybrid", "How do I reset my password?")
+    assert embeddings_api.requests[-1]["input"] == ["search_query: How do I reset my password?"]
+
+
+GERMAN_PAGES = [
+    ("Kennwort", "Um Ihr Kennwort zurückzusetzen, öffnen Sie die Einstellungen, wählen Sie Sicherheit und klicken "
+                 "Sie auf Kennwort zurücksetzen."),
+    ("Rechnungen", "Rechnungen verschicken wir monatlich per E-Mail; frühere Rechnungen laden Sie als PDF herunter."),
+    ("Öffnungszeiten", "An Feiertagen und am Wochenende bleibt unser Büro geschlossen."),
+    ("Widget", "Binden Sie das Chat-Widget auf jeder Website ein, indem Sie ein Skript-Tag einfügen."),
+]
+
+
+def test_the_multilingual_local_model_finds_a_german_passage_by_meaning(engine, local_e5) -> None:
+    client, _, assistant_id = knowledge_setup(engine)
+    for title, text in GERMAN_PAGES:
+        source = wait_synced(engine, client, add_source(client, assistant_id, kind="text", title=title,
+                                                        content=text)["id"])
+        assert source["status"] == "ready", source
+    with engine.db() as conn:
+        sizes = {row["n"] for row in conn.execute("SELECT vector_dims(embedding) AS n FROM chunks")}
+    assert sizes == {384}
+    # No word in common with the passage, in German and in English: only meaning connects them.
+    for question in ("Ich habe meine Zugangsdaten vergessen, wie komme ich wieder hinein?",
+                     "I forgot my login credentials, how do I get back in?"):
+        assert search(client, assistant_id, "keyword", question)["results"] == []
+        found = search(client, assistant_id, "vector", question)
+        assert found["results"][0]["title"] == "Kennwort", (question, found)
+    holidays = search(client, assistant_id, "vector", "Is the office open on Christmas Day?")
+    assert holidays["results"][0]["title"] == "Öffnungszeiten", holidays

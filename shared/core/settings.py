@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     embedding_dimensions: int = Field(default=1536, ge=1, le=16_000, description=(
         "Vector size: OpenAI's `dimensions`, chunks.embedding's size, the Pinecone index's. 512 suits "
         "text-embedding-3-small (a third of the index and insert cost); changing it is `vectorize all --resize`"))
+    embedding_query_prefix: str = Field(default="", max_length=100, description=(
+        "Put before a question's text when it is embedded, for models trained with one (E5: 'query: ', "
+        "nomic-embed: 'search_query: '); OpenAI's models need none"))
+    embedding_document_prefix: str = Field(default="", max_length=100, description=(
+        "Put before a chunk's text when it is embedded (E5: 'passage: '); changing it is `vectorize all`"))
     embedding_batch_inputs: int = Field(default=256, ge=1, le=2048, description=(
         "Texts per embeddings request while indexing; a page batch's requests run in parallel"))
     embedding_concurrency: int = Field(default=4, ge=1, le=32, description=(

@@ -110,8 +110,8 @@ def _post_query(text: str, timeout_s: float) -> list[float]:
     """One query's vector from POST /embeddings (base64 float32s, as the SDK asks; plain floats accepted)."""
     settings = get_settings()
     reply = _query_client().post("/embeddings", timeout=timeout_s, json={
-        "input": [text or " "], "model": settings.embedding_model, "dimensions": settings.embedding_dimensions,
-        "encoding_format": "base64"})
+        "input": [settings.embedding_query_prefix + (text or " ")], "model": settings.embedding_model,
+        "dimensions": settings.embedding_dimensions, "encoding_format": "base64"})
     if reply.status_code >= 400:
         from shared.llm.wire import error_message
 
@@ -175,7 +175,8 @@ def embed_texts(texts: list[str]) -> list[list[float]] | None:
 def _embed_batch(batch: list[str]) -> list[list[float]]:
     settings = get_settings()
     # The API refuses empty strings; a blank chunk still needs a vector to keep positions aligned.
-    reply = _client().embeddings.create(input=[t if t.strip() else " " for t in batch],
+    prefix = settings.embedding_document_prefix
+    reply = _client().embeddings.create(input=[prefix + (t if t.strip() else " ") for t in batch],
                                         model=settings.embedding_model, dimensions=settings.embedding_dimensions)
     ordered = sorted(reply.data, key=lambda item: item.index)
     if len(ordered) != len(batch):
@@ -185,7 +186,8 @@ def _embed_batch(batch: list[str]) -> list[list[float]]:
 
 def _cache_key(text: str) -> str:
     settings = get_settings()
-    digest = hashlib.sha256(f"{settings.embedding_model}|{settings.embedding_dimensions}|{text}".encode())
+    digest = hashlib.sha256(f"{settings.embedding_model}|{settings.embedding_dimensions}|"
+                            f"{settings.embedding_query_prefix}|{text}".encode())
     return f"emb:q:{digest.hexdigest()[:40]}"
 
 

@@ -73,6 +73,20 @@ def local_model(engine: Any, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def local_e5(engine: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The local stack's multilingual-e5-small as this test's embeddings API (its engine_settings():
+    384 dimensions, E5's "query: " / "passage: " prefixes); the database is migrated to that size."""
+    for name, value in engine.stack.local.embeddings_env("multilingual-e5-small").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    stack.clear_caches()
+    from shared.ops.migrate import migrate
+
+    migrate(engine.dsn)
+    return engine.stack.local.embeddings_url
+
+
+@pytest.fixture
 def pinecone_api(engine: Any, monkeypatch: pytest.MonkeyPatch) -> FakePinecone:
     """The Pinecone stand-in with an empty 1536-dimension cosine index, selected as the vector backend."""
     fake, url = _serve_once("pinecone", FakePinecone)
