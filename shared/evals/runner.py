@@ -206,7 +206,10 @@ def fan_out(workspace_id: str, run_id: str) -> dict[str, Any]:
 
 
 def run_batch(workspace_id: str, run_id: str, case_ids: list[str]) -> dict[str, Any]:
-    """The `eval_batch` job: run each named case this batch can claim; finish the run when none is left open."""
+    """The `eval_batch` job: run each named case this batch can claim; finish the run when none is left open.
+
+    A pooled connection is taken for each database step and none is held while a case's turn runs (its model
+    answers for seconds; the turn takes its own connections): deliveries at once must not fill the pool."""
     from shared.core.db import connect
 
     ran, held = 0, []
@@ -216,43 +219,48 @@ def run_batch(workspace_id: str, run_id: str, case_ids: list[str]) -> dict[str, 
         if run is None or run["status"] not in ("queued", "running"):
             return {"status": "skipped", "reason": "run finished or gone"}
         assistant = assistant_at(conn, workspace_id, run["assistant_id"], run["template_version"])
-        lease_s = get_settings().job_lease_seconds
-        for case_id in case_ids:
+    lease_s = get_settings().job_lease_seconds
+    for case_id in case_ids:
+        with connect() as conn:
             claimed = fetch_one(conn, """
                 UPDATE eval_results SET status = 'running', attempts = attempts + 1,
                                         lease_until = now() + make_interval(secs => %s)
                 WHERE run_id = %s AND case_id = %s AND workspace_id = %s
                   AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
                 RETURNING expected, attempts""", (lease_s, run_id, case_id, workspace_id))
-            if claimed is None:  # finished, or another batch holds it
-                if fetch_one(conn, """SELECT 1 FROM eval_results WHERE run_id = %s AND case_id = %s
-                                      AND status = 'running'""", (run_id, case_id)):
-                    held.append(case_id)
-                continue
-            with CaseLease(run_id, case_id, claimed["attempts"], lease_s):
-                _run_claimed(conn, assistant, run_id, case_id, claimed)
-            ran += 1
+            if claimed is None and fetch_one(conn, """SELECT 1 FROM eval_results WHERE run_id = %s
+                                                      AND case_id = %s AND status = 'running'""", (run_id, case_id)):
+                held.append(case_id)  # another batch holds it
+        if claimed is None:  # finished, or another batch holds it
+            continue
+        with CaseLease(run_id, case_id, claimed["attempts"], lease_s):
+            _run_claimed(assistant, run_id, case_id, claimed)
+        ran += 1
+    with connect() as conn:
         finished = finish_if_complete(conn, workspace_id, run_id)
     if held:
         raise CaseHeldElsewhere(f"{len(held)} case(s) of run {run_id} are running in another batch")
     return {"status": "ran", "cases": ran, "run_finished": finished}
 
 
-def _run_claimed(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, run_id: str, case_id: str,
-                 claimed: Row) -> None:
+def _run_claimed(assistant: ResolvedAssistant, run_id: str, case_id: str, claimed: Row) -> None:
+    from shared.core.db import connect
+
     try:
-        outcome = asyncio.run(run_case(conn, assistant, claimed["expected"], run_id))
+        outcome = asyncio.run(run_case(assistant, claimed["expected"], run_id))
     except Exception as exc:
         outcome = {"transient": True, "error": f"{type(exc).__name__}: {exc}"[:500]}
     if outcome.get("transient"):
         if claimed["attempts"] < get_settings().eval_case_attempts:
             # Hand the case back and fail the batch: QStash retries it and the run resumes here.
-            execute(conn, """UPDATE eval_results SET status = 'pending', lease_until = NULL, error = %s
-                             WHERE run_id = %s AND case_id = %s AND attempts = %s AND status = 'running'""",
-                    (outcome["error"], run_id, case_id, claimed["attempts"]))
+            with connect() as conn:
+                execute(conn, """UPDATE eval_results SET status = 'pending', lease_until = NULL, error = %s
+                                 WHERE run_id = %s AND case_id = %s AND attempts = %s AND status = 'running'""",
+                        (outcome["error"], run_id, case_id, claimed["attempts"]))
             raise CaseInterrupted(f"case {case_id}: {outcome['error']}")
         outcome = {**outcome, "status": "error"}
-    _store(conn, run_id, case_id, claimed["attempts"], outcome)
+    with connect() as conn:
+        _store(conn, run_id, case_id, claimed["attempts"], outcome)
 
 
 def _store(conn: psycopg.Connection[Row], run_id: str, case_id: str, attempt: int, outcome: dict[str, Any]) -> None:
@@ -271,8 +279,7 @@ def _store(conn: psycopg.Connection[Row], run_id: str, case_id: str, attempt: in
          "run": run_id, "case": case_id, "attempt": attempt})
 
 
-async def run_case(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, expected: dict[str, Any],
-                   run_id: str) -> dict[str, Any]:
+async def run_case(assistant: ResolvedAssistant, expected: dict[str, Any], run_id: str) -> dict[str, Any]:
     """One question through shared.dialog.chat's prepare + run; the conversation it leaves is deleted afterwards
     (evaluation turns are not customer conversations), its answer, passages and usage kept in the result."""
     from shared.dialog import chat
@@ -285,8 +292,11 @@ async def run_case(conn: psycopg.Connection[Row], assistant: ResolvedAssistant, 
         external_user_id=f"eval:{run_id}", metadata={"eval_run": run_id}, started=started))
     engine_abstained = chat.should_abstain(turn)
     result = await chat.collect(chat.run(turn))
+    from shared.core.db import connect
+
     try:
-        delete_conversation(conn, assistant.workspace_id, turn.conversation_id)
+        with connect() as conn:
+            delete_conversation(conn, assistant.workspace_id, turn.conversation_id)
     except Exception as exc:  # a leftover evaluation conversation is untidy, not wrong
         log.warning("evaluation conversation %s was not deleted: %s", turn.conversation_id, type(exc).__name__)
     error = result.get("error")

@@ -558,6 +558,25 @@ def test_a_summary_delivery_holds_no_connection_while_the_model_writes(engine, o
     TALLY["deliveries sharing a small pool"] += 2
 
 
+def test_an_eval_batch_holds_no_connection_while_its_turns_run(engine, openai_api, monkeypatch) -> None:
+    """And for `eval_batch`, which held one connection across all its cases' chat turns."""
+    openai_api.reply = "Refunds take 14 days [1]."
+    runs = [evaluation_run(engine) for _ in range(2)]
+    monkeypatch.setenv("DB_POOL_SIZE", "1")
+    monkeypatch.setenv("DB_POOL_WAIT_S", "1")
+    clear_caches()
+    openai_api.hang(1.0, times=6)  # every case's answer starts after 1 s
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda r: deliver(engine.url, "eval_batch", {"workspace_id": r[0], "run_id": r[1],
+                                                                            "case_ids": r[2]}, new_id()), runs))
+    assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+    for _, run_id, _ in runs:
+        state = evaluation_state(engine, run_id)
+        assert state["run"]["status"] == "succeeded", state
+        assert [r["status"] for r in state["results"]] == ["done"] * 3
+    TALLY["deliveries sharing a small pool"] += 2
+
+
 # ---------------------------------------------------------------- a real kill
 
 
