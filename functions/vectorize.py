@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 from pydantic import Field
 
-from shared.core.db import Row, connect
+from shared.core.db import Connections, Row, connect
 from shared.core.jobs import JobPayload, NonRetryable
-from shared.knowledge.vectors.indexing import CHUNK_COLUMNS, embed_chunks, index_chunks, write_vectors
+from shared.knowledge.vectors.indexing import CHUNK_COLUMNS, embed_chunks, write_vectors
 
 DEFAULT_BATCH = 500
 MAX_BATCH = 2000
@@ -39,25 +39,23 @@ def count(conn: psycopg.Connection[Row], payload: dict[str, Any], after: str | N
     return int(row["n"]) if row else 0
 
 
-def next_chunks(conn: psycopg.Connection[Row], payload: dict[str, Any], after: str | None, batch: int) -> list[Row]:
-    """The next `batch` chunks in scope after the cursor, in id order (rows with CHUNK_COLUMNS)."""
-    where, params = scope_sql(payload)
-    return conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE {where} AND id > %(after)s ORDER BY id "
-                        "LIMIT %(limit)s", {**params, "after": after or "", "limit": batch}).fetchall()
-
-
-def next_cursor(rows: list[Row], batch: int) -> str | None:
-    """Where the next batch starts; None when this one was the last."""
-    return rows[-1]["id"] if rows and len(rows) == batch else None
-
-
-def vectorize_batch(conn: psycopg.Connection[Row], payload: dict[str, Any], after: str | None,
+def vectorize_batch(connections: Connections, payload: dict[str, Any], after: str | None,
                     batch: int) -> tuple[int, str | None]:
-    """Embed and upsert the next `batch` chunks after the cursor on one connection (the CLI's in-process run);
-    returns (chunks done, next cursor or None)."""
-    rows = next_chunks(conn, payload, after, batch)
-    index_chunks(conn, rows)
-    return len(rows), next_cursor(rows, batch)
+    """Embed and upsert the next `batch` chunks after the cursor; returns (chunks done, next cursor or None).
+
+    A connection for the read and one for the write (shared.core.db.Connections: the job's `connect`, the CLI's
+    `on(conn)`), none held while the embeddings API answers: many deliveries at once on one instance must not
+    fill its pool with connections that only wait (tests/faults)."""
+    where, params = scope_sql(payload)
+    with connections() as conn:
+        rows = conn.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE {where} AND id > %(after)s ORDER BY id "
+                            "LIMIT %(limit)s", {**params, "after": after or "", "limit": batch}).fetchall()
+    if not rows:
+        return 0, None
+    vectors = embed_chunks(rows)
+    with connections() as conn:
+        write_vectors(conn, rows, vectors)
+    return len(rows), (rows[-1]["id"] if len(rows) == batch else None)
 
 
 class Payload(JobPayload):
@@ -75,14 +73,7 @@ def run(payload: Payload) -> dict[str, Any]:
     if not embeddings_enabled():
         raise NonRetryable("No embeddings API is configured (set OPENAI_API_KEY): nothing to vectorize.")
     scope = payload.model_dump()
-    # A connection for the read and one for the write, none while the embeddings API answers: many deliveries
-    # at once on one instance must not fill its pool with connections that only wait (tests/faults).
-    with connect() as conn:
-        rows = next_chunks(conn, scope, payload.after, payload.batch)
-    vectors = embed_chunks(rows)
-    with connect() as conn:
-        write_vectors(conn, rows, vectors)
-    done, cursor = len(rows), next_cursor(rows, payload.batch)
+    done, cursor = vectorize_batch(connect, scope, payload.after, payload.batch)
     if cursor is not None:
         from shared.core.queue import publish
 

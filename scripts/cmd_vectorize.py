@@ -84,7 +84,7 @@ def cursor_key(payload: dict[str, Any]) -> str:
 
 def cmd_all(args: argparse.Namespace) -> int:
     from functions.vectorize import MAX_BATCH, count, vectorize_batch
-    from shared.core.db import connect
+    from shared.core.db import connect, on
     from shared.core.settings import get_settings
     from shared.knowledge.embeddings import embeddings_enabled
     from shared.knowledge.vectors import get_vector_store
@@ -133,7 +133,7 @@ def cmd_all(args: argparse.Namespace) -> int:
         done, started = done_before, time.monotonic()
         _progress(done, total, 0.0)
         while True:
-            n, cursor = vectorize_batch(conn, payload, cursor, args.batch)
+            n, cursor = vectorize_batch(on(conn), payload, cursor, args.batch)
             done += n
             _progress(done, total, (done - done_before) / max(time.monotonic() - started, 1e-6))
             if cursor is None:

